@@ -1,0 +1,183 @@
+"""Golden equivalence of `mctx_planner._fast_search` against raw mctx."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+import pytest
+
+from mctx_planner import _fast_search
+
+EMBED = 6
+
+TREE_FIELDS = ("node_visits", "children_index", "node_values",
+               "children_values", "children_visits", "children_rewards",
+               "children_discounts", "parents", "action_from_parent",
+               "raw_values", "children_prior_logits", "root_invalid_actions")
+
+
+def _params(num_actions, discount, seed=0):
+  ks = jax.random.split(jax.random.PRNGKey(seed), 5)
+  return dict(
+      action_embed=jax.random.normal(ks[0], (num_actions, EMBED)),
+      w=jax.random.normal(ks[1], (EMBED, EMBED)) / np.sqrt(EMBED),
+      w_logits=jax.random.normal(ks[2], (EMBED, num_actions)),
+      w_value=jax.random.normal(ks[3], (EMBED,)),
+      w_reward=jax.random.normal(ks[4], (EMBED,)),
+      discount=jnp.float32(discount))
+
+
+def _recurrent_fn(params, rng_key, action, embedding):
+  """Deterministic toy model: a small random linear network."""
+  del rng_key
+  nxt = jnp.tanh(embedding @ params["w"] + params["action_embed"][action])
+  terminal = nxt[:, 0] > 0.7  # some transitions end the episode
+  out = mctx.RecurrentFnOutput(
+      reward=nxt @ params["w_reward"],
+      discount=jnp.where(terminal, 0.0, params["discount"]),
+      prior_logits=nxt @ params["w_logits"],
+      value=jnp.tanh(nxt @ params["w_value"]))
+  return out, nxt
+
+
+def _root(batch, num_actions, seed):
+  ks = jax.random.split(jax.random.PRNGKey(100 + seed), 3)
+  return mctx.RootFnOutput(
+      prior_logits=jax.random.normal(ks[0], (batch, num_actions)),
+      value=jax.random.normal(ks[1], (batch,)),
+      embedding=jax.random.normal(ks[2], (batch, EMBED)))
+
+
+def _invalid(batch, num_actions, seed):
+  mask = jax.random.bernoulli(jax.random.PRNGKey(200 + seed), 0.4,
+                              (batch, num_actions))
+  mask = mask.at[:, 0].set(False)  # keep at least one valid action
+  if batch > 2:
+    mask = mask.at[-1].set(True)  # one example with all actions invalid
+  return mask.astype(jnp.float32)
+
+
+def _assert_same(fast, ref):
+  np.testing.assert_array_equal(fast.action, ref.action)
+  np.testing.assert_allclose(fast.action_weights, ref.action_weights,
+                             rtol=1e-5, atol=1e-6)
+  ft, rt = fast.search_tree, ref.search_tree
+  for name in TREE_FIELDS:
+    a, b = np.asarray(getattr(ft, name)), np.asarray(getattr(rt, name))
+    assert a.shape == b.shape and a.dtype == b.dtype, name
+    if np.issubdtype(a.dtype, np.floating):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+    else:
+      np.testing.assert_array_equal(a, b, err_msg=name)
+  chex.assert_trees_all_close(ft.embeddings, rt.embeddings, rtol=1e-5,
+                              atol=1e-6)
+  chex.assert_trees_all_close(ft.extra_data, rt.extra_data)
+
+
+# (policy, batch, num_simulations, num_actions, masked, max_depth, discount)
+CASES = [
+    ("muzero", 1, 17, 4, False, None, 0.95),
+    ("muzero", 3, 5, 5, True, None, -1.0),
+    ("muzero", 8, 17, 5, True, 3, -1.0),
+    ("muzero", 8, 1, 4, False, None, 0.95),
+    ("muzero_minmax", 3, 17, 4, True, None, 0.95),
+    ("gumbel", 1, 17, 5, False, None, -1.0),
+    ("gumbel", 3, 5, 4, True, None, 0.95),
+    ("gumbel", 8, 17, 5, True, 2, -1.0),
+    ("gumbel", 8, 1, 4, False, None, 0.95),
+    ("gumbel_raw_value", 8, 17, 4, False, None, 0.95),
+]
+
+
+def _policies(name):
+  if name == "muzero":
+    return mctx.muzero_policy, _fast_search.muzero_policy, {}
+  if name == "muzero_minmax":
+    q = functools.partial(mctx.qtransform_by_min_max, min_value=-2.,
+                          max_value=2.)
+    return (mctx.muzero_policy, _fast_search.muzero_policy,
+            dict(qtransform=q, temperature=0.5))
+  if name == "gumbel":
+    return (mctx.gumbel_muzero_policy, _fast_search.gumbel_muzero_policy,
+            dict(max_num_considered_actions=4))
+  if name == "gumbel_raw_value":
+    q = functools.partial(mctx.qtransform_completed_by_mix_value,
+                          use_mixed_value=False, rescale_values=False)
+    return (mctx.gumbel_muzero_policy, _fast_search.gumbel_muzero_policy,
+            dict(qtransform=q))
+  raise ValueError(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(name, num_simulations, max_depth):
+  ref_fn, fast_fn, kwargs = _policies(name)
+
+  def run(fn, params, key, root, invalid):
+    return fn(params, key, root, _recurrent_fn, num_simulations,
+              invalid_actions=invalid, max_depth=max_depth, **kwargs)
+
+  return (jax.jit(functools.partial(run, ref_fn)),
+          jax.jit(functools.partial(run, fast_fn)))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_matches_mctx(case):
+  name, batch, sims, num_actions, masked, max_depth, discount = case
+  ref_fn, fast_fn = _jitted(name, sims, max_depth)
+  params = _params(num_actions, discount)
+  for seed in range(3):
+    root = _root(batch, num_actions, seed)
+    invalid = _invalid(batch, num_actions, seed) if masked else None
+    key = jax.random.PRNGKey(seed)
+    _assert_same(fast_fn(params, key, root, invalid),
+                 ref_fn(params, key, root, invalid))
+
+
+def test_typed_keys_and_bool_mask():
+  ref_fn, fast_fn = _jitted("muzero", 5, None)
+  params = _params(4, 0.9)
+  root = _root(3, 4, 7)
+  invalid = _invalid(3, 4, 7).astype(bool)
+  key = jax.random.key(3)
+  _assert_same(fast_fn(params, key, root, invalid),
+               ref_fn(params, key, root, invalid))
+
+
+def _decision_fn(params, rng_key, action, embedding):
+  del rng_key
+  after = jnp.tanh(embedding @ params["w"] + params["action_embed"][action])
+  return mctx.DecisionRecurrentFnOutput(
+      chance_logits=after[:, :3] * 2.0,
+      afterstate_value=jnp.tanh(after @ params["w_value"])), after
+
+
+def _chance_fn(params, rng_key, outcome, afterstate):
+  del rng_key
+  nxt = jnp.tanh(afterstate @ params["w"].T + outcome[:, None] * 0.5)
+  return mctx.ChanceRecurrentFnOutput(
+      action_logits=nxt @ params["w_logits"],
+      value=jnp.tanh(nxt @ params["w_value"]),
+      reward=nxt @ params["w_reward"],
+      discount=jnp.where(nxt[:, 1] > 0.7, 0.0, params["discount"])), nxt
+
+
+@pytest.mark.parametrize("masked,max_depth", [(False, None), (True, 4)])
+def test_stochastic_matches_mctx(masked, max_depth):
+  num_actions, batch, sims = 4, 3, 17
+  params = _params(num_actions, -1.0)
+
+  def run(fn, key, root, invalid):
+    return fn(params, key, root, _decision_fn, _chance_fn, sims,
+              invalid_actions=invalid, max_depth=max_depth)
+
+  ref_fn = jax.jit(functools.partial(run, mctx.stochastic_muzero_policy))
+  fast_fn = jax.jit(
+      functools.partial(run, _fast_search.stochastic_muzero_policy))
+  for seed in range(2):
+    root = _root(batch, num_actions, seed)
+    invalid = _invalid(batch, num_actions, seed) if masked else None
+    key = jax.random.PRNGKey(seed)
+    _assert_same(fast_fn(key, root, invalid), ref_fn(key, root, invalid))
