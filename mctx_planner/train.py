@@ -1,0 +1,258 @@
+"""Training: one compiled iteration (self-play + replay + updates) and the loop.
+
+:func:`make_agent` builds every pure piece of a run from a
+:class:`~mctx_planner.config.TrainConfig`: domain, network, planner, replay,
+optimiser and loss. :class:`Agent` exposes
+
+* ``init(key) -> TrainState``
+* ``iteration(state) -> (state, metrics)``: one compiled program that plays
+  ``T`` self-play steps on ``B`` episodes, turns them into training examples,
+  writes them to the replay and runs ``U`` gradient updates (``lax.scan``);
+  metrics come back from the compiled code.
+
+:func:`train` is the Python loop around it: progress bar, one-line summaries,
+JSON-lines metrics, evaluation and checkpoints. Everything that influences
+training lives in ``TrainState`` (including the PRNG key), so a run resumed
+from a checkpoint reproduces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mctx_planner import domains as domains_lib
+from mctx_planner.config import TrainConfig
+from mctx_planner.domains.base import Domain
+from mctx_planner.losses import LossConfig, alphazero_loss, muzero_loss
+from mctx_planner.networks import AlphaZeroNet, MuZeroNet, init_params
+from mctx_planner.replay import ReplayState, make_replay
+from mctx_planner.search import (Planner, SearchConfig, learned_model, make_planner,
+                                 network_predict_fn, true_model)
+from mctx_planner.selfplay import init_states, rollout
+from mctx_planner.targets import make_examples
+
+
+@chex.dataclass(frozen=True)
+class TrainState:
+    """Everything a run needs to continue exactly.
+
+    Attributes:
+      params: network parameters.
+      opt_state: optax state.
+      replay: :class:`~mctx_planner.replay.ReplayState` ``[B, L, ...]``.
+      env_states: batched domain states ``[B]``.
+      key: PRNG key of the run.
+      iteration: ``[]`` int32 iterations done.
+      env_steps: ``[]`` int32 environment steps played.
+      updates: ``[]`` int32 gradient updates done.
+    """
+
+    params: Any
+    opt_state: Any
+    replay: ReplayState
+    env_states: Any
+    key: chex.PRNGKey
+    iteration: chex.Array
+    env_steps: chex.Array
+    updates: chex.Array
+
+
+class Agent(NamedTuple):
+    """The pure pieces of a run (see module docstring)."""
+
+    config: TrainConfig
+    domain: Domain
+    net: Any
+    planner: Planner
+    eval_planner: Planner
+    init: Callable
+    iteration: Callable
+    replay_nbytes: int
+
+
+def make_domain(config: TrainConfig) -> Domain:
+    """The domain named by the config."""
+    return domains_lib.make(config.domain, **dict(config.domain_kwargs))
+
+
+def make_network(config: TrainConfig, domain: Domain):
+    """AlphaZeroNet (true model) or MuZeroNet (learned model)."""
+    if config.learned_model:
+        chance = domain.num_chance_outcomes if config.algorithm == "stochastic_muzero" else 0
+        return MuZeroNet(domain.num_actions, config.network, num_chance_outcomes=chance)
+    return AlphaZeroNet(domain.num_actions, config.network)
+
+
+def make_search_model(config: TrainConfig, domain: Domain, net):
+    """The planner's model: the domain (AlphaZero) or the networks (MuZero)."""
+    if config.learned_model:
+        discount = config.discount if config.discount is not None else domain.discount
+        return learned_model(net, domain.observation_shape,
+                             two_player=domain.two_player, discount=discount)
+    return true_model(domain, network_predict_fn(net))
+
+
+def search_config(config: TrainConfig, *, evaluation: bool = False) -> SearchConfig:
+    """Self-play (exploring) or evaluation (greedy) search settings."""
+    if evaluation:
+        return SearchConfig(
+            algorithm=config.search_algorithm,
+            num_simulations=config.eval_simulations,
+            max_num_considered_actions=config.max_num_considered_actions,
+            temperature=0.0, dirichlet_fraction=0.0, gumbel_scale=0.0)
+    return SearchConfig(
+        algorithm=config.search_algorithm, num_simulations=config.num_simulations,
+        max_num_considered_actions=config.max_num_considered_actions,
+        temperature=config.temperature, dirichlet_alpha=config.dirichlet_alpha,
+        dirichlet_fraction=config.dirichlet_fraction)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """adamw with linear warmup and cosine decay, after global-norm clipping."""
+    total = max(config.iterations * config.updates_per_iteration, 1)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate,
+        warmup_steps=min(config.warmup_steps, total - 1) if total > 1 else 0,
+        decay_steps=total, end_value=0.1 * config.learning_rate)
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                       optax.adamw(schedule, weight_decay=config.weight_decay))
+
+
+def make_agent(config: TrainConfig) -> Agent:
+    """Builds every pure piece of a run from its config."""
+    domain = make_domain(config)
+    if config.algorithm == "stochastic_muzero" and not domain.is_stochastic:
+        raise ValueError(f"TrainConfig.algorithm='stochastic_muzero' needs a stochastic "
+                         f"domain; {config.domain!r} is deterministic")
+    net = make_network(config, domain)
+    model = make_search_model(config, domain, net)
+    planner = make_planner(model, search_config(config))
+    eval_planner = make_planner(model, search_config(config, evaluation=True))
+    discount = config.discount if config.discount is not None else domain.discount
+    K = config.num_unroll_steps if config.learned_model else 0
+    loss_config = LossConfig(value_weight=config.value_weight,
+                             reward_weight=config.reward_weight,
+                             two_player=domain.two_player, discount=discount)
+    loss_impl = muzero_loss if config.learned_model else alphazero_loss
+
+    def loss_fn(params, examples, weights):
+        loss, metrics, errors = loss_impl(net, loss_config, params, examples, weights)
+        return loss, (metrics, errors)
+
+    optimizer = make_optimizer(config)
+    B, T = config.num_envs, config.unroll_length
+    rows = max(config.replay_capacity // B, T)
+    replay = make_replay(rows, prioritized=config.prioritized)
+
+    def examples_of(trajectory):
+        return make_examples(trajectory, num_unroll_steps=K,
+                             two_player=domain.two_player, discount=discount,
+                             td_steps=config.td_steps)
+
+    def play(params, env_states, key):
+        return rollout(domain, planner.search, params, env_states, key, T)
+
+    # One unbatched example, for shapes only.
+    def abstract_one_example():
+        params = jax.eval_shape(
+            lambda k: init_params(net, k, domain.observation_shape),
+            jax.random.PRNGKey(0))
+        states = jax.eval_shape(lambda k: init_states(domain, k, 1),
+                                jax.random.PRNGKey(0))
+        _, traj = jax.eval_shape(
+            lambda p, s, k: rollout(domain, planner.search, p, s, k, 1),
+            params, states, jax.random.PRNGKey(0))
+        ex = jax.eval_shape(examples_of, traj)
+        return jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape[2:], x.dtype), ex)
+
+    example_shape = abstract_one_example()
+    replay_nbytes = replay.nbytes(example_shape, B)
+
+    def init(key: chex.PRNGKey) -> TrainState:
+        key, params_key, env_key = jax.random.split(key, 3)
+        params = init_params(net, params_key, domain.observation_shape)
+        return TrainState(
+            params=params, opt_state=optimizer.init(params),
+            replay=replay.init(example_shape, B),
+            env_states=init_states(domain, env_key, B), key=key,
+            iteration=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
+            updates=jnp.zeros((), jnp.int32))
+
+    def update(carry, key):
+        params, opt_state, replay_state = carry
+        sample = replay.sample(replay_state, key, config.batch_size)
+        grads, (metrics, errors) = jax.grad(loss_fn, has_aux=True)(
+            params, sample.examples, sample.weights)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        replay_state = replay.update_priorities(replay_state, sample, errors)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        return (params, opt_state, replay_state), metrics
+
+    def iteration(state: TrainState):
+        key, play_key, learn_key = jax.random.split(state.key, 3)
+        env_states, trajectory = play(state.params, state.env_states, play_key)
+        examples = examples_of(trajectory)
+        replay_state = replay.add(state.replay, examples)
+        (params, opt_state, replay_state), metrics = jax.lax.scan(
+            update, (state.params, state.opt_state, replay_state),
+            jax.random.split(learn_key, config.updates_per_iteration))
+        metrics = jax.tree_util.tree_map(jnp.mean, metrics)
+        ended = trajectory.terminated | trajectory.truncated
+        num_ended = jnp.sum(ended)
+        metrics.update(
+            episodes=num_ended,
+            # Mean reward per finished episode, from player 0's point of view
+            # in two-player games (+1 = the first player won).
+            first_player_return=jnp.sum(jnp.where(
+                trajectory.terminated,
+                jnp.where(trajectory.player == 0, 1.0, -1.0) * trajectory.reward,
+                0.0)) / jnp.maximum(num_ended, 1) if domain.two_player else
+            jnp.sum(trajectory.reward) / jnp.maximum(num_ended, 1),
+            root_value=jnp.mean(trajectory.root_value),
+            valid_examples=jnp.mean(examples.value_mask[..., 0]))
+        new_state = TrainState(
+            params=params, opt_state=opt_state, replay=replay_state,
+            env_states=env_states, key=key, iteration=state.iteration + 1,
+            env_steps=state.env_steps + B * T,
+            updates=state.updates + config.updates_per_iteration)
+        return new_state, metrics
+
+    return Agent(config=config, domain=domain, net=net, planner=planner,
+                 eval_planner=eval_planner, init=init,
+                 iteration=jax.jit(iteration, donate_argnums=0),
+                 replay_nbytes=replay_nbytes)
+
+
+def shard_state(state: TrainState, mesh: jax.sharding.Mesh,
+                axis: str = "batch") -> TrainState:
+    """Places a TrainState on ``mesh``: the batch axis of the environment states
+    and the replay sharded over ``axis``, everything else replicated."""
+    P = jax.sharding.PartitionSpec
+    sharded = jax.sharding.NamedSharding(mesh, P(axis))
+    replicated = jax.sharding.NamedSharding(mesh, P())
+
+    def put(tree, sharding):
+        return jax.tree_util.tree_map(lambda x: jax.device_put(x, sharding), tree)
+
+    replay = state.replay
+    replay = replay.replace(data=put(replay.data, sharded),
+                            priorities=put(replay.priorities, sharded),
+                            position=put(replay.position, replicated),
+                            size=put(replay.size, replicated))
+    return state.replace(
+        params=put(state.params, replicated), opt_state=put(state.opt_state, replicated),
+        replay=replay, env_states=put(state.env_states, sharded),
+        key=put(state.key, replicated), iteration=put(state.iteration, replicated),
+        env_steps=put(state.env_steps, replicated), updates=put(state.updates, replicated))
