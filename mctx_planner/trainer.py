@@ -181,6 +181,34 @@ def maze_optimality(agent: Agent, params: Any, key: jax.Array, *,
                 maze_solved_fraction=float(np.mean(solved)))
 
 
+def load_run(path: str, *, step: Optional[int] = None):
+    """Loads a run saved by :func:`train`.
+
+    Args:
+      path: the run directory (``--out``) or its ``checkpoints`` folder.
+      step: a specific iteration (default: the newest checkpoint).
+
+    Returns:
+      ``(agent, state, info)``: the rebuilt :class:`~mctx_planner.train.Agent`,
+      the restored ``TrainState`` and the checkpoint info (config, metadata).
+
+    Raises:
+      mctx_planner.checkpoint.CheckpointError: no readable checkpoint there.
+    """
+    run = pathlib.Path(path)
+    ckpt_dir = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+    probe_step = step if step is not None else ckpt.latest_step(ckpt_dir)
+    if probe_step is None:
+        raise ckpt.CheckpointNotFoundError(
+            f"no checkpoint in {ckpt_dir} (train with --out {path} first)")
+    info_config = ckpt.read_info(ckpt_dir, probe_step)["config"]
+    config = TrainConfig.from_dict(info_config)
+    agent = make_agent(config)
+    target = jax.eval_shape(agent.init, jax.random.PRNGKey(config.seed))
+    state, info = ckpt.restore(ckpt_dir, target, step=probe_step)
+    return agent, state, info
+
+
 def _format(metrics: Dict[str, float]) -> str:
     keys = ("loss", "policy_loss", "value_loss", "reward_loss", "first_player_return",
             "episodes")

@@ -1,0 +1,222 @@
+"""The ``mctx-planner`` command.
+
+Sub-commands::
+
+    mctx-planner train  [--domain tictactoe] [--algorithm A] [--out DIR] [--resume]
+                        [--iterations N] [--seed S] [--set field=value ...]
+    mctx-planner eval   --checkpoint DIR [--games N]
+    mctx-planner play   --checkpoint DIR [--second]
+    mctx-planner search [--domain tictactoe] [--moves 0,4] [--simulations 64]
+                        [--algorithm gumbel_muzero] [--checkpoint DIR] [--dot FILE]
+
+``train`` with no argument trains tic-tac-toe with the preset that learns
+fastest and ends with an evaluation (arena and the exhaustive perfect-play
+audit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import List, Optional, Sequence
+
+from mctx_planner import config as config_lib
+
+DEFAULT_OUT = "runs/{domain}-{algorithm}"
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train an agent by self-play (the main job)")
+    p.add_argument("--domain", default="tictactoe",
+                   help="built-in domain (default: tictactoe)")
+    p.add_argument("--algorithm", choices=config_lib.ALGORITHMS, default=None,
+                   help="default: the domain's preset")
+    p.add_argument("--out", default=None,
+                   help=f"run directory (default: {DEFAULT_OUT})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out")
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="FIELD=VALUE",
+                   help="override any TrainConfig field, e.g. --set num_simulations=32 "
+                        "--set network.hidden_size=128 --set domain.size=9")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluations")
+    p.add_argument("--log-every", type=int, default=1,
+                   help="print a summary line every N iterations")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config and exit")
+
+
+def _resolve_train_config(args) -> config_lib.TrainConfig:
+    from mctx_planner.domains import DOMAINS  # pylint: disable=g-import-not-at-top
+    if args.domain not in DOMAINS:
+        raise ValueError(f"--domain must be one of {DOMAINS}, got {args.domain!r}")
+    cfg = config_lib.preset(args.domain, args.algorithm)
+    overrides = list(args.overrides)
+    if args.iterations is not None:
+        overrides.append(f"iterations={args.iterations}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return config_lib.apply_overrides(cfg, overrides)
+
+
+def _cmd_train(args) -> int:
+    cfg = _resolve_train_config(args)
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
+    from mctx_planner.trainer import train  # pylint: disable=g-import-not-at-top
+    out = args.out or DEFAULT_OUT.format(domain=cfg.domain, algorithm=cfg.algorithm)
+    result = train(cfg, out_dir=out, resume=args.resume,
+                   progress=not args.no_progress, evaluate=not args.no_eval,
+                   log_every=args.log_every)
+    print(f"checkpoint and metrics in {out}/ "
+          f"(evaluate again: mctx-planner eval --checkpoint {out})")
+    del result
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    import jax  # pylint: disable=g-import-not-at-top
+    from mctx_planner.trainer import evaluate_agent, load_run  # pylint: disable=g-import-not-at-top
+    agent, state, _ = load_run(args.checkpoint)
+    print(f"{agent.config.algorithm} on {agent.config.domain}, iteration "
+          f"{int(state.iteration)} ({int(state.env_steps)} environment steps)")
+    evaluate_agent(agent, state.params, jax.random.PRNGKey(args.seed),
+                   num_games=args.games)
+    return 0
+
+
+def _cmd_play(args, stdin=None) -> int:
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from mctx_planner.trainer import load_run  # pylint: disable=g-import-not-at-top
+    stdin = stdin or sys.stdin
+    agent, state, _ = load_run(args.checkpoint)
+    domain = agent.domain
+    if not domain.two_player:
+        raise ValueError(f"play needs a two-player domain; this run is {domain.name!r}")
+    human = 1 if args.second else 0
+    search = jax.jit(lambda p, k, s: agent.eval_planner.search(p, k, s))
+    s = domain.init(jax.random.PRNGKey(args.seed))
+    key = jax.random.PRNGKey(args.seed + 1)
+    print(f"You are player {human} ({'first' if human == 0 else 'second'}). "
+          f"Actions are 0..{domain.num_actions - 1}; q quits.")
+    while not bool(s.terminated | s.truncated):
+        print(domain.render(s))
+        if int(s.current_player) == human:
+            legal = [int(a) for a in jnp.nonzero(s.legal_action_mask)[0]]
+            print(f"your move {legal}: ", end="", flush=True)
+            line = stdin.readline()
+            if not line or line.strip().lower() in ("q", "quit"):
+                print("bye")
+                return 0
+            try:
+                action = int(line.strip())
+            except ValueError:
+                print(f"not a number: {line.strip()!r}")
+                continue
+            if action not in legal:
+                print(f"illegal move {action}; legal: {legal}")
+                continue
+        else:
+            key, sub = jax.random.split(key)
+            batched = jax.tree_util.tree_map(lambda x: x[None], s)
+            action = int(search(state.params, sub, batched).action[0])
+            print(f"agent plays {action}")
+        mover = int(s.current_player)
+        s = domain.step(s, jnp.int32(action))
+    print(domain.render(s))
+    reward = float(s.reward)
+    if reward == 0:
+        print("draw")
+    else:
+        winner = mover if reward > 0 else 1 - mover
+        print("you win" if winner == human else "agent wins")
+    return 0
+
+
+def _cmd_search(args) -> int:
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from mctx_planner import domains, explain, search  # pylint: disable=g-import-not-at-top
+    params = None
+    if args.checkpoint:
+        from mctx_planner.trainer import load_run  # pylint: disable=g-import-not-at-top
+        agent, state, _ = load_run(args.checkpoint)
+        domain, params = agent.domain, state.params
+        planner = search.make_planner(agent.eval_planner.model, search.SearchConfig(
+            algorithm=args.algorithm, num_simulations=args.simulations,
+            temperature=0.0, dirichlet_fraction=0.0, gumbel_scale=0.0))
+    else:
+        domain = domains.make(args.domain)
+        model = search.true_model(domain, search.uniform_predict_fn(domain.num_actions))
+        planner = search.make_planner(model, search.SearchConfig(
+            algorithm=args.algorithm, num_simulations=args.simulations,
+            temperature=0.0, dirichlet_fraction=0.0, gumbel_scale=0.0))
+    s = domain.init(jax.random.PRNGKey(args.seed))
+    moves = [int(m) for m in args.moves.split(",") if m.strip()] if args.moves else []
+    for m in moves:
+        if not bool(s.legal_action_mask[m]):
+            raise ValueError(f"--moves: move {m} is illegal in that position")
+        s = domain.step(s, jnp.int32(m))
+    print(domain.render(s))
+    print(f"player to move: {int(s.current_player)}"
+          + ("" if args.checkpoint else " (uninformed network: pure search)"))
+    batched = jax.tree_util.tree_map(lambda x: x[None], s)
+    out = planner.plan(params, jax.random.PRNGKey(args.seed), batched)
+    print(explain.explain(out, 0))
+    if args.dot:
+        pathlib.Path(args.dot).write_text(explain.to_dot(out.tree, 0))
+        print(f"tree written to {args.dot} (render: dot -Tpng {args.dot} -o tree.png)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mctx-planner",
+        description="Planning with learned models: train, evaluate, play, explain.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    p = sub.add_parser("eval", help="evaluate a checkpoint in the arena")
+    p.add_argument("--checkpoint", required=True, help="run directory (--out of train)")
+    p.add_argument("--games", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("play", help="play against a checkpoint in the terminal")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--second", action="store_true", help="let the agent move first")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("search", help="run one search and explain it")
+    p.add_argument("--domain", default="tictactoe")
+    p.add_argument("--moves", default="", help="comma-separated moves played first")
+    p.add_argument("--simulations", type=int, default=64)
+    p.add_argument("--algorithm", default="gumbel_muzero",
+                   choices=("muzero", "gumbel_muzero"))
+    p.add_argument("--checkpoint", default=None,
+                   help="use a trained run's network instead of pure search")
+    p.add_argument("--dot", default=None, help="also write the tree as Graphviz DOT")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``mctx-planner`` console script."""
+    args = build_parser().parse_args(argv)
+    commands = dict(train=_cmd_train, eval=_cmd_eval, play=_cmd_play,
+                    search=_cmd_search)
+    try:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # Bad input and unreadable checkpoints (CheckpointError is a
+        # RuntimeError) read as one sentence, not a traceback.
+        print(f"mctx-planner {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
