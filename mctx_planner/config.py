@@ -46,6 +46,8 @@ class TrainConfig:
       num_simulations: search simulations per move in self-play.
       max_num_considered_actions: Gumbel root width.
       dirichlet_alpha, dirichlet_fraction, temperature: PUCT exploration.
+      opening_moves: self-play episodes start after a random number (0..k)
+        of random legal moves, to cover positions self-play rarely reaches.
       eval_simulations: simulations per move in evaluation (temperature 0,
         no noise).
       num_unroll_steps: ``K`` of the MuZero unroll (ignored by AlphaZero).
@@ -76,6 +78,7 @@ class TrainConfig:
     dirichlet_alpha: float = 0.3
     dirichlet_fraction: float = 0.25
     temperature: float = 1.0
+    opening_moves: int = 0
     eval_simulations: int = 16
     num_unroll_steps: int = 5
     td_steps: Optional[int] = None
@@ -112,7 +115,7 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 bad(field, "an int >= 1")
         for field in ("num_unroll_steps", "warmup_steps", "eval_every",
-                      "checkpoint_every"):
+                      "checkpoint_every", "opening_moves"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 bad(field, "an int >= 0")

@@ -52,9 +52,28 @@ class Trajectory:
     chance_outcome: chex.Array
 
 
-def init_states(domain: Domain, key: chex.PRNGKey, batch_size: int) -> Any:
-    """``batch_size`` fresh episodes (a batched domain state)."""
-    return jax.vmap(domain.init)(jax.random.split(key, batch_size))
+def init_states(domain: Domain, key: chex.PRNGKey, batch_size: int,
+                opening_moves: int = 0) -> Any:
+    """``batch_size`` fresh episodes (a batched domain state).
+
+    With ``opening_moves = k > 0`` each episode first plays a random number,
+    uniform in ``0..k``, of uniformly random legal moves (never one that ends
+    the episode). Self-play then visits positions that its own play would
+    rarely reach, which is what an agent needs to play well from *any*
+    position (the tic-tac-toe audit checks every reachable one).
+    """
+    init_key, count_key, move_key = jax.random.split(key, 3)
+    states = jax.vmap(domain.init)(jax.random.split(init_key, batch_size))
+    if not opening_moves:
+        return states
+    count = jax.random.randint(count_key, (batch_size,), 0, opening_moves + 1)
+    for i, k in enumerate(jax.random.split(move_key, opening_moves)):
+        logits = jnp.where(states.legal_action_mask, 0.0, -jnp.inf)
+        action = jax.random.categorical(k, logits).astype(jnp.int32)
+        moved = jax.vmap(domain.step)(states, action)
+        keep = (i < count) & ~(moved.terminated | moved.truncated)
+        states = _where(keep, moved, states)
+    return states
 
 
 def _where(mask, a, b):
@@ -87,8 +106,8 @@ def transition(domain: Domain, states: Any, action: chex.Array,
 
 
 def rollout(domain: Domain, search_fn: SearchFn, params: chex.ArrayTree,
-            states: Any, key: chex.PRNGKey, num_steps: int
-            ) -> Tuple[Any, Trajectory]:
+            states: Any, key: chex.PRNGKey, num_steps: int,
+            opening_moves: int = 0) -> Tuple[Any, Trajectory]:
     """Plays ``num_steps`` steps of self-play from ``states`` (batched).
 
     Episodes that end are reset in place with fresh ``init`` states, so every
@@ -102,6 +121,8 @@ def rollout(domain: Domain, search_fn: SearchFn, params: chex.ArrayTree,
       states: batched domain states ``[B]``.
       key: PRNG key (consumed).
       num_steps: ``T``.
+      opening_moves: random opening moves of reset episodes (see
+        :func:`init_states`).
 
     Returns:
       (states after the last step, :class:`Trajectory` ``[T, B, ...]``).
@@ -124,7 +145,7 @@ def rollout(domain: Domain, search_fn: SearchFn, params: chex.ArrayTree,
             player=states.current_player.astype(jnp.int32),
             chance_outcome=outcome)
         ended = next_states.terminated | next_states.truncated
-        fresh = init_states(domain, reset_key, batch_size)
+        fresh = init_states(domain, reset_key, batch_size, opening_moves)
         return _where(ended, fresh, next_states), record
 
     return jax.lax.scan(one_step, states, jax.random.split(key, num_steps))

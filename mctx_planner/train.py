@@ -160,7 +160,8 @@ def make_agent(config: TrainConfig) -> Agent:
                              td_steps=config.td_steps)
 
     def play(params, env_states, key):
-        return rollout(domain, planner.search, params, env_states, key, T)
+        return rollout(domain, planner.search, params, env_states, key, T,
+                       opening_moves=config.opening_moves)
 
     # One unbatched example, for shapes only.
     def abstract_one_example():
@@ -185,7 +186,7 @@ def make_agent(config: TrainConfig) -> Agent:
         return TrainState(
             params=params, opt_state=optimizer.init(params),
             replay=replay.init(example_shape, B),
-            env_states=init_states(domain, env_key, B), key=key,
+            env_states=init_states(domain, env_key, B, config.opening_moves), key=key,
             iteration=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32))
 
