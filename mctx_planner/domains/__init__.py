@@ -1,2 +1,57 @@
-"""Domains: the protocol and the built-in decision problems."""
+"""Domains: the protocol and the built-in decision problems.
+
+Use :func:`make` to build a built-in domain by name::
+
+    from mctx_planner import domains
+    env = domains.make("maze", size=9)
+"""
+from typing import Any, Callable, Dict, Tuple
+
 from mctx_planner.domains.base import Domain, StochasticDomain, STATE_FIELDS
+from mctx_planner.domains.connect4 import ConnectFour
+from mctx_planner.domains.game2048 import Game2048
+from mctx_planner.domains.maze import Maze
+from mctx_planner.domains.tictactoe import TicTacToe
+
+_REGISTRY: Dict[str, Callable[..., Domain]] = {
+    "tictactoe": TicTacToe,
+    "connect4": ConnectFour,
+    "maze": Maze,
+    "2048": Game2048,
+}
+
+#: Names accepted by :func:`make`.
+DOMAINS: Tuple[str, ...] = tuple(_REGISTRY)
+
+
+def make(name: str, **kwargs: Any) -> Domain:
+    """Builds the built-in domain called ``name`` with constructor ``kwargs``.
+
+    Args:
+      name: one of :data:`DOMAINS` (``"tictactoe"``, ``"connect4"``,
+        ``"maze"``, ``"2048"``).
+      **kwargs: passed to the domain's constructor (e.g. ``size=3`` for 2048).
+
+    Raises:
+      ValueError: if ``name`` is unknown (the message lists the known names).
+    """
+    try:
+        factory = _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown domain {name!r}; known domains: {', '.join(DOMAINS)}"
+        ) from None
+    return factory(**kwargs)
+
+
+__all__ = [
+    "Domain",
+    "StochasticDomain",
+    "STATE_FIELDS",
+    "TicTacToe",
+    "ConnectFour",
+    "Maze",
+    "Game2048",
+    "DOMAINS",
+    "make",
+]

@@ -176,10 +176,9 @@ class Maze(Domain):
             _, _, solvable, tries = carry
             return ~solvable & (tries < _MAX_TRIES)
 
-        k_walls, sub = jax.random.split(k_walls)
-        walls, solvable = draw(sub)
         _, walls, solvable, _ = jax.lax.while_loop(
-            unsolved, retry, (k_walls, walls, solvable, jnp.int32(1)))
+            unsolved, retry, (k_walls, jnp.zeros((n, n), bool),
+                              jnp.bool_(False), jnp.int32(0)))
         walls = jnp.where(solvable, walls, walls & ~_corridor(n, start, goal))
 
         return MazeState(
@@ -198,7 +197,6 @@ class Maze(Domain):
     def step(self, state: MazeState, action: chex.Array) -> MazeState:
         """Moves the agent by ``action`` (int32 scalar in ``[0, 4)``)."""
         action = jnp.asarray(action, jnp.int32)
-        n = self.size
         ended = state.terminated | state.truncated
         target, ok = self._neighbour(state.walls, state.agent, action)
         agent = jnp.where(ok, target, state.agent)
@@ -206,7 +204,6 @@ class Maze(Domain):
         step_count = state.step_count + 1
         truncated = (step_count >= self.max_episode_steps) & ~terminated
         done = terminated | truncated
-        del n
         new = state.replace(
             observation=self._observation(state.walls, agent, state.goal),
             legal_action_mask=jnp.where(
