@@ -1,2 +1,94 @@
-"""mctx_planner: planning with learned models in JAX."""
+"""mctx_planner: planning with learned models in JAX.
+
+Batched MuZero / AlphaZero / Gumbel / Stochastic MuZero search over DeepMind's
+mctx, a pure-JAX domain protocol with built-in domains, Flax networks, and an
+on-device self-play training loop. See README.md and docs/.
+"""
+
+from mctx_planner import domains
+from mctx_planner.config import TrainConfig, apply_overrides, preset
+from mctx_planner.domains import Domain, StochasticDomain, make as make_domain
+from mctx_planner.evaluate import (ArenaResult, AuditResult, EpisodeStats, Player,
+                                   arena, audit_tictactoe, evaluate_single_player,
+                                   greedy_one_step_player, pure_search_player,
+                                   random_player, search_player)
+from mctx_planner.explain import explain, principal_line, to_dot
+from mctx_planner.losses import LossConfig, alphazero_loss, muzero_loss
+from mctx_planner.networks import (AlphaZeroNet, MuZeroNet, NetworkConfig,
+                                   init_params)
+from mctx_planner.replay import Replay, ReplayState, make_replay
+from mctx_planner.search import (PlanOutput, Planner, RootInput, SearchConfig,
+                                 SearchModel, learned_model, make_planner,
+                                 network_predict_fn, true_model,
+                                 uniform_predict_fn)
+from mctx_planner.selfplay import Trajectory, init_states, rollout
+from mctx_planner.targets import Example, make_examples, value_targets
+from mctx_planner.testing import DomainCheckError, check_domain
+from mctx_planner.train import Agent, TrainState, make_agent, shard_state
+from mctx_planner.trainer import TrainResult, evaluate_agent, load_run, train
+from mctx_planner.transforms import Support, signed_hyperbolic, signed_parabolic
+
 __version__ = "0.1.0"
+
+__all__ = (
+    "Agent",
+    "AlphaZeroNet",
+    "ArenaResult",
+    "AuditResult",
+    "Domain",
+    "DomainCheckError",
+    "EpisodeStats",
+    "Example",
+    "LossConfig",
+    "MuZeroNet",
+    "NetworkConfig",
+    "PlanOutput",
+    "Planner",
+    "Player",
+    "Replay",
+    "ReplayState",
+    "RootInput",
+    "SearchConfig",
+    "SearchModel",
+    "StochasticDomain",
+    "Support",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "Trajectory",
+    "alphazero_loss",
+    "apply_overrides",
+    "arena",
+    "audit_tictactoe",
+    "check_domain",
+    "domains",
+    "evaluate_agent",
+    "evaluate_single_player",
+    "explain",
+    "greedy_one_step_player",
+    "init_params",
+    "init_states",
+    "learned_model",
+    "load_run",
+    "make_agent",
+    "make_domain",
+    "make_examples",
+    "make_planner",
+    "make_replay",
+    "muzero_loss",
+    "network_predict_fn",
+    "preset",
+    "principal_line",
+    "pure_search_player",
+    "random_player",
+    "rollout",
+    "search_player",
+    "shard_state",
+    "signed_hyperbolic",
+    "signed_parabolic",
+    "to_dot",
+    "train",
+    "true_model",
+    "uniform_predict_fn",
+    "value_targets",
+)

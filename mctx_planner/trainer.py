@@ -118,6 +118,8 @@ def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
             net_audit = ev.audit_tictactoe(lambda s: net_act(params, s))
             for name, audit in (("search", search_audit), ("network", net_audit)):
                 results[f"audit_{name}_nonoptimal"] = audit.num_nonoptimal
+                results[f"audit_{name}_blunders"] = audit.num_blunders
+                results[f"audit_{name}_never_loses"] = audit.never_loses
                 results[f"audit_{name}_perfect"] = audit.perfect
                 results[f"audit_{name}_summary"] = audit.summary()
                 log(f"  audit ({name}): " + audit.summary())
@@ -250,7 +252,7 @@ def _to_float(tree) -> Dict[str, float]:
 
 def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = False,
           progress: bool = True, evaluate: bool = True, verbose: bool = True,
-          log_every: int = 1) -> TrainResult:
+          log_every: int = 1, stop_after: Optional[int] = None) -> TrainResult:
     """Runs (or resumes) a training run.
 
     Args:
@@ -264,6 +266,9 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
         iterations and at the end.
       verbose: print the one-line summaries and evaluation results.
       log_every: print a summary line every this many iterations.
+      stop_after: run at most this many iterations in this call, then save a
+        checkpoint and return without the final evaluation (for time-sliced
+        jobs; continue later with ``resume=True``).
 
     Returns:
       A :class:`TrainResult`.
@@ -285,6 +290,10 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
                 raise ValueError(
                     f"--resume: the config in {ckpt_dir} differs from the requested "
                     "one; pass the same settings (only 'iterations' may change)")
+            if saved.iterations != config.iterations:
+                log(f"note: iterations changed from {saved.iterations} to "
+                    f"{config.iterations}; the learning-rate schedule spans "
+                    "'iterations', so this run will not match an uninterrupted one")
             log(f"resumed from {ckpt_dir} at iteration {int(state.iteration)}")
         elif resume:
             log(f"no checkpoint in {ckpt_dir}: starting a new run")
@@ -320,8 +329,11 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
     evaluation: Dict[str, Any] = {}
     bar = _Progress(config.iterations, first, progress)
     previous_params = None
+    last = config.iterations
+    if stop_after is not None:
+        last = min(last, first + int(stop_after))
     try:
-        for it in range(first, config.iterations):
+        for it in range(first, last):
             t0 = time.time()
             state, metrics = agent.iteration(state)
             metrics = _to_float(metrics)
@@ -363,6 +375,13 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
         raise
     bar.close()
     save(state)
+    if last < config.iterations:
+        log(f"stopped after iteration {last} of {config.iterations}; continue "
+            "with resume=True (--resume)")
+        if metrics_file is not None:
+            metrics_file.close()
+        return TrainResult(agent=agent, state=state, history=history,
+                           evaluation=evaluation, wall_time_s=time.time() - start)
     if evaluate:
         log(f"final evaluation after {int(state.iteration)} iterations "
             f"({time.time() - start:.1f} s so far):")
