@@ -129,6 +129,9 @@ def make_replay(rows_per_column: int, *, prioritized: bool = False,
             w = w / jnp.max(w)
         else:
             w = jnp.ones_like(p)
+        # Nothing valid stored yet (e.g. no episode has ended): zero weights
+        # make the update a no-op instead of training on empty slots.
+        w = jnp.where(total > 0, w, 0.0)
         return Sample(examples=examples, column=column.astype(jnp.int32),
                       row=row.astype(jnp.int32), weights=w.astype(jnp.float32))
 

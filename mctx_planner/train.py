@@ -198,7 +198,9 @@ def make_agent(config: TrainConfig) -> Agent:
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         replay_state = replay.update_priorities(replay_state, sample, errors)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g))
+                                 for g in jax.tree_util.tree_leaves(grads)))
+        metrics = dict(metrics, grad_norm=grad_norm)
         return (params, opt_state, replay_state), metrics
 
     def iteration(state: TrainState):
