@@ -186,9 +186,9 @@ def _net(**kw) -> NetworkConfig:
 # Tuned defaults. Each entry: (domain, algorithm) -> overrides of TrainConfig.
 _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
     ("tictactoe", "gumbel_alphazero"): dict(
-        iterations=40, num_envs=128, unroll_length=16, num_simulations=16,
-        eval_simulations=16, batch_size=256, updates_per_iteration=8,
-        learning_rate=3e-3, replay_capacity=16384,
+        iterations=60, num_envs=256, unroll_length=16, num_simulations=32,
+        eval_simulations=32, batch_size=256, updates_per_iteration=32,
+        learning_rate=3e-3, replay_capacity=32768, opening_moves=5,
         network=_net(hidden_size=64, num_layers=2,
                      value_support=Support(size=1, transform=False))),
     ("tictactoe", "alphazero"): dict(

@@ -10,6 +10,8 @@ from typing import Any, Callable, Dict, Tuple
 from mctx_planner.domains.base import Domain, StochasticDomain, STATE_FIELDS
 from mctx_planner.domains.connect4 import ConnectFour
 from mctx_planner.domains.game2048 import Game2048
+from mctx_planner.domains.knowledge_graph import KnowledgeGraphWalk
+from mctx_planner.domains.recommendation import Recommendation
 from mctx_planner.domains.maze import Maze
 from mctx_planner.domains.tictactoe import TicTacToe
 
@@ -18,6 +20,8 @@ _REGISTRY: Dict[str, Callable[..., Domain]] = {
     "connect4": ConnectFour,
     "maze": Maze,
     "2048": Game2048,
+    "knowledge_graph": KnowledgeGraphWalk,
+    "recommendation": Recommendation,
 }
 
 #: Names accepted by :func:`make`.
@@ -52,6 +56,8 @@ __all__ = [
     "ConnectFour",
     "Maze",
     "Game2048",
+    "KnowledgeGraphWalk",
+    "Recommendation",
     "DOMAINS",
     "make",
 ]
