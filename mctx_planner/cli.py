@@ -51,9 +51,9 @@ def _add_train(sub):
 
 
 def _resolve_train_config(args) -> config_lib.TrainConfig:
-    from mctx_planner.domains import DOMAINS  # pylint: disable=g-import-not-at-top
-    if args.domain not in DOMAINS:
-        raise ValueError(f"--domain must be one of {DOMAINS}, got {args.domain!r}")
+    from mctx_planner.domains import registered  # pylint: disable=g-import-not-at-top
+    if args.domain not in registered():
+        raise ValueError(f"--domain must be one of {registered()}, got {args.domain!r}")
     cfg = config_lib.preset(args.domain, args.algorithm)
     overrides = list(args.overrides)
     if args.iterations is not None:

@@ -102,9 +102,9 @@ class TrainConfig:
         def bad(field, expected):
             raise ValueError(f"TrainConfig.{field} must be {expected}, got "
                              f"{getattr(self, field)!r}")
-        from mctx_planner.domains import DOMAINS  # pylint: disable=g-import-not-at-top
-        if self.domain not in DOMAINS:
-            bad("domain", f"one of {DOMAINS}")
+        from mctx_planner.domains import registered  # pylint: disable=g-import-not-at-top
+        if self.domain not in registered():
+            bad("domain", f"a registered domain, one of {registered()}")
         if self.algorithm not in ALGORITHMS:
             bad("algorithm", f"one of {ALGORITHMS}")
         for field in ("iterations", "num_envs", "unroll_length", "num_simulations",

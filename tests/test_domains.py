@@ -712,3 +712,20 @@ def test_check_domain_passes_correct_toys():
 def test_check_domain_catches_broken(domain, match):
     with pytest.raises(DomainCheckError, match=match):
         check_domain(domain, num_episodes=1, batch_size=4)
+
+
+def test_register_user_domain():
+    from mctx_planner import domains as domains_lib
+    from mctx_planner.config import TrainConfig
+
+    class MyGame(TicTacToe):
+        name = "my_game_for_test"
+
+    domains_lib.register("my_game_for_test", MyGame)
+    assert "my_game_for_test" in domains_lib.registered()
+    assert isinstance(domains_lib.make("my_game_for_test"), MyGame)
+    assert TrainConfig(domain="my_game_for_test").domain == "my_game_for_test"
+    with pytest.raises(ValueError, match="already registered"):
+        domains_lib.register("my_game_for_test", MyGame)
+    with pytest.raises(ValueError, match="registered domain"):
+        TrainConfig(domain="no_such_domain")

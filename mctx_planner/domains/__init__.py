@@ -28,6 +28,39 @@ _REGISTRY: Dict[str, Callable[..., Domain]] = {
 DOMAINS: Tuple[str, ...] = tuple(_REGISTRY)
 
 
+def register(name: str, factory: Callable[..., Domain], *,
+             overwrite: bool = False) -> None:
+    """Makes a user domain available by name to :func:`make`, ``TrainConfig``
+    and the ``mctx-planner`` command (e.g. ``--domain mygame`` after importing
+    the module that registers it).
+
+    Args:
+      name: the name to register.
+      factory: a Domain subclass or a function returning a Domain; it is
+        called with the config's ``domain_kwargs``.
+      overwrite: replace an existing entry (built-ins included).
+
+    Raises:
+      ValueError: ``name`` is taken and ``overwrite`` is False, or empty.
+      TypeError: ``factory`` is not callable.
+    """
+    global DOMAINS
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"domain name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory for {name!r} must be callable, got {factory!r}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"domain {name!r} is already registered; pass "
+                         "overwrite=True to replace it")
+    _REGISTRY[name] = factory
+    DOMAINS = tuple(_REGISTRY)
+
+
+def registered() -> Tuple[str, ...]:
+    """Names :func:`make` accepts now (built-ins and registered domains)."""
+    return tuple(_REGISTRY)
+
+
 def make(name: str, **kwargs: Any) -> Domain:
     """Builds the built-in domain called ``name`` with constructor ``kwargs``.
 
@@ -43,7 +76,7 @@ def make(name: str, **kwargs: Any) -> Domain:
         factory = _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(
-            f"Unknown domain {name!r}; known domains: {', '.join(DOMAINS)}"
+            f"Unknown domain {name!r}; known domains: {', '.join(_REGISTRY)}"
         ) from None
     return factory(**kwargs)
 
@@ -60,4 +93,6 @@ __all__ = [
     "Recommendation",
     "DOMAINS",
     "make",
+    "register",
+    "registered",
 ]
