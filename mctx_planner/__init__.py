@@ -12,7 +12,7 @@ from mctx_planner.evaluate import (ArenaResult, AuditResult, EpisodeStats, Playe
                                    arena, audit_tictactoe, evaluate_single_player,
                                    greedy_one_step_player, pure_search_player,
                                    random_player, search_player)
-from mctx_planner.explain import explain, principal_line, to_dot
+from mctx_planner.explanation import explain, principal_line, to_dot
 from mctx_planner.losses import LossConfig, alphazero_loss, muzero_loss
 from mctx_planner.networks import (AlphaZeroNet, MuZeroNet, NetworkConfig,
                                    init_params)

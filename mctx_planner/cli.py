@@ -36,6 +36,8 @@ def _add_train(sub):
                    help=f"run directory (default: {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's checkpoints in --out first")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[],
@@ -69,8 +71,15 @@ def _cmd_train(args) -> int:
         print(cfg.to_json())
         return 0
     from mctx_planner.trainer import train  # pylint: disable=g-import-not-at-top
-    out = args.out or DEFAULT_OUT.format(domain=cfg.domain, algorithm=cfg.algorithm)
-    result = train(cfg, out_dir=out, resume=args.resume,
+    out = args.out
+    if out is None:
+        # A fresh directory per run unless resuming: never mix two runs.
+        base = DEFAULT_OUT.format(domain=cfg.domain, algorithm=cfg.algorithm)
+        out, n = base, 1
+        while not args.resume and not args.overwrite and pathlib.Path(out).exists():
+            n += 1
+            out = f"{base}-{n}"
+    result = train(cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, evaluate=not args.no_eval,
                    log_every=args.log_every)
     print(f"checkpoint and metrics in {out}/ "
@@ -142,7 +151,7 @@ def _cmd_play(args, stdin=None) -> int:
 def _cmd_search(args) -> int:
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    from mctx_planner import domains, explain, search  # pylint: disable=g-import-not-at-top
+    from mctx_planner import domains, explanation, search  # pylint: disable=g-import-not-at-top
     params = None
     if args.checkpoint:
         from mctx_planner.trainer import load_run  # pylint: disable=g-import-not-at-top
@@ -168,9 +177,9 @@ def _cmd_search(args) -> int:
           + ("" if args.checkpoint else " (uninformed network: pure search)"))
     batched = jax.tree_util.tree_map(lambda x: x[None], s)
     out = planner.plan(params, jax.random.PRNGKey(args.seed), batched)
-    print(explain.explain(out, 0))
+    print(explanation.explain(out, 0))
     if args.dot:
-        pathlib.Path(args.dot).write_text(explain.to_dot(out.tree, 0))
+        pathlib.Path(args.dot).write_text(explanation.to_dot(out.tree, 0))
         print(f"tree written to {args.dot} (render: dot -Tpng {args.dot} -o tree.png)")
     return 0
 

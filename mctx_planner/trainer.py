@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -252,7 +253,8 @@ def _to_float(tree) -> Dict[str, float]:
 
 def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = False,
           progress: bool = True, evaluate: bool = True, verbose: bool = True,
-          log_every: int = 1, stop_after: Optional[int] = None) -> TrainResult:
+          log_every: int = 1, stop_after: Optional[int] = None,
+          overwrite: bool = False) -> TrainResult:
     """Runs (or resumes) a training run.
 
     Args:
@@ -261,6 +263,8 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
         (None: nothing is written).
       resume: continue from the newest checkpoint in ``out_dir``; its saved
         config must equal ``config`` (except ``iterations``, which may grow).
+      overwrite: delete the checkpoints and metrics of an earlier run in
+        ``out_dir`` (without it, such a directory is an error).
       progress: show a progress bar.
       evaluate: run :func:`evaluate_agent` every ``config.eval_every``
         iterations and at the end.
@@ -297,6 +301,15 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
             log(f"resumed from {ckpt_dir} at iteration {int(state.iteration)}")
         elif resume:
             log(f"no checkpoint in {ckpt_dir}: starting a new run")
+        elif ckpt.latest_step(ckpt_dir) is not None:
+            if not overwrite:
+                raise ValueError(
+                    f"{out_dir} already holds a run (checkpoint at iteration "
+                    f"{ckpt.latest_step(ckpt_dir)}); continue it with resume=True "
+                    "(--resume), or start over with overwrite=True (--overwrite), "
+                    "or choose another directory (--out)")
+            shutil.rmtree(ckpt_dir)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         (out / "config.json").write_text(config.to_json())
     if state is None:
         state = agent.init(jax.random.PRNGKey(config.seed))

@@ -1,0 +1,188 @@
+"""Training targets of the library, each measured end to end (wall clock,
+compilation included) on the machine it runs on.
+
+    python benchmarks/train_targets.py tictactoe          # main job: perfect play
+    python benchmarks/train_targets.py tictactoe_muzero   # learned model vs perfect player
+    python benchmarks/train_targets.py connect4           # Gumbel AlphaZero vs alpha-beta(4)
+    python benchmarks/train_targets.py maze               # optimal paths on fresh mazes
+    python benchmarks/train_targets.py 2048               # Stochastic MuZero vs greedy
+    python benchmarks/train_targets.py throughput         # self-play steps/s per preset
+
+Each target prints one ``RESULT`` line and appends a JSON record to
+``benchmarks/results/train_targets.jsonl``. Extra ``--set field=value``
+arguments override the preset (as on the ``mctx-planner train`` command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import time
+
+import jax
+import numpy as np
+
+from mctx_planner import config as config_lib
+from mctx_planner import evaluate as ev
+from mctx_planner.trainer import _search_action_fn, network_action_fn, train
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "train_targets.jsonl"
+
+
+def _record(name: str, record: dict) -> None:
+    record = dict(target=name, date=datetime.datetime.now().isoformat(timespec="seconds"),
+                  device=jax.devices()[0].device_kind, cpus=os.cpu_count(),
+                  jax=jax.__version__, python=platform.python_version(), **record)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+    print("RESULT", json.dumps(record, default=float), flush=True)
+
+
+def _config(domain, algorithm, overrides):
+    return config_lib.apply_overrides(config_lib.preset(domain, algorithm), overrides)
+
+
+def target_tictactoe(overrides):
+    cfg = _config("tictactoe", None, overrides)
+    result = train(cfg, progress=False, log_every=10)
+    e = result.evaluation
+    _record("tictactoe", dict(
+        config=overrides, wall_s=result.wall_time_s,
+        search_nonoptimal=e["audit_search_nonoptimal"],
+        search_blunders=e["audit_search_blunders"],
+        search_never_loses=e["audit_search_never_loses"],
+        network_nonoptimal=e["audit_network_nonoptimal"],
+        network_blunders=e["audit_network_blunders"],
+        network_never_loses=e["audit_network_never_loses"],
+        eval_simulations=cfg.eval_simulations))
+
+
+def target_tictactoe_muzero(overrides, games=1000):
+    cfg = _config("tictactoe", "muzero", overrides)
+    t0 = time.time()
+    result = train(cfg, progress=False, log_every=10, evaluate=False)
+    train_s = time.time() - t0
+    agent, params = result.agent, result.state.params
+    act = _search_action_fn(agent)
+    player = ev.Player(act=lambda k, s: act(params, k, s), jittable=True,
+                       name=f"muzero-{cfg.eval_simulations}")
+    perfect = ev.tictactoe_solver_player(randomize_ties=True)
+    r = ev.arena(agent.domain, player, perfect, num_games=games,
+                 key=jax.random.PRNGKey(1))
+    print(r.summary())
+    audit = ev.audit_tictactoe(lambda s: act(params, jax.random.PRNGKey(0), s))
+    print("audit (search):", audit.summary())
+    _record("tictactoe_muzero", dict(
+        config=overrides, train_s=train_s, wall_s=time.time() - t0, games=games,
+        losses=r.total_losses, draws=r.total_draws, wins=r.total_wins,
+        losses_per_seat=r.losses.tolist(), audit_nonoptimal=audit.num_nonoptimal,
+        audit_blunders=audit.num_blunders))
+
+
+def target_connect4(overrides, games=200, depth=4, opening_moves=2):
+    cfg = _config("connect4", None, overrides)
+    t0 = time.time()
+    result = train(cfg, progress=False, log_every=10, evaluate=False)
+    train_s = time.time() - t0
+    agent, params = result.agent, result.state.params
+    act = _search_action_fn(agent)
+    player = ev.Player(act=lambda k, s: act(params, k, s), jittable=True,
+                       name=f"gumbel-az-{cfg.eval_simulations}")
+    opponent = ev.alphabeta_player(depth, randomize_ties=True)
+    r = ev.arena(agent.domain, player, opponent, num_games=games,
+                 key=jax.random.PRNGKey(2), opening_moves=opening_moves)
+    print(r.summary())
+    _record("connect4", dict(config=overrides, train_s=train_s,
+                             wall_s=time.time() - t0, games=games, depth=depth,
+                             opening_moves=opening_moves, score=r.score,
+                             ci=(r.ci_low, r.ci_high), wins=r.wins.tolist(),
+                             draws=r.draws.tolist(), losses=r.losses.tolist()))
+
+
+def target_maze(overrides, mazes=500):
+    from mctx_planner.trainer import maze_optimality  # pylint: disable=g-import-not-at-top
+    cfg = _config("maze", None, overrides)
+    t0 = time.time()
+    result = train(cfg, progress=False, log_every=10, evaluate=False)
+    train_s = time.time() - t0
+    # Held-out mazes: keys never used by training (which derives from cfg.seed).
+    m = maze_optimality(result.agent, result.state.params,
+                        jax.random.PRNGKey(123_456_789), num_mazes=mazes)
+    _record("maze", dict(config=overrides, train_s=train_s, wall_s=time.time() - t0,
+                         mazes=mazes, **m))
+
+
+def target_2048(overrides, episodes=200):
+    cfg = _config("2048", None, overrides)
+    t0 = time.time()
+    result = train(cfg, progress=False, log_every=10, evaluate=False)
+    train_s = time.time() - t0
+    agent, params = result.agent, result.state.params
+    act = _search_action_fn(agent)
+    player = ev.Player(act=lambda k, s: act(params, k, s), jittable=True,
+                       name=f"stochastic-muzero-{cfg.eval_simulations}")
+    key = jax.random.PRNGKey(3)
+    init = ev.init_batch(agent.domain, episodes, key)
+    rows = {}
+    for name, p in (("agent", player), ("greedy", ev.greedy_one_step_player(agent.domain)),
+                    ("random", ev.random_player(agent.domain))):
+        s = ev.evaluate_single_player(agent.domain, p, key=key, initial_states=init)
+        print(s.summary())
+        rows[name] = dict(mean=s.mean_return, ci=(s.ci_low, s.ci_high),
+                          length=s.mean_length)
+    _record("2048", dict(config=overrides, train_s=train_s, wall_s=time.time() - t0,
+                         episodes=episodes, domain_kwargs=dict(cfg.domain_kwargs), **rows))
+
+
+def target_throughput(overrides, iterations=5):
+    rows = {}
+    for (domain, algorithm) in config_lib._PRESETS:  # pylint: disable=protected-access
+        cfg = config_lib.apply_overrides(config_lib.preset(domain, algorithm),
+                                         list(overrides) + [f"iterations={iterations}"])
+        from mctx_planner.train import make_agent  # pylint: disable=g-import-not-at-top
+        agent = make_agent(cfg)
+        state = agent.init(jax.random.PRNGKey(0))
+        t0 = time.time()
+        state, m = agent.iteration(state)
+        jax.block_until_ready(m)
+        compile_s = time.time() - t0
+        t0 = time.time()
+        for _ in range(iterations):
+            state, m = agent.iteration(state)
+        jax.block_until_ready(m)
+        per_iter = (time.time() - t0) / iterations
+        steps = cfg.num_envs * cfg.unroll_length
+        rows[f"{domain}/{algorithm}"] = dict(
+            env_steps_per_s=steps / per_iter, iteration_s=per_iter,
+            first_iteration_s=compile_s, num_envs=cfg.num_envs,
+            simulations=cfg.num_simulations,
+            updates_per_iteration=cfg.updates_per_iteration)
+        print(f"{domain:>14}/{algorithm:<18} {steps / per_iter:9.0f} env steps/s "
+              f"(B={cfg.num_envs}, S={cfg.num_simulations}, "
+              f"{cfg.updates_per_iteration} updates/iter; first iteration "
+              f"{compile_s:.1f} s)", flush=True)
+    _record("throughput", dict(config=overrides, presets=rows))
+
+
+TARGETS = dict(tictactoe=target_tictactoe, tictactoe_muzero=target_tictactoe_muzero,
+               connect4=target_connect4, maze=target_maze, **{"2048": target_2048},
+               throughput=target_throughput)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", choices=sorted(TARGETS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="FIELD=VALUE")
+    args = parser.parse_args()
+    TARGETS[args.target](args.overrides)
+
+
+if __name__ == "__main__":
+    main()
