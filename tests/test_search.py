@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mctx_planner import explain
+from mctx_planner import explanation as explain
 from mctx_planner.domains import ConnectFour, TicTacToe
 from mctx_planner.domains.base import Domain
 from mctx_planner.networks import AlphaZeroNet, MuZeroNet, NetworkConfig, init_params
