@@ -60,6 +60,11 @@ class TrainConfig:
       learning_rate, warmup_steps, weight_decay, max_grad_norm: optax
         adamw with linear warmup then cosine decay to 10%, global-norm clipping.
       value_weight, reward_weight: loss weights.
+      reanalyze_fraction: share of every batch whose first policy target is
+        recomputed by a fresh search with the target network (MuZero
+        Reanalyse); learned models only. 0 = off.
+      target_update_interval: gradient updates between refreshes of the
+        target network (0 = the target network is the online network).
       network: :class:`~mctx_planner.networks.NetworkConfig`.
       eval_every: iterations between evaluations (0 = only at the end).
       eval_games: games (or episodes) per evaluation.
@@ -93,6 +98,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     value_weight: float = 1.0
     reward_weight: float = 1.0
+    reanalyze_fraction: float = 0.0
+    target_update_interval: int = 0
     network: NetworkConfig = NetworkConfig()
     eval_every: int = 0
     eval_games: int = 200
@@ -115,7 +122,7 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 bad(field, "an int >= 1")
         for field in ("num_unroll_steps", "warmup_steps", "eval_every",
-                      "checkpoint_every", "opening_moves"):
+                      "checkpoint_every", "opening_moves", "target_update_interval"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 bad(field, "an int >= 0")
@@ -124,6 +131,8 @@ class TrainConfig:
             bad("td_steps", "None (Monte Carlo) or an int >= 1")
         if self.discount is not None and not 0 < self.discount <= 1:
             bad("discount", "None or in (0, 1]")
+        if not 0 <= self.reanalyze_fraction <= 1:
+            bad("reanalyze_fraction", "in [0, 1]")
         if not self.learning_rate > 0:
             bad("learning_rate", "> 0")
         if not self.weight_decay >= 0:

@@ -36,7 +36,8 @@ from mctx_planner.domains.base import Domain
 from mctx_planner.losses import LossConfig, alphazero_loss, muzero_loss
 from mctx_planner.networks import AlphaZeroNet, MuZeroNet, init_params
 from mctx_planner.replay import ReplayState, make_replay
-from mctx_planner.search import (Planner, SearchConfig, learned_model, make_planner,
+from mctx_planner.search import (Planner, RootInput, SearchConfig, learned_model,
+                                 make_planner,
                                  network_predict_fn, true_model)
 from mctx_planner.selfplay import init_states, rollout
 from mctx_planner.targets import make_examples
@@ -48,6 +49,9 @@ class TrainState:
 
     Attributes:
       params: network parameters.
+      target_params: a lagging copy of ``params`` (the target network), used
+        by reanalyze; refreshed every ``target_update_interval`` updates (equal
+        to ``params`` when that is 0).
       opt_state: optax state.
       replay: :class:`~mctx_planner.replay.ReplayState` ``[B, L, ...]``.
       env_states: batched domain states ``[B]``.
@@ -58,6 +62,7 @@ class TrainState:
     """
 
     params: Any
+    target_params: Any
     opt_state: Any
     replay: ReplayState
     env_states: Any
@@ -137,6 +142,13 @@ def make_agent(config: TrainConfig) -> Agent:
     net = make_network(config, domain)
     model = make_search_model(config, domain, net)
     planner = make_planner(model, search_config(config))
+    if config.reanalyze_fraction > 0 and not config.learned_model:
+        raise ValueError("TrainConfig.reanalyze_fraction > 0 needs a learned model "
+                         "(muzero, gumbel_muzero or stochastic_muzero): the replay "
+                         "keeps observations, not domain states")
+    # Reanalyze searches without exploration noise, like evaluation.
+    reanalyze_planner = make_planner(
+        model, dataclasses.replace(search_config(config), dirichlet_fraction=0.0))
     eval_planner = make_planner(model, search_config(config, evaluation=True))
     discount = config.discount if config.discount is not None else domain.discount
     K = config.num_unroll_steps if config.learned_model else 0
@@ -184,32 +196,62 @@ def make_agent(config: TrainConfig) -> Agent:
         key, params_key, env_key = jax.random.split(key, 3)
         params = init_params(net, params_key, domain.observation_shape)
         return TrainState(
-            params=params, opt_state=optimizer.init(params),
+            params=params, target_params=params, opt_state=optimizer.init(params),
             replay=replay.init(example_shape, B),
             env_states=init_states(domain, env_key, B, config.opening_moves), key=key,
             iteration=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32))
 
+    num_reanalyzed = int(round(config.reanalyze_fraction * config.batch_size))
+
+    def reanalyze(target_params, key, examples):
+        """Fresh search policy targets for the first states of the batch.
+
+        MuZero Reanalyse (Schrittwieser et al., 2021): the stored search
+        policy was computed with older parameters; a new search with the
+        target network gives a better target. Learned models only (the
+        replay keeps observations, not domain states).
+        """
+        n = num_reanalyzed
+        root = RootInput(observation=examples.observation[:n],
+                         legal_action_mask=examples.legal_action_mask[:n])
+        out = reanalyze_planner.search(target_params, key, root)
+        return examples.replace(
+            policies=examples.policies.at[:n, 0].set(out.action_weights),
+            policy_mask=examples.policy_mask.at[:n, 0].set(1.0))
+
     def update(carry, key):
-        params, opt_state, replay_state = carry
-        sample = replay.sample(replay_state, key, config.batch_size)
+        params, target_params, opt_state, replay_state, count = carry
+        sample_key, reanalyze_key = jax.random.split(key)
+        sample = replay.sample(replay_state, sample_key, config.batch_size)
+        examples = sample.examples
+        if num_reanalyzed:
+            examples = reanalyze(target_params, reanalyze_key, examples)
         grads, (metrics, errors) = jax.grad(loss_fn, has_aux=True)(
-            params, sample.examples, sample.weights)
+            params, examples, sample.weights)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         replay_state = replay.update_priorities(replay_state, sample, errors)
         grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g))
                                  for g in jax.tree_util.tree_leaves(grads)))
         metrics = dict(metrics, grad_norm=grad_norm)
-        return (params, opt_state, replay_state), metrics
+        count = count + 1
+        if config.target_update_interval:
+            refresh = count % config.target_update_interval == 0
+            target_params = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(refresh, new, old), params, target_params)
+        else:
+            target_params = params
+        return (params, target_params, opt_state, replay_state, count), metrics
 
     def iteration(state: TrainState):
         key, play_key, learn_key = jax.random.split(state.key, 3)
         env_states, trajectory = play(state.params, state.env_states, play_key)
         examples = examples_of(trajectory)
         replay_state = replay.add(state.replay, examples)
-        (params, opt_state, replay_state), metrics = jax.lax.scan(
-            update, (state.params, state.opt_state, replay_state),
+        (params, target_params, opt_state, replay_state, _), metrics = jax.lax.scan(
+            update, (state.params, state.target_params, state.opt_state, replay_state,
+                     state.updates),
             jax.random.split(learn_key, config.updates_per_iteration))
         metrics = jax.tree_util.tree_map(jnp.mean, metrics)
         ended = trajectory.terminated | trajectory.truncated
@@ -226,7 +268,7 @@ def make_agent(config: TrainConfig) -> Agent:
             root_value=jnp.mean(trajectory.root_value),
             valid_examples=jnp.mean(examples.value_mask[..., 0]))
         new_state = TrainState(
-            params=params, opt_state=opt_state, replay=replay_state,
+            params=params, target_params=target_params, opt_state=opt_state, replay=replay_state,
             env_states=env_states, key=key, iteration=state.iteration + 1,
             env_steps=state.env_steps + B * T,
             updates=state.updates + config.updates_per_iteration)
@@ -234,7 +276,7 @@ def make_agent(config: TrainConfig) -> Agent:
 
     return Agent(config=config, domain=domain, net=net, planner=planner,
                  eval_planner=eval_planner, init=init,
-                 iteration=jax.jit(iteration, donate_argnums=0),
+                 iteration=jax.jit(iteration),
                  replay_nbytes=replay_nbytes)
 
 
@@ -242,7 +284,7 @@ def shard_state(state: TrainState, mesh: jax.sharding.Mesh,
                 axis: str = "batch") -> TrainState:
     """Places a TrainState on ``mesh``: the batch axis of the environment states
     and the replay sharded over ``axis``, everything else replicated."""
-    P = jax.sharding.PartitionSpec
+    P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
     sharded = jax.sharding.NamedSharding(mesh, P(axis))
     replicated = jax.sharding.NamedSharding(mesh, P())
 
@@ -255,7 +297,9 @@ def shard_state(state: TrainState, mesh: jax.sharding.Mesh,
                             position=put(replay.position, replicated),
                             size=put(replay.size, replicated))
     return state.replace(
-        params=put(state.params, replicated), opt_state=put(state.opt_state, replicated),
+        params=put(state.params, replicated),
+        target_params=put(state.target_params, replicated),
+        opt_state=put(state.opt_state, replicated),
         replay=replay, env_states=put(state.env_states, sharded),
         key=put(state.key, replicated), iteration=put(state.iteration, replicated),
         env_steps=put(state.env_steps, replicated), updates=put(state.updates, replicated))

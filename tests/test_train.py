@@ -285,3 +285,31 @@ def test_tiny_tictactoe_learning_beats_untrained_network():
                      ev.random_player(domain), num_games=200, key=key)
     assert after.score > before.score + 0.15, (before.summary(), after.summary())
     assert after.score > 0.78, after.summary()
+
+
+def test_reanalyze_and_target_network():
+    cfg = tiny("tictactoe", "gumbel_muzero", unroll_length=12, replay_capacity=96,
+               reanalyze_fraction=0.5, target_update_interval=3, updates_per_iteration=2)
+    agent = make_agent(cfg)
+    state = agent.init(jax.random.PRNGKey(0))
+    state, m = agent.iteration(state)
+    assert np.isfinite(float(m["loss"]))
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(  # noqa: E731
+        jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    init_params = agent.init(jax.random.PRNGKey(0)).params
+    # After 2 updates (< 3) the target network is still the initial one...
+    assert same(state.target_params, init_params)
+    state, _ = agent.iteration(state)
+    # ...and after the 3rd update it was refreshed (then 1 more update moved on).
+    assert not same(state.target_params, init_params)
+    assert not same(state.target_params, state.params)
+    with pytest.raises(ValueError, match="reanalyze_fraction"):
+        make_agent(tiny(reanalyze_fraction=0.5))
+
+
+def test_iteration_traces_once():
+    agent = make_agent(tiny(unroll_length=4))
+    state = agent.init(jax.random.PRNGKey(0))
+    for _ in range(3):
+        state, _ = agent.iteration(state)
+    assert agent.iteration._cache_size() == 1  # pylint: disable=protected-access
