@@ -221,11 +221,13 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
         network=_net(hidden_size=128, num_layers=2, latent_size=64,
                      value_support=Support(size=1, transform=False),
                      reward_support=Support(size=1, transform=False))),
+    # MLP torso: on CPU the ResNet torso is ~80x slower per iteration
+    # (measured: 95 s vs 1.2 s for 256 envs x 16 steps x 32 simulations).
     ("connect4", "gumbel_alphazero"): dict(
-        iterations=300, num_envs=256, unroll_length=32, num_simulations=32,
-        eval_simulations=64, batch_size=512, updates_per_iteration=16,
-        replay_capacity=131072, learning_rate=2e-3,
-        network=_net(torso="resnet", channels=32, num_blocks=3, hidden_size=64,
+        iterations=400, num_envs=256, unroll_length=32, num_simulations=32,
+        eval_simulations=64, batch_size=512, updates_per_iteration=32,
+        replay_capacity=262144, learning_rate=2e-3, opening_moves=2,
+        network=_net(hidden_size=256, num_layers=3,
                      value_support=Support(size=1, transform=False))),
     ("maze", "muzero"): dict(
         iterations=200, num_envs=128, unroll_length=32, num_simulations=32,
@@ -235,7 +237,7 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
                      value_support=Support(size=20), reward_support=Support(size=2))),
     ("maze", "gumbel_alphazero"): dict(
         iterations=100, num_envs=128, unroll_length=32, num_simulations=32,
-        eval_simulations=32, td_steps=None, batch_size=256,
+        eval_simulations=32, td_steps=10, batch_size=256,
         updates_per_iteration=16, replay_capacity=65536,
         network=_net(hidden_size=128, value_support=Support(size=20))),
     ("2048", "stochastic_muzero"): dict(
@@ -248,7 +250,7 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
 }
 
 DEFAULT_ALGORITHM = {"tictactoe": "gumbel_alphazero", "connect4": "gumbel_alphazero",
-                     "maze": "muzero", "2048": "stochastic_muzero"}
+                     "maze": "gumbel_alphazero", "2048": "stochastic_muzero"}
 
 
 def preset(domain: str = "tictactoe", algorithm: Optional[str] = None) -> TrainConfig:
