@@ -208,7 +208,7 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
                      value_support=Support(size=1, transform=False))),
     ("tictactoe", "muzero"): dict(
         iterations=120, num_envs=256, unroll_length=16, num_simulations=32,
-        eval_simulations=32, num_unroll_steps=5, batch_size=256,
+        eval_simulations=96, num_unroll_steps=3, batch_size=256,
         updates_per_iteration=32, replay_capacity=65536, opening_moves=5,
         dirichlet_fraction=0.25, temperature=1.0,
         network=_net(hidden_size=128, num_layers=2, latent_size=64,
@@ -216,7 +216,7 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
                      reward_support=Support(size=1, transform=False))),
     ("tictactoe", "gumbel_muzero"): dict(
         iterations=120, num_envs=256, unroll_length=16, num_simulations=32,
-        eval_simulations=32, num_unroll_steps=5, batch_size=256,
+        eval_simulations=64, num_unroll_steps=5, batch_size=256,
         updates_per_iteration=32, replay_capacity=65536, opening_moves=5,
         network=_net(hidden_size=128, num_layers=2, latent_size=64,
                      value_support=Support(size=1, transform=False),
