@@ -497,24 +497,24 @@ def make_planner(model: SearchModel, config: SearchConfig = SearchConfig()) -> P
             "StochasticDomain with true_model, or a MuZeroNet with "
             "num_chance_outcomes > 0 with learned_model")
     pure = functools.partial(search, model=model, config=config)
-    jitted = jax.jit(pure)
-    checked_shapes = set()
+
+    def checked(params, rng_key, root_input):
+        # Runs at trace time only: once per input shape, before XLA sees
+        # anything, and free on every later call (no per-call Python cost).
+        check_root_input(model, params, root_input)
+        return pure(params, rng_key, root_input)
+
+    jitted = jax.jit(checked)
 
     def plan(params, rng_key, root_input):
-        signature = _input_signature(params, root_input)
-        if signature not in checked_shapes:
-            check_root_input(model, params, root_input)
-            checked_shapes.add(signature)
+        for field in ("observation", "legal_action_mask"):
+            if not hasattr(root_input, field):
+                raise TypeError(
+                    f"root_input must have a '{field}' field (a batched domain state "
+                    f"or RootInput), got {type(root_input).__name__}")
         return jitted(params, rng_key, root_input)
 
     return Planner(model=model, config=config, search=pure, plan=plan)
-
-
-def _input_signature(params, root_input):
-    leaves = jax.tree_util.tree_leaves((params, root_input))
-    return (jax.tree_util.tree_structure((params, root_input)),
-            tuple((tuple(x.shape), str(x.dtype)) for x in leaves
-                  if hasattr(x, "shape")))
 
 
 def check_root_input(model: SearchModel, params: chex.ArrayTree,
