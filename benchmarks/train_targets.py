@@ -16,6 +16,7 @@ arguments override the preset (as on the ``mctx-planner train`` command line).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -86,24 +87,40 @@ def target_tictactoe_muzero(overrides, games=1000):
         audit_blunders=audit.num_blunders))
 
 
-def target_connect4(overrides, games=200, depth=4, opening_moves=2):
+def target_connect4(overrides, games=200, depth=4, opening_moves=2,
+                    eval_sims=(64, 256)):
     cfg = _config("connect4", None, overrides)
     t0 = time.time()
-    result = train(cfg, progress=False, log_every=10, evaluate=False)
+    out = RESULTS.parent / "runs" / "connect4"
+    result = train(cfg, out_dir=str(out), overwrite=True, progress=False,
+                   log_every=10, evaluate=False)
     train_s = time.time() - t0
-    agent, params = result.agent, result.state.params
-    act = _search_action_fn(agent)
-    player = ev.Player(act=lambda k, s: act(params, k, s), jittable=True,
-                       name=f"gumbel-az-{cfg.eval_simulations}")
+    evaluate_connect4(result.agent, result.state.params, overrides, train_s, t0,
+                      games=games, depth=depth, opening_moves=opening_moves,
+                      eval_sims=eval_sims)
+
+
+def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
+                      opening_moves, eval_sims):
+    """Arena of the trained agent (several search sizes) vs alpha-beta(depth)."""
+    from mctx_planner.search import make_planner  # pylint: disable=g-import-not-at-top
+    from mctx_planner.train import search_config  # pylint: disable=g-import-not-at-top
     opponent = ev.alphabeta_player(depth, randomize_ties=True)
-    r = ev.arena(agent.domain, player, opponent, num_games=games,
-                 key=jax.random.PRNGKey(2), opening_moves=opening_moves)
-    print(r.summary())
-    _record("connect4", dict(config=overrides, train_s=train_s,
-                             wall_s=time.time() - t0, games=games, depth=depth,
-                             opening_moves=opening_moves, score=r.score,
-                             ci=(r.ci_low, r.ci_high), wins=r.wins.tolist(),
-                             draws=r.draws.tolist(), losses=r.losses.tolist()))
+    for sims in eval_sims:
+        planner = make_planner(agent.eval_planner.model, dataclasses.replace(
+            search_config(agent.config, evaluation=True), num_simulations=sims))
+        act = jax.jit(lambda p, k, s, planner=planner: planner.search(p, k, s).action)
+        player = ev.Player(act=lambda k, s, act=act: act(params, k, s), jittable=True,
+                           name=f"gumbel-az-{sims}")
+        r = ev.arena(agent.domain, player, opponent, num_games=games,
+                     key=jax.random.PRNGKey(2), opening_moves=opening_moves)
+        print(r.summary(), flush=True)
+        _record("connect4", dict(config=overrides, train_s=train_s,
+                                 wall_s=time.time() - t0, games=games, depth=depth,
+                                 eval_simulations=sims,
+                                 opening_moves=opening_moves, score=r.score,
+                                 ci=(r.ci_low, r.ci_high), wins=r.wins.tolist(),
+                                 draws=r.draws.tolist(), losses=r.losses.tolist()))
 
 
 def target_maze(overrides, mazes=500):
