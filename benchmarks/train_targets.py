@@ -123,17 +123,25 @@ def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
                                  draws=r.draws.tolist(), losses=r.losses.tolist()))
 
 
-def target_maze(overrides, mazes=500):
+def target_maze(overrides, mazes=500, eval_sims=(64, 256)):
+    from mctx_planner.search import make_planner  # pylint: disable=g-import-not-at-top
+    from mctx_planner.train import search_config  # pylint: disable=g-import-not-at-top
     from mctx_planner.trainer import maze_optimality  # pylint: disable=g-import-not-at-top
     cfg = _config("maze", None, overrides)
     t0 = time.time()
-    result = train(cfg, progress=False, log_every=10, evaluate=False)
+    result = train(cfg, out_dir=str(RESULTS.parent / "runs" / "maze"), overwrite=True,
+                   progress=False, log_every=10, evaluate=False)
     train_s = time.time() - t0
-    # Held-out mazes: keys never used by training (which derives from cfg.seed).
-    m = maze_optimality(result.agent, result.state.params,
-                        jax.random.PRNGKey(123_456_789), num_mazes=mazes)
-    _record("maze", dict(config=overrides, train_s=train_s, wall_s=time.time() - t0,
-                         mazes=mazes, **m))
+    for sims in eval_sims:
+        planner = make_planner(result.agent.eval_planner.model, dataclasses.replace(
+            search_config(cfg, evaluation=True), num_simulations=sims))
+        agent = result.agent._replace(eval_planner=planner)
+        # Held-out mazes: keys never used by training (derived from cfg.seed).
+        m = maze_optimality(agent, result.state.params,
+                            jax.random.PRNGKey(123_456_789), num_mazes=mazes)
+        _record("maze", dict(config=overrides, train_s=train_s,
+                             wall_s=time.time() - t0, mazes=mazes,
+                             eval_simulations=sims, **m))
 
 
 def target_2048(overrides, episodes=200):
