@@ -4,6 +4,7 @@ compilation included) on the machine it runs on.
     python benchmarks/train_targets.py tictactoe          # main job: perfect play
     python benchmarks/train_targets.py tictactoe_muzero   # learned model vs perfect player
     python benchmarks/train_targets.py connect4           # Gumbel AlphaZero vs alpha-beta(4)
+    python benchmarks/train_targets.py connect4_eval --set eval_simulations=1024
     python benchmarks/train_targets.py maze               # optimal paths on fresh mazes
     python benchmarks/train_targets.py 2048               # Stochastic MuZero vs greedy
     python benchmarks/train_targets.py throughput         # self-play steps/s per preset
@@ -123,6 +124,17 @@ def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
                                  draws=r.draws.tolist(), losses=r.losses.tolist()))
 
 
+def target_connect4_eval(overrides, sims=1024):
+    """Re-scores the saved Connect Four run (``connect4`` target) at ``sims``."""
+    from mctx_planner.trainer import load_run  # pylint: disable=g-import-not-at-top
+    sims = int(dict(o.split("=", 1) for o in overrides).get("eval_simulations", sims))
+    agent, state, info = load_run(str(RESULTS.parent / "runs" / "connect4"))
+    t0 = time.time()
+    evaluate_connect4(agent, state.params, ["(saved run)"],
+                      info["metadata"].get("wall_time_s", float("nan")), t0, games=200,
+                      depth=4, opening_moves=2, eval_sims=(sims,))
+
+
 def target_maze(overrides, mazes=500, eval_sims=(64, 256)):
     from mctx_planner.search import make_planner  # pylint: disable=g-import-not-at-top
     from mctx_planner.train import search_config  # pylint: disable=g-import-not-at-top
@@ -197,7 +209,8 @@ def target_throughput(overrides, iterations=5):
 
 
 TARGETS = dict(tictactoe=target_tictactoe, tictactoe_muzero=target_tictactoe_muzero,
-               connect4=target_connect4, maze=target_maze, **{"2048": target_2048},
+               connect4=target_connect4, connect4_eval=target_connect4_eval,
+               maze=target_maze, **{"2048": target_2048},
                throughput=target_throughput)
 
 
