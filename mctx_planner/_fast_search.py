@@ -2,35 +2,47 @@
 
 ``mctx.search`` vmaps a per-example tree descent (a ``while_loop``) and a
 per-example backup (a ``while_loop`` that carries the whole tree) over the
-batch.  Under ``vmap`` every iteration of those loops turns into selects over
-the complete ``[B, N, A]`` tree arrays, so on CPU the tree bookkeeping costs
-far more than the network itself.
+batch.  Under ``vmap`` every backup step rewrites all ``[B, N, A]`` tree arrays
+(scatters become selects over the full arrays), so on CPU the tree
+bookkeeping costs far more than the network itself.
 
-This module keeps the tree layout of ``mctx.Tree`` (``[B, N, ...]``) but runs
-every phase batch-first:
+This module produces the same ``mctx.Tree``, actions and action weights as
+mctx's policies for the same inputs and keys (bit-identical in our tests on
+CPU), but runs every phase batch-first:
 
-* descent: ONE ``while_loop`` over depth for the whole batch.  Every example
-  starts at the root at the same time and goes down one level per iteration,
-  so the depth is shared; examples that stopped keep their node/action.
-  Per iteration only the ``[B, A]`` rows of the current nodes are gathered.
-* expansion: ``O(B * A)`` scatters with explicit batch indices.
-* backup: ONE ``while_loop`` over depth that walks the ``B`` paths up in
-  lockstep and scatters into ``O(B)`` entries per step (examples that already
-  reached the root write out of bounds, which is dropped).
+* descent: one ``while_loop`` over depth for the whole batch.  All examples
+  start at the root together and go down one level per iteration, so the
+  depth is shared; examples that stopped keep their node and action.  One
+  iteration reads one contiguous node record per example (``O(B * A)``).
+* expansion: one network call and ``O(B * A)`` scatters with explicit batch
+  indices.
+* backup: one ``while_loop`` over depth that walks the ``B`` paths up in
+  lockstep, reading and writing ``O(B)`` elements per step (examples that
+  already reached the root write out of bounds, which XLA drops).
+* both loops continue on a compacted sub-batch once at most a quarter of the
+  examples is still active (for ``B >= 256``).
 
-Action selection, q-transforms and all random-key handling mirror mctx, so
-the produced ``mctx.Tree``, actions and action weights are the same as mctx's
-for the same inputs and keys (bit-identical in our tests on CPU).  The
-user-supplied ``qtransform`` (an mctx-style function of an *unbatched* tree and
-a node index) is applied to a one-node view of the tree holding only the rows
-of the nodes being evaluated, vmapped over the batch, which costs ``O(B * A)``.
-A custom qtransform therefore may only read the row of ``node_index`` (true for
-all of mctx's qtransforms).
+Further CPU-specific choices, none of which changes a result bit:
+
+* the tree is stored packed (see "Packed tree storage" below) and unpacked
+  into a ``mctx.Tree`` once, at the end;
+* MuZero's tie-breaking noise (``1e-7 * uniform``) is only drawn in the
+  steps where it can change an argmax (see ``_batched_puct``);
+* random bits come from an unrolled threefry in jnp, bit-identical to
+  ``jax.random`` (whose CPU lowering is a rolled loop, see "Random keys");
+* argmax over many actions uses two integer reductions (``_argmax``).
+
+The user's ``qtransform`` (an mctx-style function of an *unbatched* tree and a
+node index) is applied to a one-node view of the tree that holds only the
+rows of the nodes being evaluated, vmapped over the batch (``O(B * A)``).  A
+custom qtransform may therefore only read the row of ``node_index``, which is
+true of all of mctx's qtransforms.  Search values are stored as float32; for
+other dtypes the policies delegate to mctx.
 """
 
 import functools
 import math
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import chex
 import jax
@@ -48,226 +60,400 @@ __all__ = [
 ]
 
 # A batched selection function:
-#   (selection keys [B], tree [B, N, ...], node indices [B], depth scalar)
-#   -> actions [B] int32
-BatchedSelectFn = Callable[[chex.PRNGKey, Tree, chex.Array, chex.Array],
-                           chex.Array]
+#   (selection keys [B], view, depth, active [B]) -> actions [B] int32
+# `view` is a `Tree` holding one node per example (leaves `[B, 1, ...]`, see
+# `_node_view`).  `depth` is the Python int 0 at the root and a traced scalar
+# (the depth of the node, in the tree's float dtype, as in mctx) below it.
+# Actions of examples that are not `active` are discarded by the caller.
+BatchedSelectFn = Callable[[chex.PRNGKey, Tree, Any, chex.Array], chex.Array]
 
 
-# --------------------------------------------------------------------------
-# Tree helpers.
-# --------------------------------------------------------------------------
+def _per_node(fn) -> BatchedSelectFn:
+  """Lifts `fn(key, one_node_tree, depth)` (mctx style) to a batched one."""
 
-
-def _batch_range(tree: Tree) -> chex.Array:
-  return jnp.arange(tree.node_values.shape[0])
-
-
-def _node_view(tree: Tree, node: chex.Array) -> Tree:
-  """Returns a tree of one node per example: the rows of `node` [B].
-
-  The result has leaves `[B, 1, ...]` (plus the per-example
-  `root_invalid_actions` and `extra_data`), so that mctx-style per-example
-  functions can be vmapped over it with node index 0.  Fields that the caller
-  does not read are removed by XLA's dead code elimination.
-  """
-  b = _batch_range(tree)
-
-  def row(x):
-    return x[b, node][:, None]
-
-  return tree.replace(
-      node_visits=row(tree.node_visits),
-      raw_values=row(tree.raw_values),
-      node_values=row(tree.node_values),
-      parents=row(tree.parents),
-      action_from_parent=row(tree.action_from_parent),
-      children_index=row(tree.children_index),
-      children_prior_logits=row(tree.children_prior_logits),
-      children_visits=row(tree.children_visits),
-      children_rewards=row(tree.children_rewards),
-      children_discounts=row(tree.children_discounts),
-      children_values=row(tree.children_values),
-      embeddings=jax.tree.map(row, tree.embeddings))
-
-
-def _per_node(fn):
-  """Lifts `fn(key, one_node_tree, depth)` to a `BatchedSelectFn`."""
-
-  def batched(keys, tree, node, depth):
-    view = _node_view(tree, node)
+  def batched(keys, view, depth, active):
+    del active
     return jax.vmap(fn, in_axes=(0, 0, None))(keys, view, depth)
 
   return batched
 
 
-def _init_tree(root: mctx.RootFnOutput, num_simulations: int,
-               invalid_actions: chex.Array, extra_data: Any) -> Tree:
-  """Allocates the `[B, S+1, ...]` tree and writes the root (node 0)."""
+# --------------------------------------------------------------------------
+# Packed tree storage.
+#
+# The descent reads, per example and step, everything mctx keeps about the
+# edges of one node.  In `mctx.Tree` these are 6 separate `[B, N, A]` arrays,
+# so one step costs 6 scattered row reads per example (cache misses dominate
+# on CPU).  Here the per-edge fields are interleaved in one int32 array
+# `edges[B, N, A, 6]` (floats are stored by bit pattern), so one node is one
+# contiguous record.  Node fields are split by who writes them: `stats`
+# (changed by the backup) and `links` (written once by the expansion), so
+# that the backup reads each array it writes at a single place and XLA can
+# update it in place.  `_to_tree` unpacks into a `mctx.Tree` at the end.
+# --------------------------------------------------------------------------
+
+# Node indices and actions are stored plus one, so that zero means "none"
+# (`Tree.UNVISITED`, `Tree.NO_PARENT`) and all storage starts as zeros.
+
+# edges[b, n, a, :]
+_E_LOGIT, _E_VALUE, _E_VISITS, _E_REWARD, _E_DISCOUNT, _E_CHILD = range(6)
+# stats[b, n, :]
+_S_VISITS, _S_VALUE, _S_RAW = range(3)
+# links[b, n, :] (reward and discount of the edge into the node)
+_L_PARENT, _L_ACTION, _L_REWARD, _L_DISCOUNT = range(4)
+
+
+class _Store(NamedTuple):
+  edges: chex.Array  # int32 [B, N, A, 6]
+  stats: chex.Array  # int32 [B, N, 3]
+  links: chex.Array  # int32 [B, N, 4]
+  embeddings: Any  # [B, N, ...]
+
+
+def _bits(x):
+  """float32 / int32 -> int32 bit pattern."""
+  x = jnp.asarray(x)
+  if x.dtype == jnp.int32:
+    return x
+  return jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+
+
+def _f32(x):
+  return jax.lax.bitcast_convert_type(x, jnp.float32)
+
+
+def _init_store(root: mctx.RootFnOutput, num_simulations: int) -> _Store:
+  """Allocates storage for `S + 1` nodes and writes the root (node 0)."""
   chex.assert_rank(root.prior_logits, 2)
   batch_size, num_actions = root.prior_logits.shape
   chex.assert_shape(root.value, [batch_size])
   n = num_simulations + 1
-  vdtype = root.value.dtype
-  bn = (batch_size, n)
-  bna = (batch_size, n, num_actions)
 
-  def embeddings_storage(x):
-    # Node 0 holds the root embedding, the other nodes zeros.
-    pad = [(0, 0), (0, n - 1)] + [(0, 0)] * (x.ndim - 1)
-    return jnp.pad(x[:, None], pad)
+  edge0 = jnp.zeros([batch_size, num_actions, 6], jnp.int32)
+  edge0 = edge0.at[..., _E_LOGIT].set(_bits(root.prior_logits))
+  edges = jnp.zeros([batch_size, n, num_actions, 6], jnp.int32)
+  edges = edges.at[:, 0].set(edge0)
+  stat0 = jnp.stack([jnp.ones([batch_size], jnp.int32), _bits(root.value),
+                     _bits(root.value)], axis=-1)
+  stats = jnp.zeros([batch_size, n, 3], jnp.int32).at[:, 0].set(stat0)
+  links = jnp.zeros([batch_size, n, 4], jnp.int32)
 
-  def first_node(x, dtype=None):
-    x = jnp.asarray(x, dtype=dtype)
-    pad = [(0, 0), (0, n - 1)] + [(0, 0)] * (x.ndim - 1)
-    return jnp.pad(x[:, None], pad)
+  def first_node(x):
+    return jnp.zeros((batch_size, n) + x.shape[1:], x.dtype).at[:, 0].set(x)
 
+  return _Store(edges=edges, stats=stats, links=links,
+                embeddings=jax.tree.map(first_node, root.embedding))
+
+
+def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
+             extra_data) -> Tree:
+  e, st, ln = store.edges, store.stats, store.links
   return Tree(
-      node_visits=first_node(jnp.ones([batch_size], jnp.int32)),
-      raw_values=first_node(root.value, vdtype),
-      node_values=first_node(root.value, vdtype),
-      parents=jnp.full(bn, Tree.NO_PARENT, dtype=jnp.int32),
-      action_from_parent=jnp.full(bn, Tree.NO_PARENT, dtype=jnp.int32),
-      children_index=jnp.full(bna, Tree.UNVISITED, dtype=jnp.int32),
-      children_prior_logits=first_node(root.prior_logits),
-      children_values=jnp.zeros(bna, dtype=vdtype),
-      children_visits=jnp.zeros(bna, dtype=jnp.int32),
-      children_rewards=jnp.zeros(bna, dtype=vdtype),
-      children_discounts=jnp.zeros(bna, dtype=vdtype),
-      embeddings=jax.tree.map(embeddings_storage, root.embedding),
+      node_visits=st[..., _S_VISITS],
+      raw_values=_f32(st[..., _S_RAW]).astype(value_dtype),
+      node_values=_f32(st[..., _S_VALUE]).astype(value_dtype),
+      parents=ln[..., _L_PARENT] - 1,
+      action_from_parent=ln[..., _L_ACTION] - 1,
+      children_index=e[..., _E_CHILD] - 1,
+      children_prior_logits=_f32(e[..., _E_LOGIT]).astype(logits_dtype),
+      children_visits=e[..., _E_VISITS],
+      children_rewards=_f32(e[..., _E_REWARD]).astype(value_dtype),
+      children_discounts=_f32(e[..., _E_DISCOUNT]).astype(value_dtype),
+      children_values=_f32(e[..., _E_VALUE]).astype(value_dtype),
+      embeddings=store.embeddings,
       root_invalid_actions=invalid_actions,
       extra_data=extra_data)
 
 
-_split_each = jax.vmap(jax.random.split)
+def _node_view(store: _Store, ex: chex.Array, node: chex.Array,
+               invalid_actions, extra_data) -> Tree:
+  """A `Tree` of one node per example: node `node[i]` of example `ex[i]`.
+
+  Leaves are `[K, 1, ...]` (`root_invalid_actions` and `extra_data` are the
+  rows of the examples), so mctx-style per-example functions can be vmapped
+  over it with node index 0.  Unused fields are removed by XLA.
+  """
+  rec = store.edges[ex, node][:, None]  # [K, 1, A, 6], one contiguous read
+  st = store.stats[ex, node][:, None]
+  ln = store.links[ex, node][:, None]
+  return Tree(
+      node_visits=st[..., _S_VISITS],
+      raw_values=_f32(st[..., _S_RAW]),
+      node_values=_f32(st[..., _S_VALUE]),
+      parents=ln[..., _L_PARENT] - 1,
+      action_from_parent=ln[..., _L_ACTION] - 1,
+      children_index=rec[..., _E_CHILD] - 1,
+      children_prior_logits=_f32(rec[..., _E_LOGIT]),
+      children_visits=rec[..., _E_VISITS],
+      children_rewards=_f32(rec[..., _E_REWARD]),
+      children_discounts=_f32(rec[..., _E_DISCOUNT]),
+      children_values=_f32(rec[..., _E_VALUE]),
+      embeddings=jax.tree.map(lambda x: x[ex, node][:, None],
+                              store.embeddings),
+      root_invalid_actions=invalid_actions,
+      extra_data=extra_data)
+
+
+# --------------------------------------------------------------------------
+# Random keys.
+#
+# On CPU, JAX lowers the threefry hash to a rolled 5-step `while` loop, so
+# every `split`/`uniform` inside the descent costs one extra XLA loop per
+# depth step (~0.4 ms per step at B=1024).  When keys are threefry keys with
+# JAX's default (partitionable) bit layout, we compute the very same bits
+# with an unrolled threefry written in jnp, which XLA fuses into one kernel.
+# Otherwise we fall back to `jax.random`.
+# --------------------------------------------------------------------------
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(k1, k2, x1, x2):
+  """Threefry-2x32 block cipher (20 rounds), elementwise on uint32 arrays."""
+  ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+  x1 = x1 + ks[0]
+  x2 = x2 + ks[1]
+  for block in range(5):
+    for r in _ROTATIONS[block % 2]:
+      x1 = x1 + x2
+      x2 = (x2 << jnp.uint32(r)) | (x2 >> jnp.uint32(32 - r))
+      x2 = x1 ^ x2
+    x1 = x1 + ks[(block + 1) % 3]
+    x2 = x2 + ks[(block + 2) % 3] + jnp.uint32(block + 1)
+  return x1, x2
+
+
+def _own_threefry_ok() -> bool:
+  return (str(jax.config.jax_default_prng_impl) == "threefry2x32" and
+          bool(jax.config.jax_threefry_partitionable))
+
+
+def _is_raw_key(key) -> bool:
+  return key.dtype == jnp.uint32 and key.shape[-1:] == (2,)
+
+
+def _as_raw_keys(keys):
+  """Raw `uint32[..., 2]` threefry keys if our threefry applies, else None."""
+  if not _own_threefry_ok():
+    return None
+  if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+    if "threefry2x32" not in str(jax.random.key_impl(keys)):
+      return None
+    return jax.random.key_data(keys)
+  return keys if _is_raw_key(keys) else None
+
+
+def _split_raw(key, num: int):
+  """`jax.random.split(key, num)` for one raw threefry key `uint32[2]`."""
+  bits1, bits2 = _threefry2x32(key[..., 0, None], key[..., 1, None],
+                               jnp.zeros([num], jnp.uint32),
+                               jnp.arange(num, dtype=jnp.uint32))
+  return jnp.stack([bits1, bits2], axis=-1)
+
+
+def _uniform01(key, shape):
+  """`jax.random.uniform(key, shape)` (float32 in [0, 1))."""
+  dtype = jnp.asarray(0.).dtype
+  if not (_is_raw_key(key) and key.ndim == 1 and dtype == jnp.float32 and
+          _own_threefry_ok()):
+    return jax.random.uniform(key, shape)
+  size = math.prod(shape)
+  bits1, bits2 = _threefry2x32(key[0], key[1], jnp.zeros([size], jnp.uint32),
+                               jnp.arange(size, dtype=jnp.uint32))
+  mantissa = ((bits1 ^ bits2) >> jnp.uint32(9)) | jnp.uint32(0x3F800000)
+  floats = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0
+  return floats.reshape(shape)
+
+
+def _split_batch(key, num: int):
+  raw = _as_raw_keys(key)
+  return jax.random.split(key, num) if raw is None else _split_raw(raw, num)
 
 
 def _next_keys(keys):
   """Per example: `(key, selection_key) = split(key)`, as mctx's simulate."""
-  pairs = _split_each(keys)
+  if _is_raw_key(keys) and keys.ndim == 2 and _own_threefry_ok():
+    pairs = jax.vmap(lambda k: _split_raw(k, 2))(keys)
+  else:
+    pairs = jax.vmap(jax.random.split)(keys)
   return pairs[:, 0], pairs[:, 1]
 
 
-def _descend(keys: chex.PRNGKey, tree: Tree, root_select: BatchedSelectFn,
-             interior_select: BatchedSelectFn,
-             max_depth: int) -> Tuple[chex.Array, chex.Array]:
+# Lockstep loops waste work on examples whose path already ended.  Once at
+# most 1/_COMPACT of the batch is still active, the loop continues on a
+# compacted sub-batch of `B // _COMPACT` examples (for `B >= _COMPACT_MIN`).
+_COMPACT = 4
+_COMPACT_MIN = 256
+
+
+def _compacted_loop(active_fn, body_fn, pad_fn, shared, rows,
+                    batch_size: int):
+  """`while any(active_fn(rows)): shared, rows = body_fn(ex, shared, rows)`.
+
+  `rows` holds per-example arrays (leading axis: examples), `shared` anything
+  else (e.g. the tree, indexed by example id).  `body_fn` gets the example
+  ids `ex` of the rows (None: all, in order).  Once few examples are active,
+  the remaining iterations run on a compacted `rows` of `B // _COMPACT`
+  examples; its padding rows are made inactive by `pad_fn(rows, valid)`.
+  """
+  def loop(cond, ex, state):
+    return jax.lax.while_loop(
+        lambda st: cond(active_fn(st[1])),
+        lambda st: body_fn(ex, *st), state)
+
+  if batch_size < _COMPACT_MIN:
+    return loop(jnp.any, None, (shared, rows))
+  k = batch_size // _COMPACT
+  shared, rows = loop(lambda a: jnp.sum(a) > k, None, (shared, rows))
+  ids = jnp.nonzero(active_fn(rows), size=k, fill_value=batch_size)[0]
+  sub_ex = jnp.minimum(ids, batch_size - 1)
+  sub = pad_fn(jax.tree.map(lambda x: x[sub_ex], rows), ids < batch_size)
+  shared, sub = loop(jnp.any, sub_ex, (shared, sub))
+  rows = jax.tree.map(lambda x, y: x.at[ids].set(y, mode="drop"), rows, sub)
+  return shared, rows
+
+
+def _descend(keys: chex.PRNGKey, store: _Store, invalid_actions, extra_data,
+             root_select: BatchedSelectFn, interior_select: BatchedSelectFn,
+             max_depth: int) -> Tuple[chex.Array, chex.Array, chex.Array]:
   """Batched equivalent of mctx's vmapped `simulate`.
 
-  Returns `(node [B], action [B])`: the node reached and the action to
-  expand from it.
+  Returns `(node, action, child)`, each `[B]`: the node reached, the action
+  to expand from it and `children_index[node, action]`.
   """
-  b = _batch_range(tree)
-  batch_size = b.shape[0]
-  dtype = tree.children_prior_logits.dtype
+  batch_size = store.edges.shape[0]
+  b = jnp.arange(batch_size)
 
-  keys, sel_keys = _next_keys(keys)
-  node = jnp.zeros([batch_size], jnp.int32)
-  action = root_select(sel_keys, tree, node, jnp.zeros((), dtype))
-  child = tree.children_index[b, node, action]
-  depth = jnp.ones((), jnp.int32)
-  active = jnp.logical_and(child != Tree.UNVISITED, depth < max_depth)
-
-  def cond(state):
-    return jnp.any(state[-1])
-
-  def body(state):
-    keys, node, action, child, depth, active = state
+  def step(ex, keys, node, depth, active, select):
     keys, sel_keys = _next_keys(keys)
+    if ex is None:
+      view = _node_view(store, b, node, invalid_actions, extra_data)
+    else:
+      view = _node_view(store, ex, node, invalid_actions[ex],
+                        jax.tree.map(lambda x: x[ex], extra_data))
+    action = select(sel_keys, view, depth, active)
+    child = jnp.take_along_axis(view.children_index[:, 0], action[:, None],
+                                axis=-1)[:, 0]
+    return keys, action, child
+
+  node = jnp.zeros([batch_size], jnp.int32)
+  keys, action, child = step(None, keys, node, 0,
+                             jnp.ones([batch_size], bool), root_select)
+  depth = jnp.ones((), jnp.int32)
+  active = (child != Tree.UNVISITED) & (depth < max_depth)
+
+  def body(ex, depth, rows):
+    keys, node, action, child, active = rows
     node = jnp.where(active, child, node)
-    new_action = interior_select(sel_keys, tree, node, depth.astype(dtype))
+    # mctx tracks the depth in the dtype of the prior logits (float32 here).
+    keys, new_action, new_child = step(ex, keys, node,
+                                       depth.astype(jnp.float32), active,
+                                       interior_select)
     action = jnp.where(active, new_action, action)
-    child = tree.children_index[b, node, action]
+    child = jnp.where(active, new_child, child)
     depth = depth + 1
     active = active & (child != Tree.UNVISITED) & (depth < max_depth)
-    return keys, node, action, child, depth, active
+    return depth, (keys, node, action, child, active)
 
-  state = (keys, node, action, child, depth, active)
-  _, node, action, _, _, _ = jax.lax.while_loop(cond, body, state)
-  return node, action
+  def pad(rows, valid):
+    return rows[:-1] + (rows[-1] & valid,)
+
+  _, (_, node, action, child, _) = _compacted_loop(
+      lambda rows: rows[-1], body, pad, depth,
+      (keys, node, action, child, active), batch_size)
+  return node, action, child
 
 
-def _expand(params, rng_key, tree: Tree, recurrent_fn, parent: chex.Array,
-            action: chex.Array, child: chex.Array) -> Tree:
+def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
+            action: chex.Array, child: chex.Array) -> _Store:
   """Evaluates `(parent, action)` and writes the result at node `child`."""
-  b = _batch_range(tree)
-  embedding = jax.tree.map(lambda x: x[b, parent], tree.embeddings)
+  batch_size, _, num_actions, _ = store.edges.shape
+  b = jnp.arange(batch_size)
+  embedding = jax.tree.map(lambda x: x[b, parent], store.embeddings)
   step, embedding = recurrent_fn(params, rng_key, action, embedding)
-  batch_size, num_actions = b.shape[0], tree.children_index.shape[-1]
   chex.assert_shape(step.prior_logits, [batch_size, num_actions])
   chex.assert_shape([step.reward, step.discount, step.value], (batch_size,))
 
-  def at_node(x, v):
-    return x.at[b, child].set(v, unique_indices=True)
-
-  def at_edge(x, v):
-    return x.at[b, parent, action].set(v, unique_indices=True)
+  def put(x, v, *idx):
+    return x.at[(b,) + idx].set(v, unique_indices=True)
 
   # With `max_depth`, an existing node can be evaluated again: it is then
   # overwritten and its visit count incremented, as in mctx.
-  visits = tree.node_visits[b, child] + 1
-  return tree.replace(
-      children_prior_logits=at_node(tree.children_prior_logits,
-                                    step.prior_logits),
-      raw_values=at_node(tree.raw_values, step.value),
-      node_values=at_node(tree.node_values, step.value),
-      node_visits=at_node(tree.node_visits, visits),
-      embeddings=jax.tree.map(at_node, tree.embeddings, embedding),
-      children_index=at_edge(tree.children_index, child),
-      children_rewards=at_edge(tree.children_rewards, step.reward),
-      children_discounts=at_edge(tree.children_discounts, step.discount),
-      parents=at_node(tree.parents, parent),
-      action_from_parent=at_node(tree.action_from_parent, action))
+  visits = store.stats[b, child, _S_VISITS] + 1
+  stats = put(store.stats, jnp.stack(
+      [visits, _bits(step.value), _bits(step.value)], -1), child)
+  links = put(store.links, jnp.stack(
+      [parent + 1, action + 1, _bits(step.reward), _bits(step.discount)],
+      -1), child)
+  edges = put(store.edges, _bits(step.prior_logits), child, slice(None),
+              _E_LOGIT)
+  edge = jnp.stack([_bits(step.reward), _bits(step.discount), child + 1], -1)
+  edges = put(edges, edge, parent, action, slice(_E_REWARD, _E_CHILD + 1))
+  embeddings = jax.tree.map(lambda x, v: put(x, v, child), store.embeddings,
+                            embedding)
+  return _Store(edges=edges, stats=stats, links=links, embeddings=embeddings)
 
 
-def _backup(tree: Tree, leaf: chex.Array) -> Tree:
+def _backup(store: _Store, leaf: chex.Array) -> _Store:
   """Batched equivalent of mctx's vmapped `backward`.
 
   All paths go up one level per iteration; the loop runs until every example
   reached the root.  Examples already at the root write to the out-of-bounds
   node `N`, which the scatters drop.
+
+  The edge `(parent, action)` into `node` always has
+  `children_values == node_values[node]` and
+  `children_visits == node_visits[node]` once a simulation is complete (both
+  are set together, by the backup through that edge, after any change of the
+  node), so the new edge statistics are the ones `node` has just received
+  (from `expand` for the leaf, from the previous iteration otherwise).
   """
-  b = _batch_range(tree)
-  num_nodes = tree.node_values.shape[1]
+  batch_size, num_nodes = store.stats.shape[:2]
+  links = store.links
   leaf = jnp.asarray(leaf, jnp.int32)
 
-  def cond(state):
-    return jnp.any(state[-1] != Tree.ROOT_INDEX)
-
-  def body(state):
-    node_values, node_visits, children_values, children_visits, value, node = (
-        state)
+  def body(ex, shared, rows):
+    b = jnp.arange(batch_size) if ex is None else ex
+    stats, edges = shared
+    value, node_value, node_visit, node = rows
     active = node != Tree.ROOT_INDEX
-    parent = jnp.where(active, tree.parents[b, node], Tree.ROOT_INDEX)
-    action = tree.action_from_parent[b, node]
-    count = node_visits[b, parent]
-    reward = tree.children_rewards[b, parent, action]
-    new_value = reward + tree.children_discounts[b, parent, action] * value
-    parent_value = (node_values[b, parent] * count + new_value) / (count + 1.0)
-    edge_value = node_values[b, node]
-    edge_visits = children_visits[b, parent, action] + 1
+    link = links[b, node]
+    parent = jnp.where(active, link[:, _L_PARENT] - 1, Tree.ROOT_INDEX)
+    action = link[:, _L_ACTION] - 1
+    parent_stat = stats[b, parent]
+    count = parent_stat[:, _S_VISITS]
+    new_value = _f32(link[:, _L_REWARD]) + _f32(link[:, _L_DISCOUNT]) * value
+    parent_value = (_f32(parent_stat[:, _S_VALUE]) * count + new_value) / (
+        count + 1.0)
 
     w_parent = jnp.where(active, parent, num_nodes)  # out of bounds: dropped
-
-    def put(x, v, *idx):
-      return x.at[(b,) + idx].set(v, mode="drop", unique_indices=True)
-
-    node_values = put(node_values, parent_value, w_parent)
-    node_visits = put(node_visits, count + 1, w_parent)
-    children_values = put(children_values, edge_value, w_parent, action)
-    children_visits = put(children_visits, edge_visits, w_parent, action)
+    stats = stats.at[b, w_parent, _S_VISITS:_S_VALUE + 1].set(
+        jnp.stack([count + 1, _bits(parent_value)], -1), mode="drop",
+        unique_indices=True)
+    edges = edges.at[b, w_parent, action, _E_VALUE:_E_VISITS + 1].set(
+        jnp.stack([_bits(node_value), node_visit], -1), mode="drop",
+        unique_indices=True)
     value = jnp.where(active, new_value, value)
-    return (node_values, node_visits, children_values, children_visits, value,
-            parent)
+    node_value = jnp.where(active, parent_value, node_value)
+    node_visit = jnp.where(active, count + 1, node_visit)
+    return (stats, edges), (value, node_value, node_visit, parent)
 
-  state = (tree.node_values, tree.node_visits, tree.children_values,
-           tree.children_visits, tree.node_values[b, leaf], leaf)
-  node_values, node_visits, children_values, children_visits, _, _ = (
-      jax.lax.while_loop(cond, body, state))
-  return tree.replace(
-      node_values=node_values,
-      node_visits=node_visits,
-      children_values=children_values,
-      children_visits=children_visits)
+  def pad(rows, valid):
+    return rows[:-1] + (jnp.where(valid, rows[-1], Tree.ROOT_INDEX),)
+
+  b = jnp.arange(batch_size)
+  leaf_stat = store.stats[b, leaf]
+  leaf_value = _f32(leaf_stat[:, _S_VALUE])
+  (stats, edges), _ = _compacted_loop(
+      lambda rows: rows[-1] != Tree.ROOT_INDEX, body, pad,
+      (store.stats, store.edges),
+      (leaf_value, leaf_value, leaf_stat[:, _S_VISITS], leaf), batch_size)
+  return store._replace(stats=stats, edges=edges)
+
+
+def _packable(root: mctx.RootFnOutput) -> bool:
+  return (root.prior_logits.dtype == jnp.float32 and
+          root.value.dtype == jnp.float32)
 
 
 def search(params: chex.ArrayTree,
@@ -284,33 +470,36 @@ def search(params: chex.ArrayTree,
            loop_fn: mctx.LoopFn = jax.lax.fori_loop) -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
-  `root_select` / `interior_select` are *batched* selection functions
-  `(keys [B], tree, node [B], depth) -> action [B]` (see `_per_node`).
+  `root_select` / `interior_select` are batched selection functions (see
+  `BatchedSelectFn`).  Requires float32 `root.prior_logits` and `root.value`
+  (the recurrent outputs are stored as float32 as well).
   """
+  if not _packable(root):
+    raise NotImplementedError("the fast search stores float32 values only")
   batch_size = root.value.shape[0]
-  b = jnp.arange(batch_size)
   if max_depth is None:
     max_depth = num_simulations
   if invalid_actions is None:
     invalid_actions = jnp.zeros_like(root.prior_logits)
 
   def one_simulation(sim, state):
-    rng_key, tree = state
+    rng_key, store = state
     rng_key, simulate_key, expand_key = jax.random.split(rng_key, 3)
-    simulate_keys = jax.random.split(simulate_key, batch_size)
-    parent, action = _descend(simulate_keys, tree, root_select,
-                              interior_select, max_depth)
+    simulate_keys = _split_batch(simulate_key, batch_size)
+    parent, action, child = _descend(simulate_keys, store, invalid_actions,
+                                     extra_data, root_select, interior_select,
+                                     max_depth)
     # A node created by simulation `sim` gets index `sim + 1`.
-    child = tree.children_index[b, parent, action]
     child = jnp.where(child == Tree.UNVISITED, sim + 1, child)
-    tree = _expand(params, expand_key, tree, recurrent_fn, parent, action,
-                   child)
-    tree = _backup(tree, child)
-    return rng_key, tree
+    store = _expand(params, expand_key, store, recurrent_fn, parent, action,
+                    child)
+    store = _backup(store, child)
+    return rng_key, store
 
-  tree = _init_tree(root, num_simulations, invalid_actions, extra_data)
-  _, tree = loop_fn(0, num_simulations, one_simulation, (rng_key, tree))
-  return tree
+  store = _init_store(root, num_simulations)
+  _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
+  return _to_tree(store, root.value.dtype, root.prior_logits.dtype,
+                  invalid_actions, extra_data)
 
 
 # --------------------------------------------------------------------------
@@ -318,26 +507,98 @@ def search(params: chex.ArrayTree,
 # --------------------------------------------------------------------------
 
 
+# Above this many actions, `jnp.argmax` (a variadic value/index reduction) is
+# several times slower on XLA:CPU than two plain integer reductions.
+_SMALL_ARGMAX = 16
+
+
+def _argmax(x):
+  """`jnp.argmax(x, -1)` (first maximum; a NaN wins), as int32."""
+  size = x.shape[-1]
+  # Only on CPU: elsewhere the integer keys buy nothing, and XLA:GPU's own
+  # argmax does not return the *first* NaN, which we must reproduce.
+  if (size <= _SMALL_ARGMAX or x.dtype != jnp.float32 or
+      jax.default_backend() != "cpu"):
+    return jnp.argmax(x, axis=-1).astype(jnp.int32)
+  # Map floats to int32 keys with the same order: -0.0 -> +0.0 (they tie),
+  # negative floats get their magnitude bits flipped, NaN gets the top key.
+  x = jnp.where(x == 0, jnp.zeros_like(x), x)
+  bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+  key = jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+  key = jnp.where(jnp.isnan(x), jnp.iinfo(jnp.int32).max, key)
+  best = jnp.max(key, axis=-1, keepdims=True)
+  index = jnp.arange(size, dtype=jnp.int32)
+  return jnp.min(jnp.where(key == best, index, size), axis=-1)
+
+
 def _argmax_valid(scores, invalid):
   """argmax over actions, never picking an action flagged in `invalid`."""
   if invalid is not None:
     scores = jnp.where(invalid, -jnp.inf, scores)
-  return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+  return _argmax(scores)
 
 
 def _puct_action(key, view: Tree, depth, *, pb_c_init, pb_c_base,
                  qtransform):
   """MuZero PUCT selection at node 0 of a one-node view (as mctx)."""
+  scores = _puct_scores(view, depth, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
+                        qtransform=qtransform)
+  return _argmax(scores + _TIE_BREAK * _uniform01(key, (view.num_actions,)))
+
+
+# mctx adds `1e-7 * uniform[0, 1)` to the PUCT scores to break ties.
+_TIE_BREAK = 1e-7
+
+
+def _puct_scores(view: Tree, depth, *, pb_c_init, pb_c_base, qtransform):
+  """PUCT scores before the tie-breaking noise; invalid root actions -inf.
+
+  `scores + noise` equals mctx's masked `value + policy + noise`, because
+  mctx adds the noise last and `-inf + noise == -inf`.
+  """
   visits = view.children_visits[0]
   n = view.node_visits[0]
   c = pb_c_init + jnp.log((n + pb_c_base + 1.) / pb_c_base)
   probs = jax.nn.softmax(view.children_prior_logits[0])
   exploration = jnp.sqrt(n) * c * probs / (visits + 1)
   exploitation = qtransform(view, 0)
-  tie_break = 1e-7 * jax.random.uniform(key, (view.num_actions,))
-  scores = exploitation + exploration + tie_break
+  scores = exploitation + exploration
   # Invalid actions are only masked at the root.
-  return _argmax_valid(scores, view.root_invalid_actions * (depth == 0))
+  invalid = view.root_invalid_actions * (depth == 0)
+  return jnp.where(invalid, -jnp.inf, scores)
+
+
+def _batched_puct(*, pb_c_init, pb_c_base, qtransform) -> BatchedSelectFn:
+  """Batched MuZero selection that draws the tie-breaking noise lazily.
+
+  The noise `n` is in `[0, 1e-7]`.  If the best score `s_j` (first maximum)
+  exceeds `fl(s_i + 1e-7)` for every other action, then
+  `fl(s_j + n_j) >= s_j > fl(s_i + 1e-7) >= fl(s_i + n_i)` (rounding is
+  monotonic), so the noisy argmax is `j` whatever the noise.  Only when some
+  active example fails this test (exact or near ties, NaN), the noise is
+  drawn, for the whole batch, with the same keys as mctx.
+  """
+  scores_fn = functools.partial(_puct_scores, pb_c_init=pb_c_init,
+                                pb_c_base=pb_c_base, qtransform=qtransform)
+
+  def select(keys, view, depth, active):
+    scores = jax.vmap(scores_fn, in_axes=(0, None))(view, depth)
+    greedy = _argmax(scores)
+    num_actions = scores.shape[-1]
+    others = jnp.where(
+        jnp.arange(num_actions) == greedy[:, None], -jnp.inf, scores)
+    runner_up = jnp.max(others, axis=-1)
+    best = jnp.take_along_axis(scores, greedy[:, None], axis=-1)[:, 0]
+    safe = best > runner_up + jnp.asarray(_TIE_BREAK, scores.dtype)
+    needs_noise = jnp.any(active & ~safe)
+
+    def noisy(_):
+      noise = jax.vmap(lambda k: _uniform01(k, (num_actions,)))(keys)
+      return jax.vmap(_argmax)(scores + _TIE_BREAK * noise)
+
+    return jax.lax.cond(needs_noise, noisy, lambda _: greedy, None)
+
+  return select
 
 
 def _considered_visits_sequence(max_considered: int, num_simulations: int):
@@ -395,7 +656,7 @@ def _gumbel_interior_action(key, view: Tree, depth, *, qtransform):
   qvalues = qtransform(view, 0)
   probs = jax.nn.softmax(logits + qvalues)
   scores = probs - visits / (1 + jnp.sum(visits, keepdims=True, axis=-1))
-  return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+  return _argmax(scores)
 
 
 # --------------------------------------------------------------------------
@@ -463,12 +724,17 @@ def muzero_policy(
     pb_c_base: chex.Numeric = 19652,
     temperature: chex.Numeric = 1.0) -> mctx.PolicyOutput[None]:
   """Drop-in replacement for `mctx.muzero_policy` (same outputs)."""
+  if not _packable(root):
+    return mctx.muzero_policy(
+        params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
+        max_depth, loop_fn, qtransform=qtransform,
+        dirichlet_fraction=dirichlet_fraction, dirichlet_alpha=dirichlet_alpha,
+        pb_c_init=pb_c_init, pb_c_base=pb_c_base, temperature=temperature)
   rng_key, dirichlet_key, search_key = jax.random.split(rng_key, 3)
   root = _noisy_root(root, dirichlet_key, invalid_actions, dirichlet_alpha,
                      dirichlet_fraction)
-  select = _per_node(functools.partial(
-      _puct_action, pb_c_init=pb_c_init, pb_c_base=pb_c_base,
-      qtransform=qtransform))
+  select = _batched_puct(pb_c_init=pb_c_init, pb_c_base=pb_c_base,
+                         qtransform=qtransform)
   tree = search(
       params, search_key, root=root, recurrent_fn=recurrent_fn,
       root_select=select, interior_select=select,
@@ -494,6 +760,12 @@ def gumbel_muzero_policy(
     gumbel_scale: chex.Numeric = 1.,
 ) -> mctx.PolicyOutput[mctx.GumbelMuZeroExtraData]:
   """Drop-in replacement for `mctx.gumbel_muzero_policy` (same outputs)."""
+  if not _packable(root):
+    return mctx.gumbel_muzero_policy(
+        params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
+        max_depth, loop_fn, qtransform=qtransform,
+        max_num_considered_actions=max_num_considered_actions,
+        gumbel_scale=gumbel_scale)
   root = root.replace(
       prior_logits=_mask_invalid_actions(root.prior_logits, invalid_actions))
   rng_key, gumbel_key = jax.random.split(rng_key)
@@ -551,9 +823,8 @@ def _stochastic_action(key, view: Tree, depth, *, num_actions, decision_fn):
   """Decision nodes: PUCT over actions; chance nodes: prior-matching."""
   chance = _split_actions(view, num_actions, "chance")
   chance_probs = jax.nn.softmax(chance.children_prior_logits[0])
-  chance_action = jnp.argmax(
-      chance_probs / (chance.children_visits[0] + 1), axis=-1).astype(
-          jnp.int32) + num_actions
+  chance_action = _argmax(
+      chance_probs / (chance.children_visits[0] + 1)) + num_actions
   decision_action = decision_fn(
       key, _split_actions(view, num_actions, "decision"), depth)
   return jnp.where(view.embeddings.is_decision_node[0], decision_action,
@@ -616,7 +887,14 @@ def stochastic_muzero_policy(
     pb_c_init: chex.Numeric = 1.25,
     pb_c_base: chex.Numeric = 19652,
     temperature: chex.Numeric = 1.0) -> mctx.PolicyOutput[None]:
-  """Drop-in replacement for `mctx.stochastic_muzero_policy`."""
+  """Drop-in replacement for `mctx.stochastic_muzero_policy` (same output)."""
+  if not _packable(root):
+    return mctx.stochastic_muzero_policy(
+        params, rng_key, root, decision_recurrent_fn, chance_recurrent_fn,
+        num_simulations, invalid_actions, max_depth, loop_fn,
+        qtransform=qtransform, dirichlet_fraction=dirichlet_fraction,
+        dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init,
+        pb_c_base=pb_c_base, temperature=temperature)
   num_actions = root.prior_logits.shape[-1]
   rng_key, dirichlet_key, search_key = jax.random.split(rng_key, 3)
   root = _noisy_root(root, dirichlet_key, invalid_actions, dirichlet_alpha,

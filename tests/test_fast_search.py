@@ -13,18 +13,29 @@ from mctx_planner import _fast_search
 
 EMBED = 6
 
+@pytest.fixture(autouse=True, scope="module")
+def _compact_small_batches():
+  """Lets B=8 run the compacted phase of the lockstep loops (B=1, 3 don't)."""
+  saved = _fast_search._COMPACT_MIN
+  _fast_search._COMPACT_MIN = 8
+  yield
+  _fast_search._COMPACT_MIN = saved
+
+
 TREE_FIELDS = ("node_visits", "children_index", "node_values",
                "children_values", "children_visits", "children_rewards",
                "children_discounts", "parents", "action_from_parent",
                "raw_values", "children_prior_logits", "root_invalid_actions")
 
 
-def _params(num_actions, discount, seed=0):
+def _params(num_actions, discount, seed=0, flat_prior=False):
+  """Toy model parameters; `flat_prior` gives exact ties between actions."""
   ks = jax.random.split(jax.random.PRNGKey(seed), 5)
+  w_logits = jax.random.normal(ks[2], (EMBED, num_actions))
   return dict(
       action_embed=jax.random.normal(ks[0], (num_actions, EMBED)),
       w=jax.random.normal(ks[1], (EMBED, EMBED)) / np.sqrt(EMBED),
-      w_logits=jax.random.normal(ks[2], (EMBED, num_actions)),
+      w_logits=w_logits * (0. if flat_prior else 1.),
       w_value=jax.random.normal(ks[3], (EMBED,)),
       w_reward=jax.random.normal(ks[4], (EMBED,)),
       discount=jnp.float32(discount))
@@ -78,24 +89,23 @@ def _assert_same(fast, ref):
 
 
 # (policy, batch, num_simulations, num_actions, masked, max_depth, discount)
+# A > 16 exercises the integer-key argmax, B = 8 the compacted loop phase.
 CASES = [
     ("muzero", 1, 17, 4, False, None, 0.95),
-    ("muzero", 3, 5, 5, True, None, -1.0),
+    ("muzero", 3, 5, 20, True, None, -1.0),
     ("muzero", 8, 17, 5, True, 3, -1.0),
-    ("muzero", 8, 1, 4, False, None, 0.95),
-    ("muzero_minmax", 3, 17, 4, True, None, 0.95),
+    ("muzero_minmax_typed_keys", 3, 17, 4, True, None, 0.95),
     ("gumbel", 1, 17, 5, False, None, -1.0),
-    ("gumbel", 3, 5, 4, True, None, 0.95),
-    ("gumbel", 8, 17, 5, True, 2, -1.0),
+    ("gumbel_raw_value", 3, 5, 4, True, None, 0.95),
+    ("gumbel", 8, 17, 20, True, 2, -1.0),
     ("gumbel", 8, 1, 4, False, None, 0.95),
-    ("gumbel_raw_value", 8, 17, 4, False, None, 0.95),
 ]
 
 
 def _policies(name):
   if name == "muzero":
     return mctx.muzero_policy, _fast_search.muzero_policy, {}
-  if name == "muzero_minmax":
+  if name == "muzero_minmax_typed_keys":
     q = functools.partial(mctx.qtransform_by_min_max, min_value=-2.,
                           max_value=2.)
     return (mctx.muzero_policy, _fast_search.muzero_policy,
@@ -126,24 +136,21 @@ def _jitted(name, num_simulations, max_depth):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
 def test_matches_mctx(case):
   name, batch, sims, num_actions, masked, max_depth, discount = case
+  typed = name.endswith("typed_keys")  # new-style keys and a boolean mask
   ref_fn, fast_fn = _jitted(name, sims, max_depth)
-  params = _params(num_actions, discount)
   for seed in range(3):
+    # The last seed uses a model with flat priors (many exact ties).
+    params = _params(num_actions, discount, flat_prior=seed == 2)
     root = _root(batch, num_actions, seed)
+    if seed == 2:
+      root = root.replace(prior_logits=jnp.zeros_like(root.prior_logits))
     invalid = _invalid(batch, num_actions, seed) if masked else None
-    key = jax.random.PRNGKey(seed)
+    if typed:
+      key, invalid = jax.random.key(seed), invalid.astype(bool)
+    else:
+      key = jax.random.PRNGKey(seed)
     _assert_same(fast_fn(params, key, root, invalid),
                  ref_fn(params, key, root, invalid))
-
-
-def test_typed_keys_and_bool_mask():
-  ref_fn, fast_fn = _jitted("muzero", 5, None)
-  params = _params(4, 0.9)
-  root = _root(3, 4, 7)
-  invalid = _invalid(3, 4, 7).astype(bool)
-  key = jax.random.key(3)
-  _assert_same(fast_fn(params, key, root, invalid),
-               ref_fn(params, key, root, invalid))
 
 
 def _decision_fn(params, rng_key, action, embedding):
@@ -164,9 +171,8 @@ def _chance_fn(params, rng_key, outcome, afterstate):
       discount=jnp.where(nxt[:, 1] > 0.7, 0.0, params["discount"])), nxt
 
 
-@pytest.mark.parametrize("masked,max_depth", [(False, None), (True, 4)])
-def test_stochastic_matches_mctx(masked, max_depth):
-  num_actions, batch, sims = 4, 3, 17
+def test_stochastic_matches_mctx():
+  num_actions, batch, sims, max_depth = 4, 8, 17, 4
   params = _params(num_actions, -1.0)
 
   def run(fn, key, root, invalid):
@@ -178,6 +184,36 @@ def test_stochastic_matches_mctx(masked, max_depth):
       functools.partial(run, _fast_search.stochastic_muzero_policy))
   for seed in range(2):
     root = _root(batch, num_actions, seed)
-    invalid = _invalid(batch, num_actions, seed) if masked else None
+    invalid = _invalid(batch, num_actions, seed)
     key = jax.random.PRNGKey(seed)
     _assert_same(fast_fn(key, root, invalid), ref_fn(key, root, invalid))
+
+
+def test_sequential_halving_table_matches_mctx():
+  from mctx._src import seq_halving  # pylint: disable=g-import-not-at-top
+  for max_considered in range(0, 20):
+    for sims in (1, 2, 3, 5, 16, 17, 64, 100):
+      assert (_fast_search._considered_visits_table(max_considered, sims) ==
+              seq_halving.get_table_of_considered_visits(max_considered, sims))
+
+
+def test_random_bits_match_jax():
+  for seed in range(3):
+    key = jax.random.PRNGKey(seed)
+    for num in (1, 2, 3, 8):
+      np.testing.assert_array_equal(_fast_search._split_raw(key, num),
+                                    jax.random.split(key, num))
+    for size in (1, 9, 64):
+      np.testing.assert_array_equal(_fast_search._uniform01(key, (size,)),
+                                    jax.random.uniform(key, (size,)))
+
+
+def test_argmax_matches_jnp():
+  x = jax.random.normal(jax.random.PRNGKey(0), (64, 40))
+  x = jnp.where(jax.random.uniform(jax.random.PRNGKey(1), x.shape) < 0.2,
+                jnp.round(x), x)  # ties
+  x = x.at[0, 5].set(jnp.nan).at[0, 30].set(jnp.nan).at[1].set(-0.0)
+  x = x.at[2, 3].set(jnp.inf).at[3].set(-jnp.inf).at[4, 1:].set(0.0)
+  x = x.at[4, 0].set(-0.0).at[5, 39].set(jnp.nan)
+  np.testing.assert_array_equal(jax.jit(_fast_search._argmax)(x),
+                                jnp.argmax(x, axis=-1))

@@ -1,0 +1,261 @@
+"""Search overhead of raw mctx vs the batch-first backend on CPU.
+
+For each configuration (policy, MLP hidden size, actions A, batch B,
+simulations S) this measures the median wall time of the jitted search, the
+time of a network-only baseline (a `lax.scan` of S calls of the same
+recurrent network on the same batch, no tree), compile times, XLA's buffer
+estimate of peak memory (temporaries + outputs), and whether the fast backend
+reproduces raw mctx's outputs bit for bit.
+
+  python benchmarks/search_overhead.py --quick
+  python benchmarks/search_overhead.py --policies muzero gumbel \
+      --hidden 64 256 --actions 9 64 --batch 64 256 1024 --sims 64 128 256
+
+Ratios are "search time / network-only time", measured in the same process.
+"""
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
+
+EMBED = 32
+
+POLICIES = {
+    "muzero": (mctx.muzero_policy, _fast_search.muzero_policy),
+    "gumbel": (mctx.gumbel_muzero_policy, _fast_search.gumbel_muzero_policy),
+}
+
+
+def make_params(hidden, num_actions, seed=0):
+  ks = jax.random.split(jax.random.PRNGKey(seed), 4)
+  scale = lambda n: 1.0 / np.sqrt(n)
+  return dict(
+      w1=jax.random.normal(ks[0], (EMBED, hidden)) * scale(EMBED),
+      action_embed=jax.random.normal(ks[1], (num_actions, hidden)) * 0.5,
+      w2=jax.random.normal(ks[2], (hidden, hidden)) * scale(hidden),
+      w_out=jax.random.normal(ks[3], (hidden, num_actions + 2 + EMBED)) *
+      scale(hidden),
+  )
+
+
+def recurrent_fn(params, rng_key, action, embedding):
+  """Plain-jnp MLP: (embedding, action) -> (logits, value, reward, next)."""
+  del rng_key
+  num_actions = params["action_embed"].shape[0]
+  h = jax.nn.relu(embedding @ params["w1"] + params["action_embed"][action])
+  h = jax.nn.relu(h @ params["w2"])
+  out = h @ params["w_out"]
+  logits = out[:, :num_actions]
+  value = jnp.tanh(out[:, num_actions])
+  reward = jnp.tanh(out[:, num_actions + 1])
+  next_embedding = jnp.tanh(out[:, num_actions + 2:])
+  return mctx.RecurrentFnOutput(
+      reward=reward, discount=jnp.full_like(reward, 0.997),
+      prior_logits=logits, value=value), next_embedding
+
+
+def make_root(params, batch, seed=1):
+  emb = jax.random.normal(jax.random.PRNGKey(seed), (batch, EMBED))
+  out, _ = recurrent_fn(params, None, jnp.zeros([batch], jnp.int32), emb)
+  return mctx.RootFnOutput(prior_logits=out.prior_logits, value=out.value,
+                           embedding=emb)
+
+
+def network_only(params, root, num_simulations):
+  """S calls of the network on the batch, chained through the embedding."""
+  num_actions = params["action_embed"].shape[0]
+  batch = root.value.shape[0]
+
+  def step(emb, i):
+    action = (jnp.arange(batch) + i) % num_actions
+    out, nxt = recurrent_fn(params, None, action, emb)
+    return nxt, out.value
+
+  emb, values = jax.lax.scan(step, root.embedding,
+                             jnp.arange(num_simulations))
+  return emb, values
+
+
+def compile_fn(fn, *args):
+  t0 = time.perf_counter()
+  lowered = jax.jit(fn).lower(*args)
+  compiled = lowered.compile()
+  seconds = time.perf_counter() - t0
+  try:  # XLA's buffer assignment: temporaries + outputs of one call.
+    mem = compiled.memory_analysis()
+    peak = int(mem.temp_size_in_bytes) + int(mem.output_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except
+    peak = -1
+  return compiled, seconds, peak
+
+
+def time_interleaved(fns, budget_s, min_reps=3, max_reps=15, slow_s=5.0):
+  """Median wall time of each `(compiled, args)`, measured in rounds.
+
+  Every round runs each function once, so that load changes on a noisy
+  machine hit all of them alike.  Functions slower than `slow_s` run in
+  the first 2 rounds only.
+  """
+  times = [[] for _ in fns]
+  for compiled, args in fns:
+    jax.block_until_ready(compiled(*args))  # warm-up
+  start = time.perf_counter()
+  for rep in range(max_reps):
+    for i, (compiled, args) in enumerate(fns):
+      if rep >= 2 and times[i] and times[i][0] > slow_s:
+        continue
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(*args))
+      times[i].append(time.perf_counter() - t0)
+    if rep + 1 >= min_reps and time.perf_counter() - start > budget_s:
+      break
+  return [statistics.median(t) for t in times]
+
+
+def tree_depths(tree):
+  """(mean, max) depth of the nodes of a search tree."""
+  parents = np.asarray(tree.parents)
+  depth = np.zeros(parents.shape, np.int64)
+  rows = np.arange(parents.shape[0])
+  for i in range(1, parents.shape[1]):
+    depth[:, i] = depth[rows, np.maximum(parents[:, i], 0)] + 1
+  return float(depth[:, 1:].mean()), int(depth.max())
+
+
+def outputs_identical(a, b):
+  """(exactly equal, equal up to float tolerance)."""
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  exact = all(np.array_equal(np.asarray(x), np.asarray(y))
+              for x, y in zip(la, lb))
+  close = all(
+      np.allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+      for x, y in zip(la, lb))
+  return exact, close
+
+
+def run_config(policy, hidden, num_actions, batch, sims, budget_s,
+               skip_raw=False):
+  """Measures one configuration; returns a dict of results."""
+  raw_policy, fast_policy = POLICIES[policy]
+  params = make_params(hidden, num_actions)
+  root = make_root(params, batch)
+  key = jax.random.PRNGKey(42)
+
+  def search(fn, params, key, root):
+    return fn(params, key, root, recurrent_fn, sims)
+
+  res = dict(policy=policy, hidden=hidden, actions=num_actions, batch=batch,
+             sims=sims)
+  net, res["compile_net_s"], _ = compile_fn(
+      functools.partial(network_only, num_simulations=sims), params, root)
+  fast, res["compile_fast_s"], res["mem_bytes_fast"] = compile_fn(
+      functools.partial(search, fast_policy), params, key, root)
+  fns = [(net, (params, root)), (fast, (params, key, root))]
+  if not skip_raw:
+    raw, res["compile_raw_s"], res["mem_bytes_raw"] = compile_fn(
+        functools.partial(search, raw_policy), params, key, root)
+    fns.append((raw, (params, key, root)))
+  timings = time_interleaved(fns, budget_s)
+  res["net_s"], res["fast_s"] = timings[:2]
+  res["ratio_fast"] = res["fast_s"] / res["net_s"]
+  fast_out = fast(params, key, root)
+  res["mean_depth"], res["max_depth"] = tree_depths(fast_out.search_tree)
+  if not skip_raw:
+    res["raw_s"] = timings[2]
+    res["ratio_raw"] = res["raw_s"] / res["net_s"]
+    res["speedup"] = res["raw_s"] / res["fast_s"]
+    exact, close = outputs_identical(fast_out, raw(params, key, root))
+    res["identical"] = exact
+    res["allclose"] = close
+  res["fast_sims_per_s"] = batch * sims / res["fast_s"]
+  return res
+
+
+def markdown(results):
+  head = ("| policy | H | A | B | S | depth mean/max | net ms | fast ms |"
+          " raw ms | fast/net | raw/net | speedup | compile fast s |"
+          " compile raw s | mem MB fast | mem MB raw | identical |")
+  lines = [head, "|" + "---|" * 17]
+  for r in results:
+    g = lambda k, fmt: (fmt % r[k]) if k in r else "-"
+    lines.append(
+        "| %s | %d | %d | %d | %d | %.1f/%d | %.1f | %.1f | %s | %.2f | %s |"
+        " %s | %.2f | %s | %.1f | %s | %s |" % (
+            r["policy"], r["hidden"], r["actions"], r["batch"], r["sims"],
+            r["mean_depth"], r["max_depth"],
+            r["net_s"] * 1e3, r["fast_s"] * 1e3,
+            "%.1f" % (r["raw_s"] * 1e3) if "raw_s" in r else "skipped",
+            r["ratio_fast"], g("ratio_raw", "%.2f"), g("speedup", "%.2fx"),
+            r["compile_fast_s"], g("compile_raw_s", "%.2f"),
+            r["mem_bytes_fast"] / 2**20,
+            ("%.1f" % (r["mem_bytes_raw"] / 2**20)
+             if "mem_bytes_raw" in r else "-"),
+            ("exact" if r.get("identical") else
+             "allclose" if r.get("allclose") else
+             "-" if "identical" not in r else "NO")))
+  return "\n".join(lines)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--quick", action="store_true",
+                 help="small grid: H 64/256, A 9, B 64/256, S 64")
+  p.add_argument("--policies", nargs="+", default=["muzero", "gumbel"],
+                 choices=sorted(POLICIES))
+  p.add_argument("--hidden", nargs="+", type=int, default=[64, 256])
+  p.add_argument("--actions", nargs="+", type=int, default=[9, 64])
+  p.add_argument("--batch", nargs="+", type=int, default=[64, 256, 1024])
+  p.add_argument("--sims", nargs="+", type=int, default=[64, 128, 256])
+  p.add_argument("--budget", type=float, default=3.0,
+                 help="seconds of timing per measured function (>=3 reps)")
+  p.add_argument("--skip-raw", action="store_true",
+                 help="do not run raw mctx (it is slow on big configs)")
+  p.add_argument("--raw-max-work", type=float, default=7e8,
+                 help="skip raw mctx where B*S*S*A exceeds this (raw mctx's "
+                 "backup rewrites [B,S,A] arrays per step: minutes per call)")
+  p.add_argument("--backend", default="fast",
+                 help="name used in the default output file")
+  p.add_argument("--out", default=None)
+  args = p.parse_args()
+  if args.quick:
+    args.hidden, args.actions, args.batch, args.sims = [64, 256], [9], [
+        64, 256], [64]
+  out = args.out or os.path.join(os.path.dirname(__file__), "results",
+                                 "search_overhead_%s.json" % args.backend)
+
+  results = []
+  for policy in args.policies:
+    for hidden in args.hidden:
+      for num_actions in args.actions:
+        for batch in args.batch:
+          for sims in args.sims:
+            skip = (args.skip_raw or
+                    batch * sims * sims * num_actions > args.raw_max_work)
+            r = run_config(policy, hidden, num_actions, batch, sims,
+                           args.budget, skip_raw=skip)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(dict(device=str(jax.devices()[0]), jax=jax.__version__,
+                   mctx=mctx.__version__, results=results), f, indent=1)
+  print()
+  print(markdown(results))
+  print("\nwritten to", out)
+
+
+if __name__ == "__main__":
+  main()
