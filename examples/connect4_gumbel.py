@@ -14,7 +14,7 @@ The baseline row is pure search: the same Gumbel search, same simulations,
 with an uninformed network (uniform prior, value 0), i.e. what the search
 achieves before any learning.
 
-Run (about 5 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
+Run (about 6 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 
     python examples/connect4_gumbel.py
     python examples/connect4_gumbel.py --tiny

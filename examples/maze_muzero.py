@@ -17,7 +17,7 @@ with the optimum, the breadth-first shortest path length of each maze
 mazes solved in exactly the optimal number of moves, the fraction solved at
 all within the step limit, and the mean number of moves.
 
-Run (about 3 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
+Run (about 4 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 
     python examples/maze_muzero.py
     python examples/maze_muzero.py --tiny

@@ -43,8 +43,9 @@ def principal_line(tree, index: int = 0, max_length: int = 32) -> List[int]:
             break
         action = int(np.argmax(visits))
         line.append(action)
+        ended = t.children_discounts[node, action] == 0  # the move ended the game
         node = int(t.children_index[node, action])
-        if node < 0:
+        if node < 0 or ended:
             break
     return line
 

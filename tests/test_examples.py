@@ -13,9 +13,10 @@
   the real packages (``check_domain``, search, training), which must then
   not be skipped when the packages are installed.
 
-The subprocesses are compilation-bound. Without pytest-xdist they are all
-started at once on a small thread pool when the first of them is needed, so
-the file costs about as long as its slowest few scripts, not their sum.
+The subprocesses are compilation-bound. Under pytest-xdist (the project's
+``pytest -n 2``) each test runs its own; without xdist they are all started
+on a two-worker pool when the module starts, so that they overlap with each
+other and with the in-process tests.
 ``--xla_backend_optimization_level=0`` is added to ``XLA_FLAGS`` for them:
 the tiny runs check behaviour, not speed, and XLA compiles much faster.
 """
@@ -140,12 +141,10 @@ class _Runner:
         self.futures = {}
         self.pool = None
         if os.environ.get("PYTEST_XDIST_WORKER") is None and wanted:
-            # One more worker than cores: compilation is single-threaded for
-            # long stretches, and on a shared machine it keeps our share.
-            workers = max(1, min(3, (os.cpu_count() or 1) + 1))
+            # Two at most: more processes only fight over the cores (measured
+            # slower on the 2-core test machine).
+            workers = max(1, min(2, os.cpu_count() or 1))
             self.pool = concurrent.futures.ThreadPoolExecutor(workers)
-            # Longest first: the examples that train two agents or compile
-            # the stochastic search start before the quick ones.
             for kind, name in wanted:
                 self.futures[(kind, name)] = self.pool.submit(
                     _run, self._job(kind, name))
@@ -168,6 +167,8 @@ class _Runner:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: Submission order, longest first (the examples that train two agents or
+#: compile the stochastic search start before the quick ones).
 _ORDER = ["adapters_pgx_gymnax.py", "tictactoe_alphazero_vs_muzero.py",
           "game2048_stochastic_muzero.py", "quickstart.md",
           "recommendation_planning.py", "knowledge_graph_reasoning.py",
@@ -179,7 +180,7 @@ def runner(request, tmp_path_factory):
     wanted = []
     for item in request.session.items:
         m = re.search(r"test_(example|docs_code)_runs\[(.+)\]$", item.nodeid)
-        if m and item.fspath == request.node.fspath:
+        if m and item.path == request.node.path:
             wanted.append(("example" if m.group(1) == "example" else "docs",
                            m.group(2)))
     wanted.sort(key=lambda kn: _ORDER.index(kn[1]) if kn[1] in _ORDER else 99)
