@@ -475,7 +475,10 @@ def search(params: chex.ArrayTree,
   (the recurrent outputs are stored as float32 as well).
   """
   if not _packable(root):
-    raise NotImplementedError("the fast search stores float32 values only")
+    raise ValueError(
+        "the fast search stores float32 values only: root.prior_logits and "
+        f"root.value must be float32, got {root.prior_logits.dtype} and "
+        f"{root.value.dtype} (the policy functions fall back to mctx for these)")
   batch_size = root.value.shape[0]
   if max_depth is None:
     max_depth = num_simulations
