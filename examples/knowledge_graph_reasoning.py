@@ -39,7 +39,6 @@ import numpy as np
 import mctx_planner as mp
 from mctx_planner.domains import knowledge_graph as kg
 from mctx_planner.networks import NetworkConfig
-from mctx_planner.trainer import network_action_fn
 from mctx_planner.transforms import Support
 
 
@@ -118,7 +117,7 @@ def main(argv=None) -> int:
     def agent_act(key, states):
         return agent.eval_planner.search(params, key, states).action
 
-    net = network_action_fn(agent)
+    net = mp.network_action_fn(agent)
 
     def network_act(key, states):
         del key

@@ -18,9 +18,10 @@ same simulated users (paired: same users, same response noise streams):
 * the fixed ``diversify`` heuristic of the domain module (for reference).
 
 Every planner acts through :func:`~mctx_planner.domains.recommendation.search_act_fn`,
-which hands the search a copy of the user's state with a *fresh* random key:
-the domain's ``step`` samples the user's response from the state's key, so a
-search over the real key would see the user's actual future clicks.
+which hands the search a copy of the user's state with a *fresh* random key
+(``true_model`` does the same by default): the domain's ``step`` samples the
+user's response from the state's key, so a search over the real key would
+see the user's actual future clicks.
 
 Run (about 3 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 

@@ -31,7 +31,6 @@ import jax
 
 import mctx_planner as mp
 from mctx_planner.networks import NetworkConfig
-from mctx_planner.trainer import network_action_fn
 from mctx_planner.transforms import Support
 
 
@@ -69,7 +68,7 @@ def run(algorithm: str, args) -> dict:
     search = jax.jit(lambda s: agent.eval_planner.search(
         params, jax.random.PRNGKey(0), s).action)
     search_audit = mp.audit_tictactoe(search)
-    net = network_action_fn(agent)
+    net = mp.network_action_fn(agent)
     net_audit = mp.audit_tictactoe(lambda s: net(params, s))
     print("  search  " + search_audit.summary())
     print("  network " + net_audit.summary())

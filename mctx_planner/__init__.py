@@ -9,9 +9,11 @@ from mctx_planner import domains
 from mctx_planner.config import TrainConfig, apply_overrides, preset
 from mctx_planner.domains import Domain, StochasticDomain, make as make_domain
 from mctx_planner.evaluate import (ArenaResult, AuditResult, EpisodeStats, Player,
-                                   arena, audit_tictactoe, evaluate_single_player,
-                                   greedy_one_step_player, pure_search_player,
-                                   random_player, search_player)
+                                   alphabeta_player, arena, audit_tictactoe,
+                                   evaluate_single_player, evaluation_config,
+                                   greedy_one_step_player, init_batch,
+                                   pure_search_player, random_player, search_player,
+                                   tictactoe_solver_player)
 from mctx_planner.explanation import explain, principal_line, to_dot
 from mctx_planner.losses import LossConfig, alphazero_loss, muzero_loss
 from mctx_planner.networks import (AlphaZeroNet, MuZeroNet, NetworkConfig,
@@ -24,8 +26,9 @@ from mctx_planner.search import (PlanOutput, Planner, RootInput, SearchConfig,
 from mctx_planner.selfplay import Trajectory, init_states, rollout
 from mctx_planner.targets import Example, make_examples, value_targets
 from mctx_planner.testing import DomainCheckError, check_domain
-from mctx_planner.train import Agent, TrainState, make_agent, shard_state
-from mctx_planner.trainer import TrainResult, evaluate_agent, load_run, train
+from mctx_planner.train import Agent, TrainState, make_agent, search_config, shard_state
+from mctx_planner.trainer import (TrainResult, evaluate_agent, load_run, maze_optimality,
+                                  network_action_fn, train)
 from mctx_planner.transforms import Support, signed_hyperbolic, signed_parabolic
 
 __version__ = "0.1.0"
@@ -56,6 +59,7 @@ __all__ = (
     "TrainResult",
     "TrainState",
     "Trajectory",
+    "alphabeta_player",
     "alphazero_loss",
     "apply_overrides",
     "arena",
@@ -64,8 +68,10 @@ __all__ = (
     "domains",
     "evaluate_agent",
     "evaluate_single_player",
+    "evaluation_config",
     "explain",
     "greedy_one_step_player",
+    "init_batch",
     "init_params",
     "init_states",
     "learned_model",
@@ -75,17 +81,21 @@ __all__ = (
     "make_examples",
     "make_planner",
     "make_replay",
+    "maze_optimality",
     "muzero_loss",
+    "network_action_fn",
     "network_predict_fn",
     "preset",
     "principal_line",
     "pure_search_player",
     "random_player",
     "rollout",
+    "search_config",
     "search_player",
     "shard_state",
     "signed_hyperbolic",
     "signed_parabolic",
+    "tictactoe_solver_player",
     "to_dot",
     "train",
     "true_model",

@@ -59,11 +59,12 @@ gymnax (``from_gymnax``):
 * The observation is ``env.step_env``'s, cast to float32.
 
 A true-model search (:func:`~mctx_planner.search.true_model`) through a
-wrapper calls the environment's step with the state's ``rng_key``, so for an
+wrapper calls the environment's step with the state's ``rng_key``. For an
 environment whose transitions are random (pgx ``"2048"``, gymnax tasks with
-noisy dynamics) the search sees the *actual* future draws of that state;
-give the planner states with fresh keys (``state.replace(rng_key=...)``) when
-that matters. CartPole, tic-tac-toe and Connect Four are deterministic.
+noisy dynamics) that key would show the search the *actual* future draws,
+so ``true_model`` replaces the root states' keys with fresh ones drawn from
+the search key (``resample_rng=True``, the default). CartPole, tic-tac-toe
+and Connect Four are deterministic.
 """
 
 from __future__ import annotations

@@ -12,11 +12,18 @@ Sub-commands::
 ``train`` with no argument trains tic-tac-toe with the preset that learns
 fastest and ends with an evaluation (arena and the exhaustive perfect-play
 audit).
+
+Every sub-command takes ``--import MODULE`` (repeatable): a module name on
+``sys.path`` or a path to a ``.py`` file, imported before anything else so
+that domains it registers with :func:`mctx_planner.domains.register` can be
+trained (``--domain``), evaluated, played and searched by name.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import pathlib
 import sys
 from typing import List, Optional, Sequence
@@ -26,8 +33,47 @@ from mctx_planner import config as config_lib
 DEFAULT_OUT = "runs/{domain}-{algorithm}"
 
 
+def _import_user_modules(names: Sequence[str]) -> None:
+    """Imports each ``--import`` entry: a module name or a ``.py`` file path.
+
+    Raises:
+      ValueError: a module that cannot be found or fails to import (the
+        message names it and the original error).
+    """
+    for name in names:
+        try:
+            if name.endswith(".py") or "/" in name or "\\" in name:
+                path = pathlib.Path(name)
+                if not path.is_file():
+                    raise FileNotFoundError(f"no such file: {path}")
+                module_name = path.stem
+                # Let the file import its own siblings, as `python file.py` would.
+                sys.path.insert(0, str(path.resolve().parent))
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            else:
+                if "" not in sys.path and "." not in sys.path:
+                    # Console scripts do not put the working directory on
+                    # sys.path; a user's module next to them should still load.
+                    sys.path.insert(0, "")
+                importlib.import_module(name)
+        except Exception as e:  # pylint: disable=broad-except
+            raise ValueError(f"--import {name}: {type(e).__name__}: {e}") from e
+
+
+def _common(p) -> None:
+    """Options every sub-command shares."""
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE",
+                   help="import a module (name or path to a .py file) first, e.g. one "
+                        "that registers your own domain; repeatable")
+
+
 def _add_train(sub):
     p = sub.add_parser("train", help="train an agent by self-play (the main job)")
+    _common(p)
     p.add_argument("--domain", default="tictactoe",
                    help="built-in domain (default: tictactoe)")
     p.add_argument("--algorithm", choices=config_lib.ALGORITHMS, default=None,
@@ -55,7 +101,8 @@ def _add_train(sub):
 def _resolve_train_config(args) -> config_lib.TrainConfig:
     from mctx_planner.domains import registered  # pylint: disable=g-import-not-at-top
     if args.domain not in registered():
-        raise ValueError(f"--domain must be one of {registered()}, got {args.domain!r}")
+        raise ValueError(f"--domain must be one of {registered()}, got {args.domain!r} "
+                         "(a domain of your own: --import the module that registers it)")
     cfg = config_lib.preset(args.domain, args.algorithm)
     overrides = list(args.overrides)
     if args.iterations is not None:
@@ -191,14 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     p = sub.add_parser("eval", help="evaluate a checkpoint in the arena")
+    _common(p)
     p.add_argument("--checkpoint", required=True, help="run directory (--out of train)")
     p.add_argument("--games", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("play", help="play against a checkpoint in the terminal")
+    _common(p)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--second", action="store_true", help="let the agent move first")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("search", help="run one search and explain it")
+    _common(p)
     p.add_argument("--domain", default="tictactoe")
     p.add_argument("--moves", default="", help="comma-separated moves played first")
     p.add_argument("--simulations", type=int, default=64)
@@ -217,6 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     commands = dict(train=_cmd_train, eval=_cmd_eval, play=_cmd_play,
                     search=_cmd_search)
     try:
+        _import_user_modules(args.imports)
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         # Bad input and unreadable checkpoints (CheckpointError is a

@@ -33,7 +33,10 @@ class TrainConfig:
     """Every setting of a training run.
 
     Attributes:
-      domain: built-in domain name (see ``mctx_planner.domains.DOMAINS``).
+      domain: a registered domain name: a built-in (``tictactoe``,
+        ``connect4``, ``maze``, ``2048``, ``knowledge_graph``,
+        ``recommendation``) or one added with
+        :func:`mctx_planner.domains.register`.
       domain_kwargs: constructor arguments of the domain, as ``((name, value), ...)``.
       algorithm: one of ``alphazero`` (true model, PUCT), ``gumbel_alphazero``
         (true model, Gumbel), ``muzero`` (learned model, PUCT),
@@ -46,6 +49,17 @@ class TrainConfig:
       num_simulations: search simulations per move in self-play.
       max_num_considered_actions: Gumbel root width.
       dirichlet_alpha, dirichlet_fraction, temperature: PUCT exploration.
+      pb_c_init, pb_c_base: PUCT constants (MuZero, Appendix B).
+      gumbel_scale: scale of the Gumbel root noise in self-play (evaluation
+        always uses 0).
+      qtransform: Q-transform of the search (see
+        :class:`~mctx_planner.search.SearchConfig`): ``"default"``,
+        ``"parent_and_siblings"``, ``"completed_by_mix_value"`` or
+        ``"min_max"`` (with values bounded in ``[-1, 1]``).
+      value_scale, maxvisit_init: completed-Q constants (Gumbel MuZero, eq. 8).
+      max_depth: maximum search-tree depth (None = unbounded).
+      search_backend: ``"mctx"`` (reference) or ``"fast"`` (the library's
+        batched backend, same results, quicker on CPU).
       opening_moves: self-play episodes start after a random number (0..k)
         of random legal moves, to cover positions self-play rarely reaches.
       eval_simulations: simulations per move in evaluation (temperature 0,
@@ -83,6 +97,14 @@ class TrainConfig:
     dirichlet_alpha: float = 0.3
     dirichlet_fraction: float = 0.25
     temperature: float = 1.0
+    pb_c_init: float = 1.25
+    pb_c_base: float = 19652.0
+    gumbel_scale: float = 1.0
+    qtransform: str = "default"
+    value_scale: float = 0.1
+    maxvisit_init: float = 50.0
+    max_depth: Optional[int] = None
+    search_backend: str = "mctx"
     opening_moves: int = 0
     eval_simulations: int = 16
     num_unroll_steps: int = 5
@@ -153,6 +175,24 @@ class TrainConfig:
             bad("num_unroll_steps", ">= 1 for MuZero algorithms")
         if not isinstance(self.network, NetworkConfig):
             bad("network", "a NetworkConfig")
+        # The search fields are checked by SearchConfig; report them as ours.
+        from mctx_planner.search import SearchConfig  # pylint: disable=g-import-not-at-top
+        try:
+            SearchConfig(**self.search_fields())
+        except ValueError as e:
+            message = str(e).replace("SearchConfig.backend", "TrainConfig.search_backend")
+            raise ValueError(message.replace("SearchConfig.", "TrainConfig.")) from None
+
+    def search_fields(self) -> Dict[str, Any]:
+        """The :class:`~mctx_planner.search.SearchConfig` fields shared by
+        self-play and evaluation (``backend`` from ``search_backend``)."""
+        return dict(
+            algorithm=self.search_algorithm,
+            max_num_considered_actions=self.max_num_considered_actions,
+            pb_c_init=self.pb_c_init, pb_c_base=self.pb_c_base,
+            qtransform=self.qtransform, value_scale=self.value_scale,
+            maxvisit_init=self.maxvisit_init, max_depth=self.max_depth,
+            backend=self.search_backend)
 
     @property
     def search_algorithm(self) -> str:

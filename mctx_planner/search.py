@@ -193,7 +193,18 @@ def uniform_predict_fn(num_actions: int) -> PredictFn:
     return predict
 
 
-def true_model(domain: Domain, predict_fn: PredictFn) -> SearchModel:
+def _fresh_rng_keys(key: chex.PRNGKey, like: chex.Array) -> chex.Array:
+    """Keys shaped and typed like ``like`` (raw ``uint32`` data or typed
+    keys, any batch shape), drawn from ``key``."""
+    if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+        data = jax.random.key_data(like)
+        bits = jax.random.bits(key, data.shape, data.dtype)
+        return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(like))
+    return jax.random.bits(key, like.shape, like.dtype)
+
+
+def true_model(domain: Domain, predict_fn: PredictFn, *,
+               resample_rng: bool = True) -> SearchModel:
     """AlphaZero-style model: transitions by ``domain.step``.
 
     Embeddings are batched domain states, so search sees real rewards,
@@ -203,10 +214,22 @@ def true_model(domain: Domain, predict_fn: PredictFn) -> SearchModel:
     chance probabilities (the afterstate value is the network's value of the
     afterstate observation).
 
+    Random transitions: a domain whose state carries an ``rng_key`` (every
+    :class:`~mctx_planner.domains.StochasticDomain`, the pgx/gymnax adapters)
+    draws its chance outcomes from that key in ``step``. Searching with the
+    state's own key would show the planner the environment's *actual* next
+    draws. With ``resample_rng=True`` (the default) the root states' keys are
+    replaced by keys drawn from the search's key, so the search plans on
+    sampled futures (each tree edge one sample; ``stochastic_muzero`` uses
+    exact expectations instead). ``resample_rng=False`` gives the clairvoyant
+    planner, an upper bound that no real agent can reach.
+
     Args:
       domain: the domain.
       predict_fn: ``(params, observation [B, ...]) -> (logits [B, A], value [B])``,
         e.g. :func:`network_predict_fn` or :func:`uniform_predict_fn`.
+      resample_rng: give root states fresh ``rng_key`` s (see above); no
+        effect on states without an ``rng_key`` field.
     """
     _check_domain_structure(domain)
     step = jax.vmap(domain.step)
@@ -227,7 +250,8 @@ def true_model(domain: Domain, predict_fn: PredictFn) -> SearchModel:
             prior_logits=logits, value=value)
 
     def root_fn(params, key, state):
-        del key
+        if resample_rng and hasattr(state, "rng_key"):
+            state = state.replace(rng_key=_fresh_rng_keys(key, state.rng_key))
         logits, value = evaluate(params, state)
         return mctx.RootFnOutput(prior_logits=logits, value=value, embedding=state)
 

@@ -108,18 +108,24 @@ def make_search_model(config: TrainConfig, domain: Domain, net):
 
 
 def search_config(config: TrainConfig, *, evaluation: bool = False) -> SearchConfig:
-    """Self-play (exploring) or evaluation (greedy) search settings."""
+    """The :class:`~mctx_planner.search.SearchConfig` a run searches with.
+
+    Self-play uses ``num_simulations`` and the exploration settings of
+    ``config`` (temperature, Dirichlet noise, Gumbel scale); with
+    ``evaluation=True`` it uses ``eval_simulations`` and no exploration
+    (temperature 0, no noise). Both share the remaining search fields
+    (:meth:`TrainConfig.search_fields`).
+    """
+    shared = config.search_fields()
     if evaluation:
-        return SearchConfig(
-            algorithm=config.search_algorithm,
-            num_simulations=config.eval_simulations,
-            max_num_considered_actions=config.max_num_considered_actions,
-            temperature=0.0, dirichlet_fraction=0.0, gumbel_scale=0.0)
+        return SearchConfig(num_simulations=config.eval_simulations,
+                            temperature=0.0, dirichlet_fraction=0.0,
+                            gumbel_scale=0.0, **shared)
     return SearchConfig(
-        algorithm=config.search_algorithm, num_simulations=config.num_simulations,
-        max_num_considered_actions=config.max_num_considered_actions,
-        temperature=config.temperature, dirichlet_alpha=config.dirichlet_alpha,
-        dirichlet_fraction=config.dirichlet_fraction)
+        num_simulations=config.num_simulations, temperature=config.temperature,
+        dirichlet_alpha=config.dirichlet_alpha,
+        dirichlet_fraction=config.dirichlet_fraction,
+        gumbel_scale=config.gumbel_scale, **shared)
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:

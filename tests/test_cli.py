@@ -85,3 +85,25 @@ def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "mctx_planner.cli", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "train" in out.stdout
+
+
+def test_import_makes_a_user_domain_usable_by_name(tmp_path, capsys):
+    module = tmp_path / "my_cli_domain.py"
+    module.write_text(
+        "from mctx_planner import domains\n"
+        "from mctx_planner.domains import TicTacToe\n\n"
+        "class MyGame(TicTacToe):\n"
+        "    name = 'cli_user_game'\n\n"
+        "domains.register('cli_user_game', MyGame)\n")
+    rc = main(["search", "--import", str(module), "--domain", "cli_user_game",
+               "--simulations", "4"])
+    assert rc == 0, capsys.readouterr().err
+    assert "player to move: 0" in capsys.readouterr().out
+
+
+def test_import_errors_name_the_module(capsys):
+    assert main(["search", "--import", "no_such_module_xyz", "--simulations", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--import no_such_module_xyz" in err and "ModuleNotFoundError" in err
+    assert main(["train", "--domain", "nope", "--no-progress"]) == 2
+    assert "--import the module that registers it" in capsys.readouterr().err

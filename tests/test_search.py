@@ -341,3 +341,25 @@ def test_domain_changing_structure_is_rejected():
 
     with pytest.raises(ValueError, match="another structure"):
         true_model(Broken(), uniform_predict_fn(9))
+
+
+def test_true_model_does_not_read_the_real_future_of_a_stochastic_state():
+    """Root states get fresh rng_keys: the search result cannot depend on the
+    environment's own key (which decides its actual next chance outcome)."""
+    from mctx_planner.domains import Game2048
+    domain = Game2048(size=3)
+    states = jax.vmap(domain.init)(jax.random.split(jax.random.PRNGKey(0), 4))
+    other = states.replace(rng_key=jax.random.split(jax.random.PRNGKey(99), 4))
+    config = SearchConfig(algorithm="gumbel_muzero", num_simulations=8,
+                          gumbel_scale=0.0)
+    key = jax.random.PRNGKey(5)
+    fresh = make_planner(true_model(domain, uniform_predict_fn(4)), config)
+    a, b = fresh.search(None, key, states), fresh.search(None, key, other)
+    np.testing.assert_array_equal(a.action_weights, b.action_weights)
+    np.testing.assert_array_equal(a.tree.embeddings.rng_key[:, 0],
+                                  b.tree.embeddings.rng_key[:, 0])
+    assert not np.array_equal(a.tree.embeddings.rng_key[:, 0], states.rng_key)
+    seer = make_planner(true_model(domain, uniform_predict_fn(4), resample_rng=False),
+                        config)
+    np.testing.assert_array_equal(
+        seer.search(None, key, states).tree.embeddings.rng_key[:, 0], states.rng_key)

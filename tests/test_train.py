@@ -18,7 +18,7 @@ from mctx_planner.networks import NetworkConfig
 from mctx_planner.replay import make_replay
 from mctx_planner.selfplay import Trajectory
 from mctx_planner.targets import make_examples, value_targets
-from mctx_planner.train import make_agent
+from mctx_planner.train import make_agent, search_config
 from mctx_planner.trainer import load_run, network_action_fn, train
 from mctx_planner.transforms import Support
 
@@ -223,6 +223,17 @@ def test_config_validation_and_overrides():
     with pytest.raises(ValueError, match="num_simulations must be a int"):
         apply_overrides(preset(), ["num_simulations=many"])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    # Search knobs reach both search configs; bad ones name the TrainConfig field.
+    cfg = apply_overrides(preset(), ["search_backend=fast", "max_depth=6",
+                                     "pb_c_init=2.0", "gumbel_scale=0.5"])
+    play, greedy = search_config(cfg), search_config(cfg, evaluation=True)
+    assert (play.backend, play.max_depth, play.pb_c_init, play.gumbel_scale) == (
+        "fast", 6, 2.0, 0.5)
+    assert (greedy.backend, greedy.max_depth, greedy.gumbel_scale) == ("fast", 6, 0.0)
+    with pytest.raises(ValueError, match="TrainConfig.search_backend"):
+        apply_overrides(preset(), ["search_backend=cuda"])
+    with pytest.raises(ValueError, match="TrainConfig.qtransform"):
+        apply_overrides(preset(), ["qtransform=bogus"])
     with pytest.raises(ValueError, match="stochastic"):
         make_agent(tiny("tictactoe", "stochastic_muzero"))
 

@@ -62,11 +62,12 @@ def registered() -> Tuple[str, ...]:
 
 
 def make(name: str, **kwargs: Any) -> Domain:
-    """Builds the built-in domain called ``name`` with constructor ``kwargs``.
+    """Builds the domain registered as ``name`` with constructor ``kwargs``.
 
     Args:
-      name: one of :data:`DOMAINS` (``"tictactoe"``, ``"connect4"``,
-        ``"maze"``, ``"2048"``).
+      name: a built-in (``"tictactoe"``, ``"connect4"``, ``"maze"``,
+        ``"2048"``, ``"knowledge_graph"``, ``"recommendation"``) or a name
+        given to :func:`register`; :func:`registered` lists them all.
       **kwargs: passed to the domain's constructor (e.g. ``size=3`` for 2048).
 
     Raises:

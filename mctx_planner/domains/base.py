@@ -84,8 +84,10 @@ class Domain(abc.ABC):
       max_episode_steps: episodes are truncated after this many moves.
       reward_range: ``(low, high)`` bounds of ``state.reward``; checked by
         :func:`mctx_planner.testing.check_domain`.
-      discount: per-step discount for one-player domains (two-player games use
-        ``-1`` between plies in search and ``1`` in the value target).
+      discount: per-step discount ``gamma`` of one-player domains. Two-player
+        domains ignore it: search and value targets both chain plies with
+        ``-1`` (the zero-sum sign flip of the convention below; 0 after a
+        terminal state), i.e. two-player games are undiscounted.
     """
 
     name: str = "domain"

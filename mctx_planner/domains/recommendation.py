@@ -36,12 +36,13 @@ The response is stochastic, but the domain is a deterministic function of its
 state: the state carries an ``rng_key`` that ``step`` uses and advances (like
 pgx). It is also a :class:`~mctx_planner.domains.base.StochasticDomain` with
 two chance outcomes (0 = skip, 1 = click) and exact click probabilities, so
-``stochastic_muzero`` can plan with expectations instead of samples. Note that
-a true-model search through ``step`` reads the state's ``rng_key``, i.e. it
-sees the user's *actual* future coin flips (a clairvoyant planner: 15.5 with
-the setting above); evaluate planners with :func:`search_act_fn`
-(``resample=True``, the default), which hands the planner a copy of the
-states with fresh keys, so that it plans on sampled futures, not the real one.
+``stochastic_muzero`` can plan with expectations instead of samples. A search
+through ``step`` with the state's own ``rng_key`` would see the user's
+*actual* future coin flips (a clairvoyant planner: 15.5 with the setting
+above). :func:`~mctx_planner.search.true_model` therefore gives root states
+fresh keys by default (``resample_rng=True``), and :func:`search_act_fn`
+(``resample=True``) does the same for any planner, so that planners are
+judged on sampled futures, not the real one.
 """
 
 from __future__ import annotations
