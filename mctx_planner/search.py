@@ -380,7 +380,11 @@ class PlanOutput:
       action_weights: ``[B, A]`` the improved policy (training target): visit
         distribution (muzero) or softmax(prior logits + completed Q) (gumbel);
         0 on illegal actions, sums to 1.
-      root_value: ``[B]`` search value of the root for the player to move.
+      root_value: ``[B]`` search value of the root for the player to move:
+        the visit-weighted average of the tree (muzero, stochastic_muzero) or
+        the value of the improved policy under completed Q-values (gumbel,
+        :func:`improved_policy_value`). Self-play bootstraps n-step value
+        targets from it.
       prior_value: ``[B]`` the network's value of the root.
       prior_logits: ``[B, A]`` the network's (masked) prior logits.
       tree: the ``mctx.Tree`` (batched) for inspection and :mod:`explain`.
@@ -433,6 +437,36 @@ def _legal_qtransform(tree, node_index, *, base):
     return jnp.where(legal, q, _MASKED_SCORE)
 
 
+def improved_policy_value(tree: mctx.Tree, policy: chex.Array) -> chex.Array:
+    """``[B]`` value of ``policy`` at the root under the completed Q-values.
+
+    ``sum_a policy(a) * completedQ(a)`` with ``completedQ(a) = q(a) = r(a) +
+    discount(a) * v(child a)`` for visited actions and the mixed value
+    ``v_mix`` (Danihelka et al., 2022, eq. 33) for unvisited ones, all in the
+    root player's view. For Gumbel search this is the value of the improved
+    policy: unlike the root's visit-weighted average, it does not include
+    the visits sequential halving spends on actions it then discards, which
+    bias an n-step bootstrap low.
+
+    Args:
+      tree: a batched ``mctx.Tree`` (gumbel or muzero search).
+      policy: ``[B, A]`` action probabilities, e.g. ``action_weights``.
+    """
+    root = jnp.full(tree.node_visits.shape[:1], tree.ROOT_INDEX, jnp.int32)
+    q = tree.qvalues(root)                                    # [B, A]
+    visits = tree.children_visits[:, tree.ROOT_INDEX]         # [B, A]
+    prior = jax.nn.softmax(tree.children_prior_logits[:, tree.ROOT_INDEX])
+    visited = visits > 0
+    total = jnp.sum(visits, axis=-1)
+    visited_prior = jnp.sum(jnp.where(visited, prior, 0.0), axis=-1)
+    weighted_q = jnp.sum(jnp.where(visited, prior * q, 0.0), axis=-1) / jnp.maximum(
+        visited_prior, jnp.finfo(jnp.float32).tiny)
+    raw_value = tree.raw_values[:, tree.ROOT_INDEX]
+    mixed = (raw_value + total * weighted_q) / (total + 1.0)
+    completed = jnp.where(visited, q, mixed[:, None])
+    return jnp.sum(policy * completed, axis=-1)
+
+
 def search(params: chex.ArrayTree, rng_key: chex.PRNGKey, root_input: Any, *,
            model: SearchModel, config: SearchConfig) -> PlanOutput:
     """Runs one batched search. Pure and traceable (no checks; see make_planner).
@@ -475,10 +509,14 @@ def search(params: chex.ArrayTree, rng_key: chex.PRNGKey, root_input: Any, *,
                          chance_recurrent_fn=model.chance_recurrent_fn,
                          **common, **puct)
     tree = out.search_tree
+    if config.algorithm == "gumbel_muzero":
+        root_value = improved_policy_value(tree, out.action_weights)
+    else:
+        root_value = tree.node_values[:, tree.ROOT_INDEX]
     return PlanOutput(
         action=out.action.astype(jnp.int32),
         action_weights=out.action_weights,
-        root_value=tree.node_values[:, tree.ROOT_INDEX],
+        root_value=root_value,
         prior_value=root.value,
         prior_logits=root.prior_logits,
         tree=tree)

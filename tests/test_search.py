@@ -115,6 +115,17 @@ def test_bandit_picks_best_legal_arm(algorithm):
     for arm, r in enumerate([0.2, 0.9, 0.5]):
         if visits[0, arm] > 0:
             assert q[0, arm] == pytest.approx(r, abs=1e-6)
+    average = float(out.tree.node_values[0, 0])
+    if algorithm == "gumbel_muzero":
+        # Every legal arm is visited; the root value is the improved policy's.
+        assert np.all(visits[0, :3] > 0)
+        w = np.asarray(out.action_weights)[0]
+        assert float(out.root_value[0]) == pytest.approx(w[:3] @ [0.2, 0.9, 0.5], abs=1e-5)
+        # It is not dragged down by the visits sequential halving spent on
+        # the arms it discarded (the tree's visit average is).
+        assert float(out.root_value[0]) > average + 0.05
+    else:
+        assert float(out.root_value[0]) == pytest.approx(average)
 
 
 @pytest.mark.parametrize("algorithm", ["muzero", "gumbel_muzero"])
