@@ -224,7 +224,15 @@ def test_planning_beats_greedy_recommendation():
     """Greedy top-1 is myopic: diversifying and search both beat it."""
     domain = rc.Recommendation()
     key = jax.random.PRNGKey(0)
-    greedy, _ = rc.evaluate_policy(domain, rc.greedy_top1_act, 64, key)
+    traces = []
+
+    def greedy_act(k, s):
+        traces.append(1)
+        return rc.greedy_top1_act(k, s)
+    greedy, _ = rc.evaluate_policy(domain, greedy_act, 64, key)
+    # The same policy object again: cached, not traced (compiled) again.
+    assert rc.evaluate_policy(domain, greedy_act, 64, key)[0] == greedy
+    assert len(traces) == 1
     diverse, _ = rc.evaluate_policy(domain, rc.diversify_act(domain), 64, key)
     model = true_model(domain, uniform_predict_fn(domain.num_actions))
     planner = make_planner(model, SearchConfig(num_simulations=32))

@@ -47,6 +47,7 @@ judged on sampled futures, not the real one.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Tuple
 
 import chex
@@ -593,10 +594,16 @@ def evaluate_policy(domain: Recommendation, act_fn: ActFn, num_users: int,
     Returns:
       ``(mean return, half-width of the normal 95% confidence interval)``.
     """
-    total = jax.jit(lambda k: rollout_returns(domain, act_fn, num_users, k))(key)
-    total = np.asarray(total, np.float64)
+    total = np.asarray(_compiled_returns(domain, act_fn, num_users)(key), np.float64)
     half = 1.96 * total.std(ddof=1) / np.sqrt(num_users) if num_users > 1 else 0.0
     return float(total.mean()), float(half)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_returns(domain: Recommendation, act_fn: ActFn, num_users: int):
+    """One jitted rollout per (domain, act_fn, num_users): evaluating the
+    same policy object again does not recompile."""
+    return jax.jit(lambda k: rollout_returns(domain, act_fn, num_users, k))
 
 
 __all__ = [
