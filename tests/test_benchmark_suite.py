@@ -1,0 +1,84 @@
+"""Smoke test of the one-command benchmark suite (``benchmarks/run_suite.py``).
+
+Runs the suite's ``main`` in-process on the tiniest search configuration
+(cpu, B=4, S=4, A=9, H=16, gumbel, both backends, no training) into a
+temporary directory, then ``--markdown-only`` after copying in a second
+device's file (as a GPU machine's results would be), and checks the JSON
+records, the merged markdown table and the plots.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_run_suite():
+    spec = importlib.util.spec_from_file_location(
+        "run_suite", ROOT / "benchmarks" / "run_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table_rows(markdown: str, header_start: str) -> list:
+    """Data rows of the table whose header line starts with ``header_start``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+def test_suite_tiny_search_and_merge(tmp_path):
+    run_suite = _load_run_suite()
+    out = tmp_path / "results"
+    rc = run_suite.main(["--platforms", "cpu", "--only", "search", "--batch", "4",
+                         "--sims", "4", "--actions", "9", "--hidden", "16",
+                         "--policies", "gumbel", "--budget", "0.05",
+                         "--out-dir", str(out)])
+    assert rc == 0
+    files = sorted(out.glob("suite_cpu_*.json"))
+    assert len(files) == 1
+    data = json.loads(files[0].read_text())
+    records = data["records"]
+    assert {r["backend"] for r in records} == {"mctx", "fast"}
+    for r in records:
+        assert r["kind"] == "search" and r["status"] == "ok"
+        for field in ("platform", "device", "device_name", "cpu_model", "cpu_count",
+                      "host", "versions", "date"):
+            assert field in r, field
+        assert r["platform"] == "cpu"
+        for name in ("python", "jax", "jaxlib", "mctx", "flax", "mctx_planner"):
+            assert r["versions"].get(name), name
+        assert (r["policy"], r["hidden"], r["actions"], r["batch"], r["sims"]) == (
+            "gumbel", 16, 9, 4, 4)
+        assert r["sims_per_s"] > 0 and r["net_s"] > 0 and r["compile_s"] > 0
+        assert r["ratio_vs_net"] > 0 and r["mem_bytes"] > 0
+    fast = next(r for r in records if r["backend"] == "fast")
+    assert fast["identical_to_mctx"] in ("exact", "allclose")
+
+    # A second device's results, copied in: --markdown-only merges both.
+    other = copy.deepcopy(data)
+    for r in [other["meta"]] + other["records"]:
+        r.update(platform="gpu", device="NVIDIA H200", device_slug="nvidia-h200")
+    (out / "suite_gpu_nvidia-h200.json").write_text(json.dumps(other))
+    assert run_suite.main(["--markdown-only", "--out-dir", str(out)]) == 0
+    markdown = (out / "suite.md").read_text()
+    rows = _table_rows(markdown, "| platform | device | policy |")
+    assert len(rows) == 2 * len(records)
+    assert sum("| gpu | NVIDIA H200 |" in row for row in rows) == len(records)
+
+    pytest.importorskip("matplotlib")
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert "search_sims_per_s_gpu_nvidia-h200.png" in plots
+    assert any(p.startswith("search_ratio_cpu_") for p in plots)
