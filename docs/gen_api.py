@@ -49,6 +49,7 @@ SECTIONS = (
     ("mctx_planner.testing", "Domains"),
     ("mctx_planner.search", "Search"),
     ("mctx_planner.explanation", "Explaining a search"),
+    ("mctx_planner.plotting", "Explaining a search"),
     ("mctx_planner.networks", "Networks"),
     ("mctx_planner.transforms", "Networks"),
     ("mctx_planner.selfplay", "Self-play, targets, replay and losses"),

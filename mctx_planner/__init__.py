@@ -18,6 +18,7 @@ from mctx_planner.explanation import explain, principal_line, to_dot
 from mctx_planner.losses import LossConfig, alphazero_loss, muzero_loss
 from mctx_planner.networks import (AlphaZeroNet, MuZeroNet, NetworkConfig,
                                    init_params)
+from mctx_planner.plotting import plot_learning_curves, plot_search_tree
 from mctx_planner.replay import Replay, ReplayState, make_replay
 from mctx_planner.search import (PlanOutput, Planner, RootInput, SearchConfig,
                                  SearchModel, learned_model, make_planner,
@@ -85,6 +86,8 @@ __all__ = (
     "muzero_loss",
     "network_action_fn",
     "network_predict_fn",
+    "plot_learning_curves",
+    "plot_search_tree",
     "preset",
     "principal_line",
     "pure_search_player",

@@ -8,6 +8,9 @@ Sub-commands::
     mctx-planner play   --checkpoint DIR [--second]
     mctx-planner search [--domain tictactoe] [--moves 0,4] [--simulations 64]
                         [--algorithm gumbel_muzero] [--checkpoint DIR] [--dot FILE]
+                        [--png FILE] [--depth 3] [--min-visits 1]
+    mctx-planner plot   --checkpoint DIR [--out FILE] [--keys loss,value_loss]
+                        [--x iteration|env_steps]
 
 ``train`` with no argument trains tic-tac-toe with the preset that learns
 fastest and ends with an evaluation (arena and the exhaustive perfect-play
@@ -17,6 +20,9 @@ Every sub-command takes ``--import MODULE`` (repeatable): a module name on
 ``sys.path`` or a path to a ``.py`` file, imported before anything else so
 that domains it registers with :func:`mctx_planner.domains.register` can be
 trained (``--domain``), evaluated, played and searched by name.
+
+``search --png`` and ``plot`` draw pictures with matplotlib (the optional
+``plot`` extra: ``pip install "mctx-planner[plot]"``).
 """
 
 from __future__ import annotations
@@ -195,7 +201,22 @@ def _cmd_play(args, stdin=None) -> int:
     return 0
 
 
+def _plotting():
+    """The plotting module, or a one-line error when matplotlib is missing."""
+    from mctx_planner import plotting  # pylint: disable=g-import-not-at-top
+    try:
+        plotting._matplotlib()  # pylint: disable=protected-access
+    except ImportError as e:
+        raise RuntimeError(str(e)) from e
+    return plotting
+
+
 def _cmd_search(args) -> int:
+    if args.depth < 0:
+        raise ValueError(f"--depth must be >= 0, got {args.depth}")
+    if args.min_visits < 1:
+        raise ValueError(f"--min-visits must be >= 1, got {args.min_visits}")
+    plotting = _plotting() if args.png else None   # fail before searching
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from mctx_planner import domains, explanation, search  # pylint: disable=g-import-not-at-top
@@ -226,8 +247,25 @@ def _cmd_search(args) -> int:
     out = planner.plan(params, jax.random.PRNGKey(args.seed), batched)
     print(explanation.explain(out, 0))
     if args.dot:
-        pathlib.Path(args.dot).write_text(explanation.to_dot(out.tree, 0))
+        pathlib.Path(args.dot).write_text(explanation.to_dot(
+            out.tree, 0, max_depth=args.depth, min_visits=args.min_visits))
         print(f"tree written to {args.dot} (render: dot -Tpng {args.dot} -o tree.png)")
+    if args.png:
+        fig = plotting.plot_search_tree(out.tree, 0, args.png, max_depth=args.depth,
+                                        min_visits=args.min_visits,
+                                        position=f"{domain.render(s)}\n"
+                                                 f"player {int(s.current_player)} to move")
+        print(f"tree drawn in {args.png} ({fig.mctx_nodes} nodes)")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    plotting = _plotting()
+    out = args.out or str(pathlib.Path(args.checkpoint) / "learning_curves.png")
+    keys = [k.strip() for k in args.keys.split(",") if k.strip()] if args.keys else None
+    fig = plotting.plot_learning_curves(args.checkpoint, out, keys=keys, x=args.x)
+    print(f"learning curves ({len(fig.mctx_keys)} panels: "
+          f"{', '.join(fig.mctx_keys)}) in {out}")
     return 0
 
 
@@ -257,7 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="use a trained run's network instead of pure search")
     p.add_argument("--dot", default=None, help="also write the tree as Graphviz DOT")
+    p.add_argument("--png", default=None,
+                   help="also draw the tree as a PNG picture (needs matplotlib)")
+    p.add_argument("--depth", type=int, default=3,
+                   help="deepest tree level in --dot/--png (default: 3)")
+    p.add_argument("--min-visits", type=int, default=1,
+                   help="leave out children with fewer visits in --dot/--png "
+                        "(default: 1)")
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("plot", help="draw a training run's learning curves (PNG)")
+    _common(p)
+    p.add_argument("--checkpoint", required=True,
+                   help="run directory (--out of train) holding metrics.jsonl")
+    p.add_argument("--out", default=None,
+                   help="PNG file (default: DIR/learning_curves.png)")
+    p.add_argument("--keys", default=None,
+                   help="comma-separated metrics to draw, e.g. loss,value_loss "
+                        "(default: the losses, then every metric with a curve)")
+    p.add_argument("--x", choices=("iteration", "env_steps"), default="iteration",
+                   help="horizontal axis (default: iteration)")
     return parser
 
 
@@ -265,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``mctx-planner`` console script."""
     args = build_parser().parse_args(argv)
     commands = dict(train=_cmd_train, eval=_cmd_eval, play=_cmd_play,
-                    search=_cmd_search)
+                    search=_cmd_search, plot=_cmd_plot)
     try:
         _import_user_modules(args.imports)
         return commands[args.command](args)
