@@ -220,8 +220,14 @@ def main():
     parser.add_argument("target", choices=sorted(TARGETS))
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="FIELD=VALUE")
+    parser.add_argument("--eval-sims", type=int, nargs="+", default=None,
+                        help="maze and connect4: simulation budgets to evaluate at "
+                             "(default 64 256)")
     args = parser.parse_args()
-    TARGETS[args.target](args.overrides)
+    if args.eval_sims and args.target in ("maze", "connect4"):
+        TARGETS[args.target](args.overrides, eval_sims=tuple(args.eval_sims))
+    else:
+        TARGETS[args.target](args.overrides)
 
 
 if __name__ == "__main__":
