@@ -11,6 +11,7 @@ LightZero venv, which has numpy<2, torch and no JAX).
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -100,6 +101,12 @@ class NumpyNet:
         reward=np.tanh(out[:, a + 1]),
         discount=np.full_like(value, DISCOUNT),
         embedding=np.tanh(out[:, a + 2:]))
+
+
+def work_loader(work_dir: str) -> Callable[[int, int], Work]:
+  """``(hidden, num_actions) -> Work``, each file loaded once per process."""
+  return functools.lru_cache(maxsize=None)(
+      lambda hidden, num_actions: load_work(work_dir, hidden, num_actions))
 
 
 def network_only(net: Callable[[np.ndarray, np.ndarray], NetOut],

@@ -126,12 +126,7 @@ def main(backend: str) -> None:
   args = p.parse_args()
   info = common.env_info(str(jax.devices()[0]), jax_platform=jax.default_backend())
   vers = common.versions("jax", "jaxlib", "mctx", "mctx-planner")
-  works = {}
-
-  def get_work(h, a):
-    if (h, a) not in works:
-      works[(h, a)] = common.load_work(args.work_dir, h, a)
-    return works[(h, a)]
+  get_work = common.work_loader(args.work_dir)
 
   if args.check:
     os.makedirs(args.check_dir, exist_ok=True)

@@ -208,12 +208,7 @@ def main() -> None:
     args.peer_name = "lightzero" + ("_torch" if args.net == "torch" else "")
   info = common.env_info("cpu (lightzero ctree + %s network)" % args.net)
   vers = common.versions("torch", "LightZero", "DI-engine")
-  works = {}
-
-  def get_work(h, a):
-    if (h, a) not in works:
-      works[(h, a)] = common.load_work(args.work_dir, h, a)
-    return works[(h, a)]
+  get_work = common.work_loader(args.work_dir)
 
   if args.check:
     os.makedirs(args.check_dir, exist_ok=True)
