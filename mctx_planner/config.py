@@ -275,11 +275,15 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
         batch_size=256, updates_per_iteration=16, replay_capacity=65536,
         network=_net(hidden_size=128, latent_size=64,
                      value_support=Support(size=20), reward_support=Support(size=2))),
+    # One-step targets bootstrapped from the improved policy's value: longer
+    # n-step returns carry the exploring self-play policy's detours into the
+    # value (td 10 / 3 / 1 at 700 iterations: 93-94% / 95.6% / 96.6% optimal).
+    # This preset: 99.2% optimal on 500 held-out 7x7 mazes (16 min on 2 cores).
     ("maze", "gumbel_alphazero"): dict(
-        iterations=100, num_envs=128, unroll_length=32, num_simulations=32,
-        eval_simulations=32, td_steps=10, batch_size=256,
+        iterations=1800, num_envs=128, unroll_length=32, num_simulations=32,
+        eval_simulations=64, td_steps=1, batch_size=256,
         updates_per_iteration=16, replay_capacity=65536,
-        network=_net(hidden_size=128, value_support=Support(size=20))),
+        network=_net(hidden_size=256, num_layers=3, value_support=Support(size=20))),
     ("2048", "stochastic_muzero"): dict(
         domain_kwargs=(("size", 3),), iterations=150, num_envs=128,
         unroll_length=32, num_simulations=16, eval_simulations=16,
