@@ -2,8 +2,10 @@
 
 Trains ``gumbel_alphazero`` (Gumbel search over the true rules, a policy and
 value network learned by self-play) with a CPU-sized configuration: the
-``connect4`` preset with an MLP instead of the preset's ResNet (convolutions
-are slow on a CPU) and fewer simulations. Then it plays arenas against the
+``connect4`` preset made smaller (an MLP of width 128 instead of 256, 128
+self-play games instead of 256, 600 iterations instead of 2000; the preset
+itself is what ``benchmarks/train_targets.py connect4`` measures). Then it
+plays arenas against the
 alpha-beta searchers of :func:`mctx_planner.evaluate.alphabeta_player` of
 depth 1, 2, 3 and 4 (a heuristic evaluation at the horizon, ties broken at
 random), each game starting after a few uniformly random opening moves so
