@@ -7,7 +7,7 @@ on-device self-play training loop. See README.md and docs/.
 
 from mctx_planner import domains
 from mctx_planner.config import TrainConfig, apply_overrides, preset
-from mctx_planner.domains import Domain, StochasticDomain, make as make_domain
+from mctx_planner.domains import Domain, StochasticDomain, Symmetry, make as make_domain
 from mctx_planner.evaluate import (ArenaResult, AuditResult, EpisodeStats, Player,
                                    alphabeta_player, arena, audit_tictactoe,
                                    evaluate_single_player, evaluation_config,
@@ -55,6 +55,7 @@ __all__ = (
     "SearchConfig",
     "SearchModel",
     "StochasticDomain",
+    "Symmetry",
     "Support",
     "TrainConfig",
     "TrainResult",

@@ -69,6 +69,9 @@ class TrainConfig:
       discount: one-player discount; None = the domain's.
       replay_capacity: examples the replay holds (``B * L``).
       prioritized: prioritized replay.
+      augment_symmetries: show each sampled example in a random symmetric
+        frame of the domain (:meth:`~mctx_planner.domains.Domain.symmetries`;
+        deterministic domains that list symmetries only).
       batch_size: examples per gradient update.
       updates_per_iteration: gradient updates per iteration.
       learning_rate, warmup_steps, weight_decay, max_grad_norm: optax
@@ -112,6 +115,7 @@ class TrainConfig:
     discount: Optional[float] = None
     replay_capacity: int = 32768
     prioritized: bool = False
+    augment_symmetries: bool = False
     batch_size: int = 256
     updates_per_iteration: int = 8
     learning_rate: float = 3e-3

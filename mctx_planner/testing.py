@@ -13,6 +13,7 @@ and what was found::
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import jax
@@ -438,7 +439,13 @@ def check_domain(domain: Domain, *, num_episodes: int = 4,
     * every episode has ended once ``step_count >= max_episode_steps``;
     * stochastic domains: ``chance_probs`` non-negative and summing to 1,
       and ``step(s, a) == apply_chance(afterstate(s, a), c)`` for some
-      outcome ``c`` of positive probability (``rng_key`` excepted).
+      outcome ``c`` of positive probability (``rng_key`` excepted);
+    * symmetries (:meth:`Domain.symmetries`): only deterministic domains
+      list them, each ``action_permutation`` is a permutation of
+      ``range(A)``, and random games played in both frames from a symmetric
+      initial state agree (transformed observation, permuted legal mask,
+      reward, end flags). Initial states that are not symmetric cannot be
+      checked this way; if none is, a warning says so.
 
     Args:
       domain: the domain to check.
@@ -452,6 +459,7 @@ def check_domain(domain: Domain, *, num_episodes: int = 4,
     _check_attributes(domain)
     key = jax.random.PRNGKey(seed)
     _static_checks(domain, key, batch_size)
+    _check_symmetries(domain, key, batch_size)
 
     counter = {"init": 0, "step": 0}
 
@@ -520,6 +528,55 @@ def check_domain(domain: Domain, *, num_episodes: int = 4,
                               f"neither terminated nor truncated "
                               f"(max_episode_steps="
                               f"{domain.max_episode_steps})")
+
+
+def _check_symmetries(domain: Domain, key: jax.Array, batch_size: int) -> None:
+    """Plays random games in the original and each symmetric frame."""
+    symmetries = _call(domain, "symmetries()", domain.symmetries)
+    if not symmetries:
+        return
+    if isinstance(domain, StochasticDomain):
+        _fail(domain, "symmetries() is supported for deterministic domains only")
+    num_actions = domain.num_actions
+    for i, sym in enumerate(symmetries):
+        perm = np.asarray(sym.action_permutation)
+        if perm.shape != (num_actions,) or sorted(perm.tolist()) != list(range(num_actions)):
+            _fail(domain, f"symmetries()[{i}].action_permutation is not a permutation "
+                          f"of range({num_actions}): {sym.action_permutation!r}")
+    init_fn = jax.jit(jax.vmap(domain.init))
+    step_fn = jax.jit(jax.vmap(domain.step))
+    start = init_fn(jax.random.split(key, batch_size))
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**30)))
+    for i, sym in enumerate(symmetries):
+        perm = np.asarray(sym.action_permutation)
+        transform = jax.jit(jax.vmap(sym.transform))
+        same = np.asarray(transform(start.observation) == start.observation)
+        checked = same.reshape(batch_size, -1).all(axis=1)
+        if not checked.any():
+            warnings.warn(f"[{domain.name}] symmetries()[{i}] not checked: no "
+                          f"initial state is symmetric under it")
+            continue
+        a = b = start
+        for t in range(domain.max_episode_steps):
+            obs_a, obs_b = jax.device_get((transform(a.observation), b.observation))
+            mask_a, mask_b = jax.device_get((a.legal_action_mask, b.legal_action_mask))
+            for name, x, y in (("observation", obs_a, obs_b),
+                               ("legal_action_mask", mask_a, mask_b[:, perm]),
+                               ("reward", a.reward, b.reward),
+                               ("terminated", a.terminated, b.terminated),
+                               ("truncated", a.truncated, b.truncated)):
+                x, y = np.asarray(x), np.asarray(y)
+                bad = np.flatnonzero(checked & ~(x == y).reshape(batch_size, -1).all(1))
+                if bad.size:
+                    _fail(domain, f"symmetries()[{i}] does not commute with step: "
+                                  f"{name} differs after {t} random moves played in "
+                                  f"both frames (episode {int(bad[0])})")
+            ended = np.asarray(a.terminated | a.truncated)
+            if ended[checked].all():
+                break
+            actions = np.array([rng.choice(np.flatnonzero(m)) for m in mask_a])
+            a = step_fn(a, jnp.asarray(actions, jnp.int32))
+            b = step_fn(b, jnp.asarray(perm[actions], jnp.int32))
 
 
 def _check_init(domain: Domain, state: Any, episode: int) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from mctx_planner import domains as domains_lib
+from mctx_planner.augment import augment_examples
 from mctx_planner.config import TrainConfig
 from mctx_planner.domains.base import Domain
 from mctx_planner.losses import LossConfig, alphazero_loss, muzero_loss
@@ -152,6 +153,11 @@ def make_agent(config: TrainConfig) -> Agent:
         raise ValueError("TrainConfig.reanalyze_fraction > 0 needs a learned model "
                          "(muzero, gumbel_muzero or stochastic_muzero): the replay "
                          "keeps observations, not domain states")
+    symmetries = domain.symmetries() if config.augment_symmetries else ()
+    if config.augment_symmetries and (domain.is_stochastic or not symmetries):
+        raise ValueError(f"TrainConfig.augment_symmetries=True needs a deterministic "
+                         f"domain that lists symmetries; {config.domain!r} "
+                         + ("is stochastic" if domain.is_stochastic else "lists none"))
     # Reanalyze searches without exploration noise, like evaluation.
     reanalyze_planner = make_planner(
         model, dataclasses.replace(search_config(config), dirichlet_fraction=0.0))
@@ -233,6 +239,8 @@ def make_agent(config: TrainConfig) -> Agent:
         examples = sample.examples
         if num_reanalyzed:
             examples = reanalyze(target_params, reanalyze_key, examples)
+        if symmetries:  # (fold_in keeps the other streams of existing runs)
+            examples = augment_examples(examples, symmetries, jax.random.fold_in(key, 7))
         grads, (metrics, errors) = jax.grad(loss_fn, has_aux=True)(
             params, examples, sample.weights)
         updates, opt_state = optimizer.update(grads, opt_state, params)

@@ -46,12 +46,18 @@ deterministic *afterstate* and a *chance outcome* drawn from a known
 distribution, which is what Stochastic MuZero (Antonoglou et al., 2022) needs.
 Their state also carries an ``rng_key`` used by ``step`` to sample the chance
 outcome, so ``step(state, action)`` keeps its two-argument signature.
+
+A deterministic domain may also list its *symmetries* (:class:`Symmetry`: a map
+of observations and the matching permutation of actions, e.g. the left-right
+mirror of Connect Four). Training can then show each example in a random
+symmetric frame (``TrainConfig.augment_symmetries``), which multiplies the
+data the network sees at no search cost.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Tuple
+from typing import Any, Callable, NamedTuple, Tuple
 
 import chex
 import jax
@@ -68,6 +74,28 @@ STATE_FIELDS: Tuple[str, ...] = (
     "current_player",
     "step_count",
 )
+
+
+class Symmetry(NamedTuple):
+    """One symmetry of a deterministic domain (not the identity).
+
+    If ``g`` maps a state ``s`` to the symmetric state ``g(s)``, then
+
+    * ``transform(observation(s)) == observation(g(s))``;
+    * action ``a`` in ``s`` is action ``action_permutation[a]`` in ``g(s)``:
+      ``step(g(s), perm[a]) == g(step(s, a))``, with the same reward and end
+      flags, and ``legal(g(s))[perm[a]] == legal(s)[a]``.
+
+    :func:`mctx_planner.testing.check_domain` plays random games in both
+    frames from ``init`` to verify these properties.
+
+    Attributes:
+      transform: pure function of ONE observation ``obs_shape -> obs_shape``.
+      action_permutation: ``[A]`` ints, a permutation of ``range(A)``.
+    """
+
+    transform: Callable[[chex.Array], chex.Array]
+    action_permutation: Tuple[int, ...]
 
 
 class Domain(abc.ABC):
@@ -113,6 +141,14 @@ class Domain(abc.ABC):
     @abc.abstractmethod
     def step(self, state: State, action: chex.Array) -> State:
         """Applies ``action`` (int32 scalar) to ``state``; pure and jittable."""
+
+    def symmetries(self) -> Tuple[Symmetry, ...]:
+        """The domain's symmetries other than the identity (see :class:`Symmetry`).
+
+        Optional; the default is none. Used by
+        ``TrainConfig.augment_symmetries`` (deterministic domains only).
+        """
+        return ()
 
     def render(self, state: State) -> str:
         """Human-readable text of one (unbatched, host) state. Optional."""

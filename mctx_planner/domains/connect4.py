@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mctx_planner.domains.base import Domain
+from mctx_planner.domains.base import Domain, Symmetry
 
 ROWS = 6
 COLS = 7
@@ -109,6 +109,11 @@ class ConnectFour(Domain):
     discount = 1.0
 
     # -- protocol -----------------------------------------------------------
+
+    def symmetries(self):
+        """The left-right mirror: column ``c`` becomes ``COLS - 1 - c``."""
+        return (Symmetry(transform=lambda obs: obs[:, ::-1],
+                         action_permutation=tuple(range(COLS - 1, -1, -1))),)
 
     def init(self, key: chex.PRNGKey) -> ConnectFourState:
         """An empty board with X to move. ``key`` is unused (deterministic)."""

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mctx_planner.domains.base import Domain
+from mctx_planner.domains.base import Domain, Symmetry
 
 #: The 8 winning lines of the 3x3 board, as row-major cell indices, ``[8, 3]``.
 _LINES = np.array(
@@ -79,6 +79,28 @@ class TicTacToe(Domain):
     discount = 1.0
 
     # -- protocol -----------------------------------------------------------
+
+    def symmetries(self):
+        """The 7 non-identity symmetries of the square (rotations, reflections)."""
+        cells = np.arange(9).reshape(3, 3)
+        out = []
+        for flip in (False, True):
+            for turns in range(4):
+                if not flip and turns == 0:
+                    continue
+
+                def transform(obs, flip=flip, turns=turns):
+                    obs = obs[:, ::-1] if flip else obs
+                    return jnp.rot90(obs, turns, axes=(0, 1))
+
+                # Cell c moves to where transform puts it: apply the same map
+                # to the board of cell indices and read off the inverse.
+                moved = np.asarray(transform(jnp.asarray(cells)[..., None]))[..., 0]
+                perm = np.empty(9, int)
+                perm[moved.reshape(-1)] = np.arange(9)
+                out.append(Symmetry(transform=transform,
+                                    action_permutation=tuple(int(p) for p in perm)))
+        return tuple(out)
 
     def init(self, key: chex.PRNGKey) -> TicTacToeState:
         """An empty board with X to move. ``key`` is unused (deterministic)."""
