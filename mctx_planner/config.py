@@ -79,7 +79,9 @@ class TrainConfig:
       value_weight, reward_weight: loss weights.
       reanalyze_fraction: share of every batch whose first policy target is
         recomputed by a fresh search with the target network (MuZero
-        Reanalyse); learned models only. 0 = off.
+        Reanalyse). Learned models search from the stored observation; true
+        models (AlphaZero) from the stored domain state, which the replay
+        then keeps for every example. 0 = off.
       target_update_interval: gradient updates between refreshes of the
         target network (0 = the target network is the online network).
       network: :class:`~mctx_planner.networks.NetworkConfig`.

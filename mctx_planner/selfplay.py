@@ -38,6 +38,9 @@ class Trajectory:
       player: ``[T, B]`` int32 player to move at ``t``.
       chance_outcome: ``[T, B]`` int32 chance outcome after the action at ``t``
         (stochastic domains; 0 otherwise).
+      state: the domain states ``[T, B]`` at ``t`` when recorded
+        (``rollout(..., record_states=True)``, for AlphaZero reanalyze),
+        else None.
     """
 
     observation: chex.Array
@@ -50,6 +53,7 @@ class Trajectory:
     truncated: chex.Array
     player: chex.Array
     chance_outcome: chex.Array
+    state: Any = None
 
 
 def init_states(domain: Domain, key: chex.PRNGKey, batch_size: int,
@@ -107,7 +111,8 @@ def transition(domain: Domain, states: Any, action: chex.Array,
 
 def rollout(domain: Domain, search_fn: SearchFn, params: chex.ArrayTree,
             states: Any, key: chex.PRNGKey, num_steps: int,
-            opening_moves: int = 0) -> Tuple[Any, Trajectory]:
+            opening_moves: int = 0,
+            record_states: bool = False) -> Tuple[Any, Trajectory]:
     """Plays ``num_steps`` steps of self-play from ``states`` (batched).
 
     Episodes that end are reset in place with fresh ``init`` states, so every
@@ -123,6 +128,8 @@ def rollout(domain: Domain, search_fn: SearchFn, params: chex.ArrayTree,
       num_steps: ``T``.
       opening_moves: random opening moves of reset episodes (see
         :func:`init_states`).
+      record_states: also keep the domain state of every step in
+        ``Trajectory.state`` (memory: one state per step).
 
     Returns:
       (states after the last step, :class:`Trajectory` ``[T, B, ...]``).
@@ -143,7 +150,8 @@ def rollout(domain: Domain, search_fn: SearchFn, params: chex.ArrayTree,
             terminated=next_states.terminated,
             truncated=next_states.truncated & ~next_states.terminated,
             player=states.current_player.astype(jnp.int32),
-            chance_outcome=outcome)
+            chance_outcome=outcome,
+            state=states if record_states else None)
         ended = next_states.terminated | next_states.truncated
         fresh = init_states(domain, reset_key, batch_size, opening_moves)
         return _where(ended, fresh, next_states), record

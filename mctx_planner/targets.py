@@ -22,7 +22,7 @@ chunk. States past a terminal are absorbing: value 0, reward 0, uniform policy
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import chex
 import jax
@@ -49,6 +49,8 @@ class Example:
       reward_mask: ``[K]`` float32, 1 where the reward target is known.
       value_mask: ``[K+1]`` float32, 1 where the value target is known.
       policy_mask: ``[K+1]`` float32, 1 where the policy target is a real search.
+      state: the domain state at the start when self-play recorded states
+        (AlphaZero reanalyze), else None.
     """
 
     observation: chex.Array
@@ -62,6 +64,7 @@ class Example:
     reward_mask: chex.Array
     value_mask: chex.Array
     policy_mask: chex.Array
+    state: Any = None
 
 
 def step_discounts(traj: Trajectory, *, two_player: bool,
@@ -189,4 +192,5 @@ def make_examples(traj: Trajectory, *, num_unroll_steps: int, two_player: bool,
         search_values=search_values,
         reward_mask=reward_mask.astype(jnp.float32),
         value_mask=value_mask.astype(jnp.float32),
-        policy_mask=live.astype(jnp.float32))
+        policy_mask=live.astype(jnp.float32),
+        state=traj.state)

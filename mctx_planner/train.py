@@ -149,10 +149,8 @@ def make_agent(config: TrainConfig) -> Agent:
     net = make_network(config, domain)
     model = make_search_model(config, domain, net)
     planner = make_planner(model, search_config(config))
-    if config.reanalyze_fraction > 0 and not config.learned_model:
-        raise ValueError("TrainConfig.reanalyze_fraction > 0 needs a learned model "
-                         "(muzero, gumbel_muzero or stochastic_muzero): the replay "
-                         "keeps observations, not domain states")
+    # AlphaZero reanalyze searches the true model from the stored states.
+    record_states = config.reanalyze_fraction > 0 and not config.learned_model
     symmetries = domain.symmetries() if config.augment_symmetries else ()
     if config.augment_symmetries and (domain.is_stochastic or not symmetries):
         raise ValueError(f"TrainConfig.augment_symmetries=True needs a deterministic "
@@ -185,7 +183,7 @@ def make_agent(config: TrainConfig) -> Agent:
 
     def play(params, env_states, key):
         return rollout(domain, planner.search, params, env_states, key, T,
-                       opening_moves=config.opening_moves)
+                       opening_moves=config.opening_moves, record_states=record_states)
 
     # One unbatched example, for shapes only.
     def abstract_one_example():
@@ -195,7 +193,8 @@ def make_agent(config: TrainConfig) -> Agent:
         states = jax.eval_shape(lambda k: init_states(domain, k, 1),
                                 jax.random.PRNGKey(0))
         _, traj = jax.eval_shape(
-            lambda p, s, k: rollout(domain, planner.search, p, s, k, 1),
+            lambda p, s, k: rollout(domain, planner.search, p, s, k, 1,
+                                    record_states=record_states),
             params, states, jax.random.PRNGKey(0))
         ex = jax.eval_shape(examples_of, traj)
         return jax.tree_util.tree_map(
@@ -221,12 +220,16 @@ def make_agent(config: TrainConfig) -> Agent:
 
         MuZero Reanalyse (Schrittwieser et al., 2021): the stored search
         policy was computed with older parameters; a new search with the
-        target network gives a better target. Learned models only (the
-        replay keeps observations, not domain states).
+        target network gives a better target. A learned model searches from
+        the stored observation; a true model (AlphaZero) from the stored
+        domain state, which the replay then keeps (``record_states``).
         """
         n = num_reanalyzed
-        root = RootInput(observation=examples.observation[:n],
-                         legal_action_mask=examples.legal_action_mask[:n])
+        if record_states:
+            root = jax.tree_util.tree_map(lambda x: x[:n], examples.state)
+        else:
+            root = RootInput(observation=examples.observation[:n],
+                             legal_action_mask=examples.legal_action_mask[:n])
         out = reanalyze_planner.search(target_params, key, root)
         return examples.replace(
             policies=examples.policies.at[:n, 0].set(out.action_weights),

@@ -314,8 +314,20 @@ def test_reanalyze_and_target_network():
     # ...and after the 3rd update it was refreshed (then 1 more update moved on).
     assert not same(state.target_params, init_params)
     assert not same(state.target_params, state.params)
-    with pytest.raises(ValueError, match="reanalyze_fraction"):
-        make_agent(tiny(reanalyze_fraction=0.5))
+
+
+def test_alphazero_reanalyze_keeps_the_states_it_searches():
+    cfg = tiny(unroll_length=8, reanalyze_fraction=0.5, target_update_interval=3)
+    agent = make_agent(cfg)
+    # The replay now holds a domain state per example: its size says so.
+    assert agent.replay_nbytes > make_agent(tiny(unroll_length=8)).replay_nbytes
+    state, m = agent.iteration(agent.init(jax.random.PRNGKey(0)))
+    assert np.isfinite(float(m["loss"]))
+    data = jax.device_get(state.replay.data)
+    # Each stored state is the state the example was recorded at.
+    assert data.observation.any()
+    np.testing.assert_array_equal(data.state.observation, data.observation)
+    np.testing.assert_array_equal(data.state.legal_action_mask, data.legal_action_mask)
 
 
 def test_iteration_traces_once():
