@@ -1,4 +1,4 @@
-import time, jax, json, sys
+import time, jax, json
 from mctx_planner.config import preset
 from mctx_planner.train import make_agent
 print(jax.devices(), flush=True)

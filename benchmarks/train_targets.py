@@ -26,11 +26,10 @@ import platform
 import time
 
 import jax
-import numpy as np
 
 from mctx_planner import config as config_lib
 from mctx_planner import evaluate as ev
-from mctx_planner.trainer import _search_action_fn, network_action_fn, train
+from mctx_planner.trainer import _search_action_fn, train
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "train_targets.jsonl"
 
@@ -89,7 +88,7 @@ def target_tictactoe_muzero(overrides, games=1000):
 
 
 def target_connect4(overrides, games=200, depth=4, opening_moves=2,
-                    eval_sims=(64, 256)):
+                    eval_sims=(256, 512)):
     cfg = _config("connect4", None, overrides)
     t0 = time.time()
     out = RESULTS.parent / "runs" / "connect4"

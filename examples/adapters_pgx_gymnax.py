@@ -26,7 +26,6 @@ Run (about 2 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -34,8 +33,8 @@ import jax
 import mctx_planner as mp
 from mctx_planner import adapters
 from mctx_planner import evaluate as ev
-from mctx_planner.networks import NetworkConfig
-from mctx_planner.transforms import Support
+
+from _common import example_parser, finish_config, tiny, train_example
 
 
 def pgx_part(args) -> str:
@@ -70,19 +69,9 @@ def pgx_part(args) -> str:
     config = mp.preset("tictactoe", "gumbel_alphazero").replace(
         domain="pgx_tic_tac_toe", seed=args.seed)
     if args.tiny:
-        config = config.replace(
-            iterations=2, num_envs=8, unroll_length=4, num_simulations=4,
-            eval_simulations=4, max_num_considered_actions=4,
-            replay_capacity=64, batch_size=16, updates_per_iteration=2,
-            warmup_steps=1,
-            network=NetworkConfig(hidden_size=16, num_layers=1,
-                                  value_support=Support(size=1, transform=False)))
-    if args.iterations:
-        config = config.replace(iterations=args.iterations)
-    print(f"training gumbel_alphazero on {config.domain}: {config.iterations} "
-          "iterations", flush=True)
-    result = mp.train(config, progress=False, evaluate=False,
-                      log_every=max(1, config.iterations // 5))
+        config = tiny(config)
+    config = finish_config(config, args)
+    result = train_example(config, config.domain, summaries=5)
     agent, params = result.agent, result.state.params
     player = mp.search_player(agent.eval_planner, params, name="trained")
     vs_random = mp.arena(domain, player, mp.random_player(domain),
@@ -126,12 +115,8 @@ def gymnax_part(args) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="seconds-long settings (smoke test)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="training iterations on pgx tic-tac-toe")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = example_parser(__doc__, config_flags=False,
+                            iterations_help="training iterations on pgx tic-tac-toe")
     args = parser.parse_args(argv)
     start = time.time()
     pgx_result = pgx_part(args)

@@ -25,7 +25,6 @@ Run (about 6 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -34,6 +33,9 @@ import mctx_planner as mp
 from mctx_planner import evaluate as ev
 from mctx_planner.networks import NetworkConfig
 from mctx_planner.transforms import Support
+
+from _common import (example_parser, finish_config, pyplot, save_figure,
+                     tiny, train_example)
 
 
 def make_config(args) -> mp.TrainConfig:
@@ -44,36 +46,18 @@ def make_config(args) -> mp.TrainConfig:
         network=NetworkConfig(hidden_size=128, num_layers=3,
                               value_support=Support(size=1, transform=False)))
     if args.tiny:
-        config = config.replace(
-            iterations=2, num_envs=8, unroll_length=4, num_simulations=4,
-            eval_simulations=4, max_num_considered_actions=4,
-            replay_capacity=64, batch_size=16, updates_per_iteration=2,
-            warmup_steps=1,
-            network=NetworkConfig(hidden_size=16, num_layers=1,
-                                  value_support=Support(size=1, transform=False)))
-    if args.iterations:
-        config = config.replace(iterations=args.iterations)
-    return mp.apply_overrides(config, args.overrides)
+        config = tiny(config)
+    return finish_config(config, args)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="a few seconds of training (smoke test)")
-    parser.add_argument("--iterations", type=int, default=None)
+    parser = example_parser(__doc__)
     parser.add_argument("--games", type=int, default=100,
                         help="games per alpha-beta depth (even)")
     parser.add_argument("--depths", default="1,2,3,4",
                         help="alpha-beta depths, comma-separated")
     parser.add_argument("--openings", type=int, default=2,
                         help="random opening plies before each game")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="FIELD=VALUE",
-                        help="override a TrainConfig field, as in mctx-planner "
-                             "train (e.g. --set num_simulations=16)")
-    parser.add_argument("--plot", default=None, metavar="FILE",
-                        help="write a PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     depths = [int(d) for d in args.depths.split(",")]
     if args.tiny:
@@ -81,11 +65,7 @@ def main(argv=None) -> int:
         depths = depths[:2]
     start = time.time()
     config = make_config(args)
-    print(f"training gumbel_alphazero on connect4: {config.iterations} iterations "
-          f"x {config.num_envs} envs x {config.unroll_length} steps, "
-          f"{config.num_simulations} simulations per move", flush=True)
-    result = mp.train(config, progress=False, evaluate=False,
-                      log_every=max(1, config.iterations // 10))
+    result = train_example(config, "connect4")
     agent, params = result.agent, result.state.params
     domain = agent.domain
 
@@ -110,28 +90,21 @@ def main(argv=None) -> int:
     for depth, a, b in rows:
         print(f"{depth:5d}   {a.score:.3f} [{a.ci_low:.3f}, {a.ci_high:.3f}]"
               f"       {b.score:.3f} [{b.ci_low:.3f}, {b.ci_high:.3f}]")
-    if args.plot:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for label, idx in (("trained agent", 1), ("pure search", 2)):
-                scores = [r[idx].score for r in rows]
-                err = [[r[idx].score - r[idx].ci_low for r in rows],
-                       [r[idx].ci_high - r[idx].score for r in rows]]
-                ax.errorbar(depths, scores, yerr=err, marker="o", capsize=3,
-                            label=label)
-            ax.axhline(0.5, color="grey", lw=0.5)
-            ax.set_xlabel("alpha-beta depth")
-            ax.set_ylabel("score (wins + draws/2)")
-            ax.set_xticks(depths)
-            ax.legend()
-            fig.tight_layout()
-            fig.savefig(args.plot)
-            print(f"plot written to {args.plot}")
-        except ImportError:
-            print("matplotlib is not installed: no plot (pip install matplotlib)")
+    plt = pyplot() if args.plot else None
+    if plt:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, idx in (("trained agent", 1), ("pure search", 2)):
+            scores = [r[idx].score for r in rows]
+            err = [[r[idx].score - r[idx].ci_low for r in rows],
+                   [r[idx].ci_high - r[idx].score for r in rows]]
+            ax.errorbar(depths, scores, yerr=err, marker="o", capsize=3,
+                        label=label)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_xlabel("alpha-beta depth")
+        ax.set_ylabel("score (wins + draws/2)")
+        ax.set_xticks(depths)
+        ax.legend()
+        save_figure(fig, args.plot)
     print("RESULT connect4: " + ", ".join(
         f"depth {d} agent {a.score:.3f} vs pure search {b.score:.3f}"
         for d, a, b in rows) + f" ({time.time() - start:.0f} s)")

@@ -25,63 +25,39 @@ Run (about 4 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
 import jax
-import numpy as np
 
 import mctx_planner as mp
 from mctx_planner import evaluate as ev
-from mctx_planner.networks import NetworkConfig
-from mctx_planner.transforms import Support
+
+from _common import (example_parser, finish_config, pyplot, save_figure,
+                     tiny, train_example)
 
 
 def make_config(args) -> mp.TrainConfig:
     config = mp.preset("2048", "stochastic_muzero").replace(
         seed=args.seed, domain_kwargs=(("size", args.size),))
     if args.tiny:
-        config = config.replace(
-            domain_kwargs=(("max_episode_steps", 100), ("size", args.size)),
-            iterations=2, num_envs=8, unroll_length=4, num_simulations=4,
-            eval_simulations=4, num_unroll_steps=1, td_steps=2,
-            replay_capacity=64, batch_size=16, updates_per_iteration=2,
-            warmup_steps=1,
-            network=NetworkConfig(hidden_size=16, num_layers=1, latent_size=16,
-                                  value_support=Support(size=5),
-                                  reward_support=Support(size=5)))
-    if args.iterations:
-        config = config.replace(iterations=args.iterations)
-    return mp.apply_overrides(config, args.overrides)
+        config = tiny(config,
+                      domain_kwargs=(("max_episode_steps", 100), ("size", args.size)),
+                      td_steps=2)
+    return finish_config(config, args)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="a few seconds of training (smoke test)")
+    parser = example_parser(__doc__)
     parser.add_argument("--size", type=int, default=3, help="board side")
-    parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--games", type=int, default=200,
                         help="evaluation games per player")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="FIELD=VALUE",
-                        help="override a TrainConfig field, as in mctx-planner "
-                             "train (e.g. --set num_simulations=16)")
-    parser.add_argument("--plot", default=None, metavar="FILE",
-                        help="write a PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.games = min(args.games, 16)
     start = time.time()
     config = make_config(args)
-    print(f"training stochastic_muzero on {args.size}x{args.size} 2048: "
-          f"{config.iterations} iterations x {config.num_envs} envs x "
-          f"{config.unroll_length} steps, {config.num_simulations} simulations",
-          flush=True)
-    result = mp.train(config, progress=False, evaluate=False,
-                      log_every=max(1, config.iterations // 10))
+    result = train_example(config, f"{args.size}x{args.size} 2048")
     agent, params = result.agent, result.state.params
     domain = agent.domain
 
@@ -113,23 +89,16 @@ def main(argv=None) -> int:
               f"   {s.mean_length:7.1f}")
     print(f"paired gain of the agent over greedy: {diff.mean():+.1f} "
           f"[{diff.mean() - half:+.1f}, {diff.mean() + half:+.1f}]")
-    if args.plot:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-            fig, ax = plt.subplots(figsize=(7, 4))
-            names = list(stats)
-            means = [stats[n].mean_return for n in names]
-            err = [stats[n].mean_return - stats[n].ci_low for n in names]
-            ax.bar(names, means, yerr=err, capsize=4)
-            ax.set_ylabel("mean score (95% CI)")
-            plt.setp(ax.get_xticklabels(), rotation=15)
-            fig.tight_layout()
-            fig.savefig(args.plot)
-            print(f"plot written to {args.plot}")
-        except ImportError:
-            print("matplotlib is not installed: no plot (pip install matplotlib)")
+    plt = pyplot() if args.plot else None
+    if plt:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        names = list(stats)
+        means = [stats[n].mean_return for n in names]
+        err = [stats[n].mean_return - stats[n].ci_low for n in names]
+        ax.bar(names, means, yerr=err, capsize=4)
+        ax.set_ylabel("mean score (95% CI)")
+        plt.setp(ax.get_xticklabels(), rotation=15)
+        save_figure(fig, args.plot)
     print(f"RESULT 2048: stochastic muzero {agent_s.mean_return:.1f} "
           f"[{agent_s.ci_low:.1f}, {agent_s.ci_high:.1f}] vs greedy one-step "
           f"{greedy_s.mean_return:.1f} [{greedy_s.ci_low:.1f}, "

@@ -30,7 +30,6 @@ Run (about 2 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -40,6 +39,9 @@ import mctx_planner as mp
 from mctx_planner.domains import knowledge_graph as kg
 from mctx_planner.networks import NetworkConfig
 from mctx_planner.transforms import Support
+
+from _common import (example_parser, finish_config, pyplot, save_figure,
+                     tiny, train_example)
 
 
 def make_config(args) -> mp.TrainConfig:
@@ -58,17 +60,8 @@ def make_config(args) -> mp.TrainConfig:
                               value_support=Support(size=1, transform=False),
                               reward_support=Support(size=1, transform=False)))
     if args.tiny:
-        config = config.replace(
-            iterations=2, num_envs=8, unroll_length=4, num_simulations=4,
-            eval_simulations=4, max_num_considered_actions=4,
-            num_unroll_steps=1, replay_capacity=64, batch_size=16,
-            updates_per_iteration=2, warmup_steps=1,
-            network=NetworkConfig(hidden_size=16, num_layers=1, latent_size=16,
-                                  value_support=Support(size=1, transform=False),
-                                  reward_support=Support(size=1, transform=False)))
-    if args.iterations:
-        config = config.replace(iterations=args.iterations)
-    return mp.apply_overrides(config, args.overrides)
+        config = tiny(config)
+    return finish_config(config, args)
 
 
 def _fmt(hits) -> str:
@@ -76,24 +69,14 @@ def _fmt(hits) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="a few seconds of training (smoke test)")
+    parser = example_parser(__doc__)
     parser.add_argument("--algorithm", default="gumbel_alphazero",
                         choices=("gumbel_alphazero", "alphazero", "muzero",
                                  "gumbel_muzero"))
-    parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--simulations", type=int, default=32,
                         help="search simulations at evaluation")
     parser.add_argument("--graph-seed", type=int, default=0,
                         help="seed of the synthetic family graph")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="FIELD=VALUE",
-                        help="override a TrainConfig field, as in mctx-planner "
-                             "train (e.g. --set num_simulations=16)")
-    parser.add_argument("--plot", default=None, metavar="FILE",
-                        help="write a PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     start = time.time()
     config = make_config(args)
@@ -103,12 +86,7 @@ def main(argv=None) -> int:
     print(f"family graph: {graph.num_entities} people, {len(graph.edges)} edges, "
           f"{graph.train.size} train / {graph.test.size} test queries, "
           f"{train_domain.num_actions} actions", flush=True)
-    print(f"training {config.algorithm} on the train queries: "
-          f"{config.iterations} iterations x {config.num_envs} envs x "
-          f"{config.unroll_length} steps, {config.num_simulations} simulations",
-          flush=True)
-    result = mp.train(config, progress=False, evaluate=False,
-                      log_every=max(1, config.iterations // 5))
+    result = train_example(config, "the train queries", summaries=5)
     agent, params = result.agent, result.state.params
 
     # The planner's model was built on the train-split domain; the graph and
@@ -148,20 +126,13 @@ def main(argv=None) -> int:
     print("policy                              test    train")
     for name, test_hits, train_hits in rows:
         print(f"{name:<34} {test_hits:.3f}    {_fmt(train_hits)}")
-    if args.plot:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-            fig, ax = plt.subplots(figsize=(8, 4))
-            ax.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1])
-            ax.set_xlabel("test hits@1")
-            ax.set_xlim(0, 1)
-            fig.tight_layout()
-            fig.savefig(args.plot)
-            print(f"plot written to {args.plot}")
-        except ImportError:
-            print("matplotlib is not installed: no plot (pip install matplotlib)")
+    plt = pyplot() if args.plot else None
+    if plt:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1])
+        ax.set_xlabel("test hits@1")
+        ax.set_xlim(0, 1)
+        save_figure(fig, args.plot)
     print(f"RESULT knowledge_graph: {config.algorithm} test hits@1 "
           f"{rows[0][1]:.3f} (train {_fmt(rows[0][2])}) vs random walk "
           f"{rows[3][1]:.3f}, pure search {rows[2][1]:.3f}, BFS oracle "

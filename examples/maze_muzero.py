@@ -27,7 +27,6 @@ Run (about 4 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -36,8 +35,9 @@ import numpy as np
 import mctx_planner as mp
 from mctx_planner import evaluate as ev
 from mctx_planner.domains.maze import shortest_path_length
-from mctx_planner.networks import NetworkConfig
-from mctx_planner.transforms import Support
+
+from _common import (example_parser, finish_config, pyplot, save_figure,
+                     tiny, train_example)
 
 
 def make_config(args) -> mp.TrainConfig:
@@ -49,44 +49,20 @@ def make_config(args) -> mp.TrainConfig:
         seed=args.seed, iterations=150, discount=0.97,
         domain_kwargs=(("max_episode_steps", 25), ("size", 5)))
     if args.tiny:
-        config = config.replace(
-            iterations=2, num_envs=8,
-            unroll_length=4, num_simulations=4, eval_simulations=4,
-            num_unroll_steps=1, td_steps=2, replay_capacity=64, batch_size=16,
-            updates_per_iteration=2, warmup_steps=1,
-            network=NetworkConfig(hidden_size=16, num_layers=1, latent_size=16,
-                                  value_support=Support(size=3),
-                                  reward_support=Support(size=1)))
-    if args.iterations:
-        config = config.replace(iterations=args.iterations)
-    return mp.apply_overrides(config, args.overrides)
+        config = tiny(config, td_steps=2)
+    return finish_config(config, args)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="a few seconds of training (smoke test)")
-    parser.add_argument("--iterations", type=int, default=None)
+    parser = example_parser(__doc__)
     parser.add_argument("--mazes", type=int, default=200,
                         help="fresh mazes in the evaluation")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="FIELD=VALUE",
-                        help="override a TrainConfig field, as in mctx-planner "
-                             "train (e.g. --set td_steps=5 --set domain.size=5)")
-    parser.add_argument("--plot", default=None, metavar="FILE",
-                        help="write a PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.mazes = min(args.mazes, 16)
     start = time.time()
     config = make_config(args)
-    print(f"training {config.algorithm} on maze {dict(config.domain_kwargs)}: "
-          f"{config.iterations} iterations x {config.num_envs} envs x "
-          f"{config.unroll_length} steps, {config.num_simulations} simulations",
-          flush=True)
-    result = mp.train(config, progress=False, evaluate=False,
-                      log_every=max(1, config.iterations // 10))
+    result = train_example(config, f"maze {dict(config.domain_kwargs)}")
     agent, params = result.agent, result.state.params
     domain = agent.domain
 
@@ -119,20 +95,13 @@ def main(argv=None) -> int:
         print(f"{r['name']:<15} {100 * r['optimal']:10.1f}%  {100 * r['solved']:6.1f}%"
               f"   {r['moves']:.2f} [{-s.ci_high:.2f}, {-s.ci_low:.2f}]")
     print(f"{'BFS optimum':<15} {100.0:10.1f}%  {100.0:6.1f}%   {optimal.mean():.2f}")
-    if args.plot:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-            fig, ax = plt.subplots(figsize=(6, 4))
-            names = [r["name"] for r in rows] + ["BFS optimum"]
-            ax.bar(names, [r["moves"] for r in rows] + [float(optimal.mean())])
-            ax.set_ylabel("mean moves to the goal (lower is better)")
-            fig.tight_layout()
-            fig.savefig(args.plot)
-            print(f"plot written to {args.plot}")
-        except ImportError:
-            print("matplotlib is not installed: no plot (pip install matplotlib)")
+    plt = pyplot() if args.plot else None
+    if plt:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        names = [r["name"] for r in rows] + ["BFS optimum"]
+        ax.bar(names, [r["moves"] for r in rows] + [float(optimal.mean())])
+        ax.set_ylabel("mean moves to the goal (lower is better)")
+        save_figure(fig, args.plot)
     agent_row = rows[0]
     print(f"RESULT maze: muzero optimal on {100 * agent_row['optimal']:.1f}% of "
           f"mazes, solved {100 * agent_row['solved']:.1f}%, mean moves "

@@ -32,7 +32,6 @@ Run (about 3 minutes on a laptop CPU; ``--tiny`` takes under a minute)::
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
@@ -44,6 +43,9 @@ from mctx_planner import evaluate as ev
 from mctx_planner.domains import recommendation as rec
 from mctx_planner.networks import NetworkConfig
 from mctx_planner.transforms import Support
+
+from _common import (example_parser, finish_config, pyplot, save_figure,
+                     tiny, train_example)
 
 
 def make_config(args) -> mp.TrainConfig:
@@ -58,44 +60,22 @@ def make_config(args) -> mp.TrainConfig:
         network=NetworkConfig(hidden_size=128, num_layers=2,
                               value_support=Support(size=20)))
     if args.tiny:
-        config = config.replace(
-            iterations=2, num_envs=8, unroll_length=4, num_simulations=4,
-            eval_simulations=4, max_num_considered_actions=4, td_steps=2,
-            replay_capacity=64, batch_size=16, updates_per_iteration=2,
-            warmup_steps=1,
-            network=NetworkConfig(hidden_size=16, num_layers=1,
-                                  value_support=Support(size=3)))
-    if args.iterations:
-        config = config.replace(iterations=args.iterations)
-    return mp.apply_overrides(config, args.overrides)
+        config = tiny(config, td_steps=2)
+    return finish_config(config, args)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="a few seconds of training (smoke test)")
-    parser.add_argument("--iterations", type=int, default=None)
+    parser = example_parser(__doc__)
     parser.add_argument("--users", type=int, default=512,
                         help="simulated users in the evaluation")
     parser.add_argument("--simulations", type=int, default=32,
                         help="search simulations per recommendation")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="FIELD=VALUE",
-                        help="override a TrainConfig field, as in mctx-planner "
-                             "train (e.g. --set num_simulations=16)")
-    parser.add_argument("--plot", default=None, metavar="FILE",
-                        help="write a PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.users = min(args.users, 16)
     start = time.time()
     config = make_config(args)
-    print(f"training gumbel_alphazero on recommendation: {config.iterations} "
-          f"iterations x {config.num_envs} users x {config.unroll_length} steps, "
-          f"{config.num_simulations} simulations", flush=True)
-    result = mp.train(config, progress=False, evaluate=False,
-                      log_every=max(1, config.iterations // 5))
+    result = train_example(config, "recommendation", summaries=5)
     agent, params = result.agent, result.state.params
     domain = agent.domain
 
@@ -129,23 +109,16 @@ def main(argv=None) -> int:
         m, h = ci(r)
         g, gh = ci(r - greedy)
         print(f"{name:<22} {m:6.2f} +- {h:4.2f}        {g:+6.2f} +- {gh:4.2f}")
-    if args.plot:
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-            fig, ax = plt.subplots(figsize=(7, 4))
-            names = list(returns)
-            stats = [ci(returns[n]) for n in names]
-            ax.bar(names, [s[0] for s in stats], yerr=[s[1] for s in stats],
-                   capsize=4)
-            ax.set_ylabel("mean engagement per user (95% CI)")
-            plt.setp(ax.get_xticklabels(), rotation=15)
-            fig.tight_layout()
-            fig.savefig(args.plot)
-            print(f"plot written to {args.plot}")
-        except ImportError:
-            print("matplotlib is not installed: no plot (pip install matplotlib)")
+    plt = pyplot() if args.plot else None
+    if plt:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        names = list(returns)
+        stats = [ci(returns[n]) for n in names]
+        ax.bar(names, [s[0] for s in stats], yerr=[s[1] for s in stats],
+               capsize=4)
+        ax.set_ylabel("mean engagement per user (95% CI)")
+        plt.setp(ax.get_xticklabels(), rotation=15)
+        save_figure(fig, args.plot)
     m, h = ci(returns["trained planner"])
     g, gh = ci(returns["trained planner"] - greedy)
     gm, gmh = ci(greedy)

@@ -24,39 +24,22 @@ Run (about 7 minutes on a laptop CPU; ``--tiny`` takes well under a minute)::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 
 import mctx_planner as mp
-from mctx_planner.networks import NetworkConfig
-from mctx_planner.transforms import Support
 
-
-def tiny(config: mp.TrainConfig) -> mp.TrainConfig:
-    """A seconds-long version of a config (a smoke test, not a result)."""
-    return config.replace(
-        iterations=2, num_envs=8, unroll_length=4, num_simulations=4,
-        eval_simulations=4, max_num_considered_actions=4, num_unroll_steps=1,
-        replay_capacity=64, batch_size=16, updates_per_iteration=2,
-        warmup_steps=1,
-        network=NetworkConfig(hidden_size=16, num_layers=1, latent_size=16,
-                              value_support=Support(size=1, transform=False),
-                              reward_support=Support(size=1, transform=False)))
+from _common import (example_parser, finish_config, pyplot, save_figure,
+                     tiny, train_example)
 
 
 def run(algorithm: str, args) -> dict:
     config = mp.preset("tictactoe", algorithm).replace(seed=args.seed)
     if args.tiny:
         config = tiny(config)
-    if args.iterations:
-        config = config.replace(iterations=args.iterations)
-    config = mp.apply_overrides(config, args.overrides)
-    print(f"== {algorithm}: {config.iterations} iterations, {config.num_envs} "
-          f"envs, {config.num_simulations} simulations per move", flush=True)
-    result = mp.train(config, progress=False, evaluate=False,
-                      log_every=max(1, config.iterations // 5))
+    config = finish_config(config, args)
+    result = train_example(config, "tictactoe", summaries=5)
     agent, params = result.agent, result.state.params
     domain = agent.domain
 
@@ -78,12 +61,8 @@ def run(algorithm: str, args) -> dict:
 
 
 def plot(results, path: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for r in results:
@@ -103,29 +82,17 @@ def plot(results, path: str) -> None:
     ax2.set_xticks(list(x), names)
     ax2.set_ylabel("non-optimal moves (fraction of 4520)")
     ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    print(f"plot written to {path}")
+    save_figure(fig, path)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="a few seconds of training (smoke test)")
+    parser = example_parser(__doc__,
+                            iterations_help="override the presets' iteration counts")
     parser.add_argument("--learned", choices=("gumbel_muzero", "muzero"),
                         default="gumbel_muzero",
                         help="the learned-model algorithm (default gumbel_muzero)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="override the presets' iteration counts")
     parser.add_argument("--games", type=int, default=200,
                         help="arena games against random (even)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="FIELD=VALUE",
-                        help="override a TrainConfig field, as in mctx-planner "
-                             "train (e.g. --set num_simulations=16)")
-    parser.add_argument("--plot", default=None, metavar="FILE",
-                        help="write a PNG (needs matplotlib)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.games = min(args.games, 8)

@@ -32,7 +32,7 @@ import importlib
 import importlib.util
 import pathlib
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from mctx_planner import config as config_lib
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from mctx_planner.domains.base import Domain, StochasticDomain
+from mctx_planner.domains.base import Domain, StochasticDomain, fresh_rng_keys
 from mctx_planner.networks import AlphaZeroNet, MuZeroNet
 
 ALGORITHMS = ("muzero", "gumbel_muzero", "stochastic_muzero")
@@ -193,16 +193,6 @@ def uniform_predict_fn(num_actions: int) -> PredictFn:
     return predict
 
 
-def _fresh_rng_keys(key: chex.PRNGKey, like: chex.Array) -> chex.Array:
-    """Keys shaped and typed like ``like`` (raw ``uint32`` data or typed
-    keys, any batch shape), drawn from ``key``."""
-    if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
-        data = jax.random.key_data(like)
-        bits = jax.random.bits(key, data.shape, data.dtype)
-        return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(like))
-    return jax.random.bits(key, like.shape, like.dtype)
-
-
 def true_model(domain: Domain, predict_fn: PredictFn, *,
                resample_rng: bool = True) -> SearchModel:
     """AlphaZero-style model: transitions by ``domain.step``.
@@ -251,7 +241,7 @@ def true_model(domain: Domain, predict_fn: PredictFn, *,
 
     def root_fn(params, key, state):
         if resample_rng and hasattr(state, "rng_key"):
-            state = state.replace(rng_key=_fresh_rng_keys(key, state.rng_key))
+            state = state.replace(rng_key=fresh_rng_keys(key, state.rng_key))
         logits, value = evaluate(params, state)
         return mctx.RootFnOutput(prior_logits=logits, value=value, embedding=state)
 

@@ -19,15 +19,11 @@ from a checkpoint reproduces the uninterrupted run exactly.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from mctx_planner import domains as domains_lib

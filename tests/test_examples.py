@@ -400,7 +400,23 @@ def test_example_runs(runner, name):
 def test_example_documents_its_command(name):
     source = (EXAMPLES / name).read_text()
     assert f"python examples/{name}" in source
-    assert "--tiny" in source and "argparse" in source
+    # The command line comes from the shared parser (which has --tiny).
+    assert "example_parser(__doc__" in source
+
+
+def test_shared_example_command_line():
+    spec = importlib.util.spec_from_file_location("_common", EXAMPLES / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    args = common.example_parser("Doc.\n\nMore.").parse_args(
+        ["--tiny", "--iterations", "3", "--set", "seed=5"])
+    assert args.tiny and args.iterations == 3
+    config = common.finish_config(common.tiny(mp.preset("tictactoe")), args)
+    assert (config.iterations, config.seed, config.num_envs) == (3, 5, 8)
+    assert config.network.hidden_size == 16
+    with pytest.raises(ValueError, match="TrainConfig"):
+        common.finish_config(config, common.example_parser("D").parse_args(
+            ["--set", "num_envs=0"]))
 
 
 @pytest.mark.parametrize("name", DOCS_WITH_CODE)

@@ -76,6 +76,20 @@ STATE_FIELDS: Tuple[str, ...] = (
 )
 
 
+def fresh_rng_keys(key: chex.PRNGKey, like: chex.Array) -> chex.Array:
+    """Random keys shaped and typed like ``like`` (raw ``uint32`` key data or
+    typed keys, any batch shape), drawn from ``key``.
+
+    Planners use it to give copies of states that carry an ``rng_key`` their
+    own futures, independent of the keys the real episode will use.
+    """
+    if jax.dtypes.issubdtype(like.dtype, jax.dtypes.prng_key):
+        data = jax.random.key_data(like)
+        bits = jax.random.bits(key, data.shape, data.dtype)
+        return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(like))
+    return jax.random.bits(key, like.shape, like.dtype)
+
+
 class Symmetry(NamedTuple):
     """One symmetry of a deterministic domain (not the identity).
 

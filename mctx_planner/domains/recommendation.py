@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from mctx_planner.domains.base import StochasticDomain
+from mctx_planner.domains.base import StochasticDomain, fresh_rng_keys
 
 ActFn = Callable[[chex.PRNGKey, "RecommendationState"], chex.Array]
 
@@ -402,7 +402,6 @@ class Recommendation(StochasticDomain):
                           self.num_actions - 1)
         ended = state.terminated | state.truncated
         item = state.candidates[action]
-        x = self._items[item]
         prob = self.click_probability(state, item)
         fatigue = (self.fatigue_decay * state.fatigue
                    + jax.nn.one_hot(self._topic[item], self.num_topics))
@@ -535,8 +534,7 @@ def resample_rng(states: RecommendationState,
                  key: chex.PRNGKey) -> RecommendationState:
     """``states`` ``[B]`` with fresh, independent ``rng_key`` s (a planner's
     copy that samples its own futures)."""
-    keys = jax.random.split(key, states.step_count.shape[0])
-    return states.replace(rng_key=keys.reshape(states.rng_key.shape))
+    return states.replace(rng_key=fresh_rng_keys(key, states.rng_key))
 
 
 def search_act_fn(planner, params=None, resample: bool = True) -> ActFn:
