@@ -4,7 +4,7 @@ compilation included) on the machine it runs on.
     python benchmarks/train_targets.py tictactoe          # main job: perfect play
     python benchmarks/train_targets.py tictactoe_muzero   # learned model vs perfect player
     python benchmarks/train_targets.py connect4           # Gumbel AlphaZero vs alpha-beta(4)
-    python benchmarks/train_targets.py connect4_eval --set eval_simulations=1024
+    python benchmarks/train_targets.py connect4_eval --eval-sims 256 512 --eval-keys 2 3 4
     python benchmarks/train_targets.py maze               # optimal paths on fresh mazes
     python benchmarks/train_targets.py 2048               # Stochastic MuZero vs greedy
     python benchmarks/train_targets.py throughput         # self-play steps/s per preset
@@ -88,7 +88,7 @@ def target_tictactoe_muzero(overrides, games=1000):
 
 
 def target_connect4(overrides, games=200, depth=4, opening_moves=2,
-                    eval_sims=(256, 512)):
+                    eval_sims=(256, 512), eval_keys=(2,)):
     cfg = _config("connect4", None, overrides)
     t0 = time.time()
     out = RESULTS.parent / "runs" / "connect4"
@@ -97,12 +97,16 @@ def target_connect4(overrides, games=200, depth=4, opening_moves=2,
     train_s = time.time() - t0
     evaluate_connect4(result.agent, result.state.params, overrides, train_s, t0,
                       games=games, depth=depth, opening_moves=opening_moves,
-                      eval_sims=eval_sims)
+                      eval_sims=eval_sims, eval_keys=eval_keys)
 
 
 def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
-                      opening_moves, eval_sims):
-    """Arena of the trained agent (several search sizes) vs alpha-beta(depth)."""
+                      opening_moves, eval_sims, eval_keys=(2,)):
+    """Arena of the trained agent (several search sizes) vs alpha-beta(depth).
+
+    Each key in ``eval_keys`` draws another set of random openings (key 2 is
+    the standard evaluation; more keys measure the same agent on more games).
+    """
     from mctx_planner.search import make_planner  # pylint: disable=g-import-not-at-top
     from mctx_planner.train import search_config  # pylint: disable=g-import-not-at-top
     opponent = ev.alphabeta_player(depth, randomize_ties=True)
@@ -112,26 +116,27 @@ def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
         act = jax.jit(lambda p, k, s, planner=planner: planner.search(p, k, s).action)
         player = ev.Player(act=lambda k, s, act=act: act(params, k, s), jittable=True,
                            name=f"gumbel-az-{sims}")
-        r = ev.arena(agent.domain, player, opponent, num_games=games,
-                     key=jax.random.PRNGKey(2), opening_moves=opening_moves)
-        print(r.summary(), flush=True)
-        _record("connect4", dict(config=overrides, train_s=train_s,
-                                 wall_s=time.time() - t0, games=games, depth=depth,
-                                 eval_simulations=sims,
-                                 opening_moves=opening_moves, score=r.score,
-                                 ci=(r.ci_low, r.ci_high), wins=r.wins.tolist(),
-                                 draws=r.draws.tolist(), losses=r.losses.tolist()))
+        for opening_key in eval_keys:
+            r = ev.arena(agent.domain, player, opponent, num_games=games,
+                         key=jax.random.PRNGKey(opening_key), opening_moves=opening_moves)
+            print(f"openings key {opening_key}: {r.summary()}", flush=True)
+            _record("connect4", dict(config=overrides, train_s=train_s,
+                                     wall_s=time.time() - t0, games=games, depth=depth,
+                                     eval_simulations=sims, opening_key=opening_key,
+                                     opening_moves=opening_moves, score=r.score,
+                                     ci=(r.ci_low, r.ci_high), wins=r.wins.tolist(),
+                                     draws=r.draws.tolist(), losses=r.losses.tolist()))
 
 
-def target_connect4_eval(overrides, sims=1024):
-    """Re-scores the saved Connect Four run (``connect4`` target) at ``sims``."""
+def target_connect4_eval(overrides, eval_sims=(1024,), eval_keys=(2,), run=None):
+    """Re-scores a saved Connect Four run (default: the ``connect4`` target's)."""
     from mctx_planner.trainer import load_run  # pylint: disable=g-import-not-at-top
-    sims = int(dict(o.split("=", 1) for o in overrides).get("eval_simulations", sims))
-    agent, state, info = load_run(str(RESULTS.parent / "runs" / "connect4"))
+    run = run or str(RESULTS.parent / "runs" / "connect4")
+    agent, state, info = load_run(run)
     t0 = time.time()
-    evaluate_connect4(agent, state.params, ["(saved run)"],
+    evaluate_connect4(agent, state.params, [f"(saved run {run}, seed {agent.config.seed})"],
                       info["metadata"].get("wall_time_s", float("nan")), t0, games=200,
-                      depth=4, opening_moves=2, eval_sims=(sims,))
+                      depth=4, opening_moves=2, eval_sims=eval_sims, eval_keys=eval_keys)
 
 
 def target_maze(overrides, mazes=500, eval_sims=(64, 256)):
@@ -221,12 +226,23 @@ def main():
                         metavar="FIELD=VALUE")
     parser.add_argument("--eval-sims", type=int, nargs="+", default=None,
                         help="maze and connect4: simulation budgets to evaluate at "
-                             "(default 64 256)")
+                             "(default: maze 64 256, connect4 256 512, "
+                             "connect4_eval 1024)")
+    parser.add_argument("--eval-keys", type=int, nargs="+", default=None,
+                        help="connect4, connect4_eval: keys of the random openings, "
+                             "200 games each (default 2)")
+    parser.add_argument("--run", default=None,
+                        help="connect4_eval: the saved run directory "
+                             "(default benchmarks/results/runs/connect4)")
     args = parser.parse_args()
-    if args.eval_sims and args.target in ("maze", "connect4"):
-        TARGETS[args.target](args.overrides, eval_sims=tuple(args.eval_sims))
-    else:
-        TARGETS[args.target](args.overrides)
+    kwargs = {}
+    if args.eval_sims and args.target in ("maze", "connect4", "connect4_eval"):
+        kwargs["eval_sims"] = tuple(args.eval_sims)
+    if args.eval_keys and args.target in ("connect4", "connect4_eval"):
+        kwargs["eval_keys"] = tuple(args.eval_keys)
+    if args.run and args.target == "connect4_eval":
+        kwargs["run"] = args.run
+    TARGETS[args.target](args.overrides, **kwargs)
 
 
 if __name__ == "__main__":

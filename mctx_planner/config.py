@@ -269,13 +269,13 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
                      reward_support=Support(size=1, transform=False))),
     # MLP torso: on CPU the ResNet torso is ~80x slower per iteration
     # (measured: 95 s vs 1.2 s for 256 envs x 16 steps x 32 simulations).
-    # 4-step targets from the improved value, mirror augmentation: 25 min on
-    # a 2-core CPU; vs alpha-beta depth 4 (seed 0), 0.932 at 512 simulations
-    # (0.915 over 600 games), 0.895 at 256 (docs/benchmarks.md).
+    # 4-step targets from the improved value, mirror augmentation, 64 updates
+    # per iteration (each example sampled ~4 times): 26 min on a 2-core CPU;
+    # 0.938 vs alpha-beta depth 4 over 600 games (docs/benchmarks.md).
     ("connect4", "gumbel_alphazero"): dict(
-        iterations=2000, num_envs=256, unroll_length=32, num_simulations=32,
-        eval_simulations=512, td_steps=4, augment_symmetries=True,
-        batch_size=512, updates_per_iteration=32, search_backend="fast",
+        iterations=1800, num_envs=256, unroll_length=32, num_simulations=32,
+        eval_simulations=256, td_steps=4, augment_symmetries=True,
+        batch_size=512, updates_per_iteration=64, search_backend="fast",
         replay_capacity=262144, learning_rate=2e-3, opening_moves=2,
         network=_net(hidden_size=256, num_layers=3,
                      value_support=Support(size=1, transform=False))),
