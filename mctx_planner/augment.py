@@ -33,7 +33,8 @@ def augment_examples(examples: Example, symmetries: Sequence[Symmetry],
     Returns:
       The batch with observations, ``legal_action_mask`` ``[N, A]``,
       ``policies`` ``[N, K+1, A]`` and ``actions`` ``[N, K]`` in the drawn
-      frames; everything else unchanged.
+      frames; everything else unchanged (a stored ``state`` too: AlphaZero
+      reanalyze reads it before the augmentation).
     """
     if not symmetries:
         return examples
