@@ -271,7 +271,8 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
     # (measured: 95 s vs 1.2 s for 256 envs x 16 steps x 32 simulations).
     # 4-step targets from the improved value, mirror augmentation, 64 updates
     # per iteration (each example sampled ~4 times): 26 min on a 2-core CPU;
-    # 0.938 vs alpha-beta depth 4 over 600 games (docs/benchmarks.md).
+    # vs alpha-beta depth 4 over 600 games: seed 0 0.938, seed 1 0.861
+    # (docs/benchmarks.md).
     ("connect4", "gumbel_alphazero"): dict(
         iterations=1800, num_envs=256, unroll_length=32, num_simulations=32,
         eval_simulations=256, td_steps=4, augment_symmetries=True,
