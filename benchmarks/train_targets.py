@@ -131,6 +131,13 @@ def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
 def target_connect4_eval(overrides, eval_sims=(1024,), eval_keys=(2,), run=None):
     """Re-scores a saved Connect Four run (default: the ``connect4`` target's)."""
     from mctx_planner.trainer import load_run  # pylint: disable=g-import-not-at-top
+    fields = dict(o.split("=", 1) for o in overrides)
+    if set(fields) - {"eval_simulations"}:
+        raise SystemExit("connect4_eval re-scores a saved run: only "
+                         "--set eval_simulations=N (or --eval-sims) applies, got "
+                         f"{sorted(fields)}")
+    if "eval_simulations" in fields:
+        eval_sims = (int(fields["eval_simulations"]),)
     run = run or str(RESULTS.parent / "runs" / "connect4")
     agent, state, info = load_run(run)
     t0 = time.time()

@@ -3,7 +3,7 @@
 Trains ``gumbel_alphazero`` (Gumbel search over the true rules, a policy and
 value network learned by self-play) with a CPU-sized configuration: the
 ``connect4`` preset made smaller (an MLP of width 128 instead of 256, 128
-self-play games instead of 256, 600 iterations instead of 2000; the preset
+self-play games instead of 256, 600 iterations instead of 1800; the preset
 itself is what ``benchmarks/train_targets.py connect4`` measures). Then it
 plays arenas against the
 alpha-beta searchers of :func:`mctx_planner.evaluate.alphabeta_player` of

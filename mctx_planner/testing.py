@@ -557,7 +557,7 @@ def _check_symmetries(domain: Domain, key: jax.Array, batch_size: int) -> None:
                           f"initial state is symmetric under it")
             continue
         a = b = start
-        for t in range(domain.max_episode_steps):
+        for t in range(domain.max_episode_steps + 1):  # the last state too
             obs_a, obs_b = jax.device_get((transform(a.observation), b.observation))
             mask_a, mask_b = jax.device_get((a.legal_action_mask, b.legal_action_mask))
             for name, x, y in (("observation", obs_a, obs_b),
