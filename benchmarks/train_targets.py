@@ -4,7 +4,8 @@ compilation included) on the machine it runs on.
     python benchmarks/train_targets.py tictactoe          # main job: perfect play
     python benchmarks/train_targets.py tictactoe_muzero   # learned model vs perfect player
     python benchmarks/train_targets.py connect4           # Gumbel AlphaZero vs alpha-beta(4)
-    python benchmarks/train_targets.py connect4_eval --eval-sims 256 512 --eval-keys 2 3 4
+    python benchmarks/train_targets.py connect4_eval --eval-keys 2 3 4 \
+        --set eval_search_algorithm=gumbel_muzero --set eval_simulations=256
     python benchmarks/train_targets.py maze               # optimal paths on fresh mazes
     python benchmarks/train_targets.py 2048               # Stochastic MuZero vs greedy
     python benchmarks/train_targets.py throughput         # self-play steps/s per preset
@@ -88,7 +89,7 @@ def target_tictactoe_muzero(overrides, games=1000):
 
 
 def target_connect4(overrides, games=200, depth=4, opening_moves=2,
-                    eval_sims=(256, 512), eval_keys=(2,)):
+                    eval_sims=None, eval_keys=(2,)):
     cfg = _config("connect4", None, overrides)
     t0 = time.time()
     out = RESULTS.parent / "runs" / "connect4"
@@ -97,51 +98,64 @@ def target_connect4(overrides, games=200, depth=4, opening_moves=2,
     train_s = time.time() - t0
     evaluate_connect4(result.agent, result.state.params, overrides, train_s, t0,
                       games=games, depth=depth, opening_moves=opening_moves,
-                      eval_sims=eval_sims, eval_keys=eval_keys)
+                      eval_sims=eval_sims or (cfg.eval_simulations,),
+                      eval_keys=eval_keys)
 
 
 def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
                       opening_moves, eval_sims, eval_keys=(2,)):
     """Arena of the trained agent (several search sizes) vs alpha-beta(depth).
 
-    Each key in ``eval_keys`` draws another set of random openings (key 2 is
-    the standard evaluation; more keys measure the same agent on more games).
+    The agent searches with its config's evaluation search
+    (``eval_search_algorithm``). Each key in ``eval_keys`` draws another set
+    of random openings (key 2 is the standard evaluation; more keys measure
+    the same agent on more games).
     """
     from mctx_planner.search import make_planner  # pylint: disable=g-import-not-at-top
     from mctx_planner.train import search_config  # pylint: disable=g-import-not-at-top
     opponent = ev.alphabeta_player(depth, randomize_ties=True)
+    search = agent.config.eval_search
     for sims in eval_sims:
         planner = make_planner(agent.eval_planner.model, dataclasses.replace(
             search_config(agent.config, evaluation=True), num_simulations=sims))
         act = jax.jit(lambda p, k, s, planner=planner: planner.search(p, k, s).action)
         player = ev.Player(act=lambda k, s, act=act: act(params, k, s), jittable=True,
-                           name=f"gumbel-az-{sims}")
+                           name=f"{search}-{sims}")
         for opening_key in eval_keys:
             r = ev.arena(agent.domain, player, opponent, num_games=games,
                          key=jax.random.PRNGKey(opening_key), opening_moves=opening_moves)
             print(f"openings key {opening_key}: {r.summary()}", flush=True)
             _record("connect4", dict(config=overrides, train_s=train_s,
                                      wall_s=time.time() - t0, games=games, depth=depth,
-                                     eval_simulations=sims, opening_key=opening_key,
+                                     eval_search=search, eval_simulations=sims,
+                                     opening_key=opening_key,
                                      opening_moves=opening_moves, score=r.score,
                                      ci=(r.ci_low, r.ci_high), wins=r.wins.tolist(),
                                      draws=r.draws.tolist(), losses=r.losses.tolist()))
 
 
-def target_connect4_eval(overrides, eval_sims=(1024,), eval_keys=(2,), run=None):
-    """Re-scores a saved Connect Four run (default: the ``connect4`` target's)."""
+def target_connect4_eval(overrides, eval_sims=None, eval_keys=(2,), run=None):
+    """Re-scores a saved Connect Four run (default: the ``connect4`` target's).
+
+    Only the evaluation fields of the saved config may be overridden
+    (``--set eval_simulations=N``, ``--set eval_search_algorithm=muzero``).
+    """
     from mctx_planner.trainer import load_run  # pylint: disable=g-import-not-at-top
     fields = dict(o.split("=", 1) for o in overrides)
-    if set(fields) - {"eval_simulations"}:
-        raise SystemExit("connect4_eval re-scores a saved run: only "
-                         "--set eval_simulations=N (or --eval-sims) applies, got "
+    allowed = {"eval_simulations", "eval_search_algorithm"}
+    if set(fields) - allowed:
+        raise SystemExit("connect4_eval re-scores a saved run: only --set "
+                         f"{' / '.join(sorted(allowed))} (or --eval-sims) apply, got "
                          f"{sorted(fields)}")
-    if "eval_simulations" in fields:
-        eval_sims = (int(fields["eval_simulations"]),)
     run = run or str(RESULTS.parent / "runs" / "connect4")
     agent, state, info = load_run(run)
+    if fields:
+        agent = agent._replace(config=config_lib.apply_overrides(agent.config, overrides))
+    if eval_sims is None:
+        eval_sims = (agent.config.eval_simulations,)
     t0 = time.time()
-    evaluate_connect4(agent, state.params, [f"(saved run {run}, seed {agent.config.seed})"],
+    evaluate_connect4(agent, state.params,
+                      [f"(saved run {run}, seed {agent.config.seed})", *overrides],
                       info["metadata"].get("wall_time_s", float("nan")), t0, games=200,
                       depth=4, opening_moves=2, eval_sims=eval_sims, eval_keys=eval_keys)
 
@@ -233,8 +247,8 @@ def main():
                         metavar="FIELD=VALUE")
     parser.add_argument("--eval-sims", type=int, nargs="+", default=None,
                         help="maze and connect4: simulation budgets to evaluate at "
-                             "(default: maze 64 256, connect4 256 512, "
-                             "connect4_eval 1024)")
+                             "(default: maze 64 256; connect4 and connect4_eval "
+                             "the config's eval_simulations)")
     parser.add_argument("--eval-keys", type=int, nargs="+", default=None,
                         help="connect4, connect4_eval: keys of the random openings, "
                              "200 games each (default 2)")

@@ -41,7 +41,10 @@ from _common import (example_parser, finish_config, pyplot, save_figure,
 def make_config(args) -> mp.TrainConfig:
     config = mp.preset("connect4", "gumbel_alphazero").replace(
         seed=args.seed, iterations=600, num_envs=128, unroll_length=32,
-        num_simulations=32, eval_simulations=64, batch_size=256,
+        num_simulations=32, batch_size=256,
+        # At 64 simulations Gumbel search, not the preset's PUCT at 1024, so
+        # that the agent and the pure-search baseline search alike.
+        eval_simulations=64, eval_search_algorithm=None,
         updates_per_iteration=16, replay_capacity=65536, opening_moves=4,
         network=NetworkConfig(hidden_size=128, num_layers=3,
                               value_support=Support(size=1, transform=False)))

@@ -64,6 +64,13 @@ class TrainConfig:
         of random legal moves, to cover positions self-play rarely reaches.
       eval_simulations: simulations per move in evaluation (temperature 0,
         no noise).
+      eval_search_algorithm: the search that evaluation, ``mctx-planner
+        eval`` and ``play`` use: None (the training algorithm's search),
+        ``"muzero"`` (PUCT) or ``"gumbel_muzero"``. Both read the same
+        network, so a net trained with Gumbel's few-simulation policy
+        improvement can play with PUCT at many simulations (measured on
+        Connect Four in docs/benchmarks.md). ``stochastic_muzero`` runs
+        evaluate with their own search only.
       num_unroll_steps: ``K`` of the MuZero unroll (ignored by AlphaZero).
       td_steps: ``n`` of the n-step value target; None = Monte Carlo.
       discount: one-player discount; None = the domain's.
@@ -112,6 +119,7 @@ class TrainConfig:
     search_backend: str = "mctx"
     opening_moves: int = 0
     eval_simulations: int = 16
+    eval_search_algorithm: Optional[str] = None
     num_unroll_steps: int = 5
     td_steps: Optional[int] = None
     discount: Optional[float] = None
@@ -181,6 +189,12 @@ class TrainConfig:
             bad("num_unroll_steps", ">= 1 for MuZero algorithms")
         if not isinstance(self.network, NetworkConfig):
             bad("network", "a NetworkConfig")
+        if self.eval_search_algorithm is not None:
+            allowed = (("stochastic_muzero",) if self.algorithm == "stochastic_muzero"
+                       else ("muzero", "gumbel_muzero"))
+            if self.eval_search_algorithm not in allowed:
+                bad("eval_search_algorithm",
+                    f"None or one of {allowed} for algorithm {self.algorithm!r}")
         # The search fields are checked by SearchConfig; report them as ours.
         from mctx_planner.search import SearchConfig  # pylint: disable=g-import-not-at-top
         try:
@@ -203,6 +217,12 @@ class TrainConfig:
     @property
     def search_algorithm(self) -> str:
         return ALGORITHM_SEARCH[self.algorithm][0]
+
+    @property
+    def eval_search(self) -> str:
+        """The search algorithm of evaluation (``eval_search_algorithm`` or
+        the training algorithm's)."""
+        return self.eval_search_algorithm or self.search_algorithm
 
     @property
     def learned_model(self) -> bool:
@@ -270,12 +290,14 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
     # MLP torso: on CPU the ResNet torso is ~80x slower per iteration
     # (measured: 95 s vs 1.2 s for 256 envs x 16 steps x 32 simulations).
     # 4-step targets from the improved value, mirror augmentation, 64 updates
-    # per iteration (each example sampled ~4 times): 26 min on a 2-core CPU;
-    # vs alpha-beta depth 4 over 600 games: seed 0 0.938, seed 1 0.861
-    # (docs/benchmarks.md).
+    # per iteration (each example sampled ~4 times): 26 min on a 2-core CPU.
+    # Self-play searches with Gumbel at 32 simulations; evaluation with PUCT
+    # at 1024, which was stronger and steadier across seeds than Gumbel at
+    # 256 to 1024 (docs/benchmarks.md).
     ("connect4", "gumbel_alphazero"): dict(
         iterations=1800, num_envs=256, unroll_length=32, num_simulations=32,
-        eval_simulations=256, td_steps=4, augment_symmetries=True,
+        eval_simulations=1024, eval_search_algorithm="muzero",
+        td_steps=4, augment_symmetries=True,
         batch_size=512, updates_per_iteration=64, search_backend="fast",
         replay_capacity=262144, learning_rate=2e-3, opening_moves=2,
         network=_net(hidden_size=256, num_layers=3,
@@ -323,6 +345,8 @@ def preset(domain: str = "tictactoe", algorithm: Optional[str] = None) -> TrainC
 
 
 def _parse_value(text: str, current: Any, field: str) -> Any:
+    if field == "eval_search_algorithm" and text.lower() == "none":
+        return None
     if current is None or isinstance(current, (int, float)) and not isinstance(current, bool):
         if text.lower() == "none":
             return None

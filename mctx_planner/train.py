@@ -110,11 +110,12 @@ def search_config(config: TrainConfig, *, evaluation: bool = False) -> SearchCon
     Self-play uses ``num_simulations`` and the exploration settings of
     ``config`` (temperature, Dirichlet noise, Gumbel scale); with
     ``evaluation=True`` it uses ``eval_simulations`` and no exploration
-    (temperature 0, no noise). Both share the remaining search fields
-    (:meth:`TrainConfig.search_fields`).
+    (temperature 0, no noise) and the search ``config.eval_search`` names.
+    Both share the remaining search fields (:meth:`TrainConfig.search_fields`).
     """
     shared = config.search_fields()
     if evaluation:
+        shared["algorithm"] = config.eval_search
         return SearchConfig(num_simulations=config.eval_simulations,
                             temperature=0.0, dirichlet_fraction=0.0,
                             gumbel_scale=0.0, **shared)

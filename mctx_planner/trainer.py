@@ -85,7 +85,7 @@ def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
 
     * two-player: arena (both seats, ``num_games`` games) against a uniformly
       random player, against pure search (true model, uninformed network, the
-      same simulations), and against ``previous_params`` when given;
+      same search and simulations), and against ``previous_params`` when given;
       tic-tac-toe also gets the exhaustive perfect-play audit, for the search
       player and for the raw policy network.
     * one-player: mean return with a 95% CI against random (and greedy
@@ -105,8 +105,8 @@ def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
     keys = jax.random.split(key, 4)
     if domain.two_player:
         opponents = [("random", ev.random_player(domain)),
-                     ("pure_search", ev.pure_search_player(domain,
-                                                           config.eval_simulations))]
+                     ("pure_search", ev.pure_search_player(
+                         domain, config.eval_simulations, algorithm=config.eval_search))]
         if previous_params is not None:
             opponents.append(("previous", ev.Player(
                 act=lambda k, s: search_act(previous_params, k, s), jittable=True,

@@ -236,6 +236,17 @@ def test_config_validation_and_overrides():
         apply_overrides(preset(), ["qtransform=bogus"])
     with pytest.raises(ValueError, match="stochastic"):
         make_agent(tiny("tictactoe", "stochastic_muzero"))
+    # The evaluation search may differ from self-play's (same network).
+    assert greedy.algorithm == play.algorithm == "gumbel_muzero"
+    cfg = apply_overrides(preset(), ["eval_search_algorithm=muzero"])
+    assert search_config(cfg, evaluation=True).algorithm == "muzero"
+    assert search_config(cfg).algorithm == "gumbel_muzero"
+    assert apply_overrides(cfg, ["eval_search_algorithm=none"]).eval_search == "gumbel_muzero"
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="TrainConfig.eval_search_algorithm"):
+        apply_overrides(preset(), ["eval_search_algorithm=puct"])
+    with pytest.raises(ValueError, match="TrainConfig.eval_search_algorithm"):
+        preset("2048").replace(eval_search_algorithm="muzero")
 
 
 # ------------------------------------------------------------------ devices
