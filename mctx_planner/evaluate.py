@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 State = Any
-ActFn = Callable[[chex.PRNGKey, State], chex.Array]
 
 # ---------------------------------------------------------------------------
 # Players
@@ -76,19 +75,48 @@ class Player:
     """A policy over batched states.
 
     Attributes:
-      act: ``(key, states) -> [B] int32 actions``; ``states`` is a batched
-        domain state. Jittable players must be pure JAX; host players get and
+      act: ``(key, states) -> [B] int32 actions``, or ``(params, key,
+        states)`` when ``params`` is given; ``states`` is a batched domain
+        state. Jittable players must be pure JAX; host players get and
         return numpy arrays.
       jittable: whether ``act`` can be traced with ``jax.jit``.
       name: label used in summaries.
+      params: optional pytree passed to ``act`` as its first argument. The
+        arena and the episode loops compile once per ``act`` and take
+        ``params`` as an argument, so players that differ only in
+        ``params`` (e.g. two checkpoints, or each periodic evaluation of a
+        run) share the compiled code instead of baking the weights in.
     """
 
-    act: ActFn
+    act: Callable[..., chex.Array]
     jittable: bool = True
     name: str = "player"
+    params: Any = None
 
     def __call__(self, key: chex.PRNGKey, states: State) -> chex.Array:
-        return self.act(key, states)
+        return _apply(_program(self), self.params, key, states)
+
+
+def _program(player: Player):
+    """The hashable, static part of a player (what compiled code depends on)."""
+    return player.act, player.params is not None
+
+
+def _apply(program, params, key, states):
+    act, with_params = program
+    return act(params, key, states) if with_params else act(key, states)
+
+
+@functools.lru_cache(maxsize=64)
+def _planner_act(search: Callable[..., Any], with_params: bool):
+    """One stable ``act`` per search function (so compiled loops are reused)."""
+    if with_params:
+        def act(params, key, states):
+            return search(params, key, states).action
+    else:
+        def act(key, states):
+            return search(None, key, states).action
+    return act
 
 
 def _masked_uniform(key: chex.PRNGKey, allowed: chex.Array) -> chex.Array:
@@ -133,17 +161,16 @@ def search_player(planner: search_lib.Planner, params: chex.ArrayTree,
 
     Args:
       planner: from :func:`~mctx_planner.search.make_planner`.
-      params: network parameters (closed over).
+      params: network parameters (``Player.params``: players of one planner
+        share compiled code whatever their parameters).
       name: label; defaults to ``"<algorithm>-<num_simulations>"``.
     """
     if not isinstance(planner, search_lib.Planner):
         raise TypeError(f"planner must be a Planner (make_planner), got "
                         f"{type(planner).__name__}")
-
-    def act(key, states):
-        return planner.search(params, key, states).action
     cfg = planner.config
-    return Player(act=act, jittable=True,
+    return Player(act=_planner_act(planner.search, params is not None),
+                  jittable=True, params=params,
                   name=name or f"{cfg.algorithm}-{cfg.num_simulations}")
 
 
@@ -164,13 +191,20 @@ def pure_search_player(domain: Domain, num_simulations: int, *,
       backend: ``"mctx"`` or ``"fast"``.
       **config_overrides: more :class:`~mctx_planner.search.SearchConfig` fields.
     """
+    planner = _pure_search_planner(domain, int(num_simulations), algorithm, backend,
+                                   tuple(sorted(config_overrides.items())))
+    return search_player(planner, None,
+                         name=f"pure-{algorithm}-{num_simulations}")
+
+
+@functools.lru_cache(maxsize=32)
+def _pure_search_planner(domain, num_simulations, algorithm, backend, overrides):
+    """Cached, so that repeated baselines reuse their compiled arena loops."""
     model = search_lib.true_model(domain,
                                   search_lib.uniform_predict_fn(domain.num_actions))
     config = evaluation_config(num_simulations, algorithm, backend=backend,
-                               **config_overrides)
-    planner = search_lib.make_planner(model, config)
-    return search_player(planner, None,
-                         name=f"pure-{algorithm}-{num_simulations}")
+                               **dict(overrides))
+    return search_lib.make_planner(model, config)
 
 
 def greedy_one_step_player(domain: Domain) -> Player:
@@ -392,8 +426,9 @@ def _jitted_step(domain: Domain):
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_act(player: Player):
-    return jax.jit(player.act)
+def _jitted_act(program):
+    """``jit((params, key, states) -> actions)`` of a player's program."""
+    return jax.jit(functools.partial(_apply, program))
 
 
 def _ply(states, actions, ret0, step):
@@ -406,9 +441,9 @@ def _ply(states, actions, ret0, step):
 
 
 @functools.lru_cache(maxsize=32)
-def _arena_loop_fn(domain: Domain, player_a: Player, player_b: Player,
-                   half: int, max_plies: int):
-    """The jitted all-device match loop (both players jittable).
+def _arena_loop_fn(domain: Domain, program_a, program_b, half: int, max_plies: int):
+    """The jitted all-device match loop (both players jittable), called as
+    ``run(key, states, ret0, params_a, params_b)``.
 
     Games ``[0, half)`` have A as player 0, ``[half, 2 * half)`` A as player 1.
     Every live game has the same player to move at each ply (alternation in
@@ -420,15 +455,16 @@ def _arena_loop_fn(domain: Domain, player_a: Player, player_b: Player,
         t, _, states, _, _ = carry
         return (t < max_plies) & ~jnp.all(states.terminated | states.truncated)
 
-    def body(carry):
+    def body(carry, params_a, params_b):
         t, key, states, ret0, violations = carry
         key, ka, kb = jax.random.split(key, 3)
         ended = states.terminated | states.truncated
         mover = states.current_player[jnp.argmin(ended)]  # a live game's mover
         violations = violations + jnp.sum(~ended & (states.current_player != mover))
         a_half = mover  # the half where A is the player to move
-        acts_a = player_a.act(ka, _tree_slice(states, a_half * half, half))
-        acts_b = player_b.act(kb, _tree_slice(states, (1 - a_half) * half, half))
+        acts_a = _apply(program_a, params_a, ka, _tree_slice(states, a_half * half, half))
+        acts_b = _apply(program_b, params_b, kb,
+                        _tree_slice(states, (1 - a_half) * half, half))
         acts_a = acts_a.astype(jnp.int32)
         acts_b = acts_b.astype(jnp.int32)
         actions = jnp.where(a_half == 0, jnp.concatenate([acts_a, acts_b]),
@@ -436,9 +472,10 @@ def _arena_loop_fn(domain: Domain, player_a: Player, player_b: Player,
         states, ret0 = _ply(states, actions, ret0, step)
         return t + 1, key, states, ret0, violations
 
-    def run(key, states, ret0):
+    def run(key, states, ret0, params_a, params_b):
         carry = (jnp.int32(0), key, states, ret0, jnp.int32(0))
-        _, _, states, ret0, violations = jax.lax.while_loop(cond, body, carry)
+        _, _, states, ret0, violations = jax.lax.while_loop(
+            cond, functools.partial(body, params_a=params_a, params_b=params_b), carry)
         return states, ret0, violations
     return jax.jit(run)
 
@@ -447,11 +484,12 @@ def _host_act(player: Player, key, states, idx: np.ndarray, size: int):
     """Actions ``[size]`` of ``player`` for the sub-batch ``idx`` (host loop)."""
     out = np.zeros((size,), np.int32)
     if player.jittable:
-        return np.asarray(_jitted_act(player)(key, states), np.int32)
+        return np.asarray(_jitted_act(_program(player))(player.params, key, states),
+                          np.int32)
     if idx.size:
         sub = jax.tree_util.tree_map(lambda x: np.asarray(x)[idx],
                                      jax.device_get(states))
-        acts = np.asarray(player.act(key, sub)).reshape(-1)
+        acts = np.asarray(player(key, sub)).reshape(-1)
         if acts.shape[0] != idx.size:
             raise ValueError(
                 f"player {player.name!r} returned {acts.shape[0]} actions for "
@@ -512,8 +550,10 @@ def arena(domain: Domain, player_a: Player, player_b: Player, *,
     max_plies = int(domain.max_episode_steps) + 1
 
     if player_a.jittable and player_b.jittable:
-        run = _arena_loop_fn(domain, player_a, player_b, half, max_plies)
-        states, ret0, violations = run(k_play, states, ret0)
+        run = _arena_loop_fn(domain, _program(player_a), _program(player_b), half,
+                             max_plies)
+        states, ret0, violations = run(k_play, states, ret0, player_a.params,
+                                       player_b.params)
         if int(violations):
             raise ValueError(
                 f"domain {domain.name!r}: live games do not all have the same "
@@ -605,25 +645,26 @@ class EpisodeStats:
 
 
 @functools.lru_cache(maxsize=32)
-def _episode_loop_fn(domain: Domain, player: Player, max_steps: int):
+def _episode_loop_fn(domain: Domain, program, max_steps: int):
+    """Jitted episodes of a jittable player: ``run(key, states, params)``."""
     step = jax.vmap(domain.step)
 
     def cond(carry):
         t, _, states, _ = carry
         return (t < max_steps) & ~jnp.all(states.terminated | states.truncated)
 
-    def body(carry):
+    def body(carry, params):
         t, key, states, ret = carry
         key, sub = jax.random.split(key)
-        actions = player.act(sub, states).astype(jnp.int32)
+        actions = _apply(program, params, sub, states).astype(jnp.int32)
         ended = states.terminated | states.truncated
         states = step(states, actions)
         return t + 1, key, states, ret + jnp.where(ended, 0.0, states.reward)
 
-    def run(key, states):
+    def run(key, states, params):
         ret = jnp.zeros(states.reward.shape, jnp.float32)
         _, _, states, ret = jax.lax.while_loop(
-            cond, body, (jnp.int32(0), key, states, ret))
+            cond, functools.partial(body, params=params), (jnp.int32(0), key, states, ret))
         return states, ret
     return jax.jit(run)
 
@@ -682,7 +723,8 @@ def evaluate_single_player(domain: Domain, player: Player, *,
         states = jax.tree_util.tree_map(jnp.asarray, initial_states)
     max_steps = int(domain.max_episode_steps) + 1
     if player.jittable:
-        states, ret = _episode_loop_fn(domain, player, max_steps)(k_play, states)
+        states, ret = _episode_loop_fn(domain, _program(player), max_steps)(
+            k_play, states, player.params)
     else:
         step = _jitted_step(domain)
         ret = jnp.zeros((int(num_episodes),), jnp.float32)
@@ -691,7 +733,7 @@ def evaluate_single_player(domain: Domain, player: Player, *,
             if ended.all():
                 break
             k_play, sub = jax.random.split(k_play)
-            actions = np.asarray(player.act(sub, jax.device_get(states)), np.int32)
+            actions = np.asarray(player(sub, jax.device_get(states)), np.int32)
             states = step(states, jnp.asarray(actions))
             ret = ret + jnp.where(jnp.asarray(ended), 0.0, states.reward)
     returns = np.asarray(ret, np.float64)
@@ -858,11 +900,10 @@ def _call_policy(act_fn, states, n: int, batch_size: Optional[int]) -> np.ndarra
     if isinstance(act_fn, Player):
         player = act_fn
         if player.jittable:
-            jitted = _jitted_act(player)
-            fn = lambda s: jitted(jax.random.PRNGKey(0), s)  # noqa: E731
+            jitted = _jitted_act(_program(player))
+            fn = lambda s: jitted(player.params, jax.random.PRNGKey(0), s)  # noqa: E731
         else:
-            fn = lambda s: player.act(jax.random.PRNGKey(0),  # noqa: E731
-                                      jax.device_get(s))
+            fn = lambda s: player(jax.random.PRNGKey(0), jax.device_get(s))  # noqa: E731
     elif callable(act_fn):
         fn = act_fn
     else:

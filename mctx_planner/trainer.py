@@ -15,6 +15,7 @@ between iterations gives the same parameters as a run never stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -73,9 +74,15 @@ def network_action_fn(agent: Agent):
     return jax.jit(act)
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_search_action(search):
+    return jax.jit(lambda params, key, states: search(params, key, states).action)
+
+
 def _search_action_fn(agent: Agent):
-    return jax.jit(lambda params, key, states:
-                   agent.eval_planner.search(params, key, states).action)
+    """Jitted ``(params, key, states) -> actions`` of the evaluation planner,
+    one per planner (repeated evaluations of a run reuse the compiled code)."""
+    return _jitted_search_action(agent.eval_planner.search)
 
 
 def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
@@ -99,8 +106,8 @@ def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
     domain = agent.domain
     config = agent.config
     search_act = _search_action_fn(agent)
-    agent_player = ev.Player(act=lambda k, s: search_act(params, k, s),
-                             jittable=True, name=f"agent-{config.eval_simulations}")
+    agent_player = ev.search_player(agent.eval_planner, params,
+                                    name=f"agent-{config.eval_simulations}")
     results: Dict[str, Any] = {}
     keys = jax.random.split(key, 4)
     if domain.two_player:
@@ -108,9 +115,8 @@ def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
                      ("pure_search", ev.pure_search_player(
                          domain, config.eval_simulations, algorithm=config.eval_search))]
         if previous_params is not None:
-            opponents.append(("previous", ev.Player(
-                act=lambda k, s: search_act(previous_params, k, s), jittable=True,
-                name="previous")))
+            opponents.append(("previous", ev.search_player(
+                agent.eval_planner, previous_params, name="previous")))
         for (name, opponent), k in zip(opponents, keys):
             r = ev.arena(domain, agent_player, opponent, num_games=num_games, key=k)
             results[f"vs_{name}_score"] = r.score

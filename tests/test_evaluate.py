@@ -256,6 +256,34 @@ def test_arena_host_players(ttt):
     assert result.total_wins == 0 and result.total_losses >= 10
 
 
+def _preference_act(params, key, states):
+    """Plays the legal move of highest ``params[a]`` (a fixed move order)."""
+    del key
+    return jnp.argmax(jnp.where(states.legal_action_mask, params, -jnp.inf),
+                      axis=-1).astype(jnp.int32)
+
+
+def test_players_with_params_share_compiled_loops(ttt):
+    rand = ev.random_player(ttt)
+    center_first = jnp.array([0, 0, 0, 0, 9, 0, 0, 0, 0], jnp.float32)
+    corner_first = jnp.array([9, 0, 8, 0, 0, 0, 7, 0, 6], jnp.float32)
+    key = jax.random.PRNGKey(3)
+    ev.arena(ttt, ev.Player(_preference_act, params=center_first), rand,
+             num_games=8, key=key)
+    misses = ev._arena_loop_fn.cache_info().misses
+    with_params = ev.arena(ttt, ev.Player(_preference_act, params=corner_first), rand,
+                           num_games=8, key=key)
+    assert ev._arena_loop_fn.cache_info().misses == misses  # no new compile
+    # The same games as a player that closes over the same preferences.
+    closed = ev.Player(lambda k, s: _preference_act(corner_first, k, s))
+    baked = ev.arena(ttt, closed, rand, num_games=8, key=key)
+    assert ev._arena_loop_fn.cache_info().misses == misses + 1
+    assert (with_params.wins.tolist(), with_params.losses.tolist()) == (
+        baked.wins.tolist(), baked.losses.tolist())
+    states = ev.init_batch(ttt, 2, key)
+    assert ev.Player(_preference_act, params=corner_first)(key, states).tolist() == [0, 0]
+
+
 def test_pure_search_beats_random(ttt):
     search = ev.pure_search_player(ttt, 64, algorithm="muzero")
     result = ev.arena(ttt, search, ev.random_player(ttt), num_games=20,
