@@ -272,6 +272,12 @@ def _to_float(tree) -> Dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(tree).items()}
 
 
+#: Fields a resumed run may change: the schedule's length and what neither the
+#: parameters nor any training key depend on (evaluation and checkpointing).
+RESUME_MAY_CHANGE = ("iterations", "eval_simulations", "eval_search_algorithm",
+                     "eval_every", "eval_games", "checkpoint_every")
+
+
 def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = False,
           progress: bool = True, evaluate: bool = True, verbose: bool = True,
           log_every: int = 1, stop_after: Optional[int] = None,
@@ -283,7 +289,9 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
       out_dir: where ``metrics.jsonl``, ``config.json`` and checkpoints go
         (None: nothing is written).
       resume: continue from the newest checkpoint in ``out_dir``; its saved
-        config must equal ``config`` (except ``iterations``, which may grow).
+        config must equal ``config`` except for the fields in
+        ``RESUME_MAY_CHANGE`` (``iterations``, which may grow, and the
+        evaluation and checkpoint settings).
       overwrite: delete the checkpoints and metrics of an earlier run in
         ``out_dir`` (without it, such a directory is an error).
       progress: show a progress bar.
@@ -311,10 +319,11 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
             target = jax.eval_shape(agent.init, jax.random.PRNGKey(config.seed))
             state, info = ckpt.restore(ckpt_dir, target)
             saved = TrainConfig.from_dict(info["config"])
-            if saved.replace(iterations=config.iterations) != config:
+            if saved.replace(**{f: getattr(config, f) for f in RESUME_MAY_CHANGE}) != config:
                 raise ValueError(
                     f"--resume: the config in {ckpt_dir} differs from the requested "
-                    "one; pass the same settings (only 'iterations' may change)")
+                    "one; pass the same settings (only "
+                    f"{', '.join(RESUME_MAY_CHANGE)} may change)")
             if saved.iterations != config.iterations:
                 log(f"note: iterations changed from {saved.iterations} to "
                     f"{config.iterations}; the learning-rate schedule spans "

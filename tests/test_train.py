@@ -185,7 +185,11 @@ def test_resume_equals_uninterrupted(tmp_path):
     part = train(cfg, out_dir=str(tmp_path / "part"), progress=False,
                  evaluate=False, verbose=False, stop_after=2)
     assert int(part.state.iteration) == 2
-    resumed = train(cfg, out_dir=str(tmp_path / "part"), resume=True,
+    # Evaluation and checkpoint settings may change on resume; they touch
+    # neither the parameters nor any training key.
+    resumed = train(cfg.replace(eval_simulations=cfg.eval_simulations + 1,
+                                eval_games=2, checkpoint_every=3),
+                    out_dir=str(tmp_path / "part"), resume=True,
                     progress=False, evaluate=False, verbose=False)
     assert int(resumed.state.iteration) == 4
     for a, b in zip(jax.tree_util.tree_leaves(full.state.params),
