@@ -191,8 +191,12 @@ def pure_search_player(domain: Domain, num_simulations: int, *,
       backend: ``"mctx"`` or ``"fast"``.
       **config_overrides: more :class:`~mctx_planner.search.SearchConfig` fields.
     """
-    planner = _pure_search_planner(domain, int(num_simulations), algorithm, backend,
-                                   tuple(sorted(config_overrides.items())))
+    args = (domain, int(num_simulations), algorithm, backend,
+            tuple(sorted(config_overrides.items())))
+    try:
+        planner = _pure_search_planner(*args)
+    except TypeError:  # an unhashable override value: build it uncached
+        planner = _pure_search_planner.__wrapped__(*args)
     return search_player(planner, None,
                          name=f"pure-{algorithm}-{num_simulations}")
 
