@@ -30,7 +30,7 @@ import jax
 
 from mctx_planner import config as config_lib
 from mctx_planner import evaluate as ev
-from mctx_planner.trainer import _search_action_fn, train
+from mctx_planner.trainer import train
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "train_targets.jsonl"
 
@@ -72,14 +72,13 @@ def target_tictactoe_muzero(overrides, games=1000):
     result = train(cfg, progress=False, log_every=10, evaluate=False)
     train_s = time.time() - t0
     agent, params = result.agent, result.state.params
-    act = _search_action_fn(agent)
-    player = ev.Player(act=lambda k, s: act(params, k, s), jittable=True,
-                       name=f"{cfg.algorithm}-{cfg.eval_simulations}")
+    player = ev.search_player(agent.eval_planner, params,
+                              name=f"{cfg.algorithm}-{cfg.eval_simulations}")
     perfect = ev.tictactoe_solver_player(randomize_ties=True)
     r = ev.arena(agent.domain, player, perfect, num_games=games,
                  key=jax.random.PRNGKey(1))
     print(r.summary())
-    audit = ev.audit_tictactoe(lambda s: act(params, jax.random.PRNGKey(0), s))
+    audit = ev.audit_tictactoe(player)
     print("audit (search):", audit.summary())
     _record("tictactoe_muzero", dict(
         config=overrides, train_s=train_s, wall_s=time.time() - t0, games=games,
@@ -118,9 +117,7 @@ def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
     for sims in eval_sims:
         planner = make_planner(agent.eval_planner.model, dataclasses.replace(
             search_config(agent.config, evaluation=True), num_simulations=sims))
-        act = jax.jit(lambda p, k, s, planner=planner: planner.search(p, k, s).action)
-        player = ev.Player(act=lambda k, s, act=act: act(params, k, s), jittable=True,
-                           name=f"{search}-{sims}")
+        player = ev.search_player(planner, params, name=f"{search}-{sims}")
         for opening_key in eval_keys:
             r = ev.arena(agent.domain, player, opponent, num_games=games,
                          key=jax.random.PRNGKey(opening_key), opening_moves=opening_moves)
@@ -187,9 +184,8 @@ def target_2048(overrides, episodes=200):
     result = train(cfg, progress=False, log_every=10, evaluate=False)
     train_s = time.time() - t0
     agent, params = result.agent, result.state.params
-    act = _search_action_fn(agent)
-    player = ev.Player(act=lambda k, s: act(params, k, s), jittable=True,
-                       name=f"stochastic-muzero-{cfg.eval_simulations}")
+    player = ev.search_player(agent.eval_planner, params,
+                              name=f"stochastic-muzero-{cfg.eval_simulations}")
     key = jax.random.PRNGKey(3)
     init = ev.init_batch(agent.domain, episodes, key)
     rows = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from mctx_planner.networks import NetworkConfig
@@ -344,10 +345,14 @@ def preset(domain: str = "tictactoe", algorithm: Optional[str] = None) -> TrainC
     return TrainConfig(domain=domain, algorithm=algorithm, **overrides)
 
 
-def _parse_value(text: str, current: Any, field: str) -> Any:
-    if field == "eval_search_algorithm" and text.lower() == "none":
-        return None
-    if current is None or isinstance(current, (int, float)) and not isinstance(current, bool):
+def _accepts_none(cls, name: str) -> bool:
+    """Whether dataclass field ``cls.name`` is declared ``Optional[...]``."""
+    return type(None) in typing.get_args(typing.get_type_hints(cls).get(name))
+
+
+def _parse_value(text: str, current: Any, field: str, optional: bool = False) -> Any:
+    if optional or current is None or (isinstance(current, (int, float))
+                                       and not isinstance(current, bool)):
         if text.lower() == "none":
             return None
     if isinstance(current, bool):
@@ -386,7 +391,8 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
             if name not in {f.name for f in dataclasses.fields(NetworkConfig)}:
                 raise ValueError(f"unknown field network.{name}")
             net[name] = _parse_value(text, getattr(config.network, name),
-                                     f"network.{name}")
+                                     f"network.{name}",
+                                     _accepts_none(NetworkConfig, name))
         elif key.startswith("domain."):
             kwargs = dict(config.domain_kwargs)
             name = key.split(".", 1)[1]
@@ -398,7 +404,8 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
             if key not in fields:
                 raise ValueError(f"unknown TrainConfig field {key!r}; known: "
                                  f"{sorted(fields)}")
-            top[key] = _parse_value(text, getattr(config, key), key)
+            top[key] = _parse_value(text, getattr(config, key), key,
+                                    _accepts_none(TrainConfig, key))
     if net:
         top["network"] = dataclasses.replace(config.network, **net)
     return config.replace(**top)

@@ -194,9 +194,11 @@ def pure_search_player(domain: Domain, num_simulations: int, *,
     args = (domain, int(num_simulations), algorithm, backend,
             tuple(sorted(config_overrides.items())))
     try:
-        planner = _pure_search_planner(*args)
+        hash(args)
+        build = _pure_search_planner
     except TypeError:  # an unhashable override value: build it uncached
-        planner = _pure_search_planner.__wrapped__(*args)
+        build = _pure_search_planner.__wrapped__
+    planner = build(*args)
     return search_player(planner, None,
                          name=f"pure-{algorithm}-{num_simulations}")
 

@@ -15,7 +15,6 @@ between iterations gives the same parameters as a run never stopped.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pathlib
 import shutil
@@ -74,17 +73,6 @@ def network_action_fn(agent: Agent):
     return jax.jit(act)
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_search_action(search):
-    return jax.jit(lambda params, key, states: search(params, key, states).action)
-
-
-def _search_action_fn(agent: Agent):
-    """Jitted ``(params, key, states) -> actions`` of the evaluation planner,
-    one per planner (repeated evaluations of a run reuse the compiled code)."""
-    return _jitted_search_action(agent.eval_planner.search)
-
-
 def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
                    num_games: int = 200, previous_params: Any = None,
                    log: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -105,7 +93,6 @@ def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
     """
     domain = agent.domain
     config = agent.config
-    search_act = _search_action_fn(agent)
     agent_player = ev.search_player(agent.eval_planner, params,
                                     name=f"agent-{config.eval_simulations}")
     results: Dict[str, Any] = {}
@@ -125,8 +112,7 @@ def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
             log("  " + r.summary())
         if domain.name == "tictactoe":
             net_act = network_action_fn(agent)
-            search_audit = ev.audit_tictactoe(
-                lambda s: search_act(params, jax.random.PRNGKey(0), s))
+            search_audit = ev.audit_tictactoe(agent_player)
             net_audit = ev.audit_tictactoe(lambda s: net_act(params, s))
             for name, audit in (("search", search_audit), ("network", net_audit)):
                 results[f"audit_{name}_nonoptimal"] = audit.num_nonoptimal
