@@ -165,6 +165,37 @@ def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
       extra_data=extra_data)
 
 
+# Measured on XLA:CPU (jax 0.10): gathering the edge records of the nodes as
+# rows of the flattened `[B * N, A, 6]` store is 5-13% faster (whole search)
+# than the two-index gather `edges[b, node]` with 9 actions, and 20% slower
+# with 64 actions.
+_FLAT_RECORD_MAX_ACTIONS = 16
+
+
+def _rows(x, ex, node):
+  """`x[ex, node]` for `x` of shape `[B, N, ...]` (rows of examples' nodes).
+
+  Written as a gather of rows of `x` viewed as `[B * N, ...]` (a free
+  reshape), a simpler loop for XLA:CPU than a gather with two index
+  dimensions for small rows.  Indices must be in bounds.
+  """
+  batch_size, num_nodes = x.shape[:2]
+  flat = x.reshape((batch_size * num_nodes,) + x.shape[2:])
+  return flat.at[ex * num_nodes + node].get(mode="promise_in_bounds")
+
+
+def _set_fields(x, row, fields: slice, value):
+  """Sets `fields` of rows `row` of `x` viewed as `[rows, fields]`.
+
+  `x` is `[B, N, F]` or `[B, N, A, F]` (flat rows `b * N + n` or
+  `(b * N + n) * A + a`); rows out of bounds are dropped; `row` must hold no
+  duplicate in-bounds entries.
+  """
+  flat = x.reshape((-1, x.shape[-1]))
+  flat = flat.at[row, fields].set(value, mode="drop", unique_indices=True)
+  return flat.reshape(x.shape)
+
+
 def _node_view(store: _Store, ex: chex.Array, node: chex.Array,
                invalid_actions, extra_data) -> Tree:
   """A `Tree` of one node per example: node `node[i]` of example `ex[i]`.
@@ -173,9 +204,13 @@ def _node_view(store: _Store, ex: chex.Array, node: chex.Array,
   rows of the examples), so mctx-style per-example functions can be vmapped
   over it with node index 0.  Unused fields are removed by XLA.
   """
-  rec = store.edges[ex, node][:, None]  # [K, 1, A, 6], one contiguous read
-  st = store.stats[ex, node][:, None]
-  ln = store.links[ex, node][:, None]
+  # One contiguous record per example: [K, 1, A, 6].
+  if store.edges.shape[2] <= _FLAT_RECORD_MAX_ACTIONS:
+    rec = _rows(store.edges, ex, node)[:, None]
+  else:
+    rec = store.edges[ex, node][:, None]
+  st = _rows(store.stats, ex, node)[:, None]
+  ln = _rows(store.links, ex, node)[:, None]
   return Tree(
       node_visits=st[..., _S_VISITS],
       raw_values=_f32(st[..., _S_RAW]),
@@ -188,7 +223,7 @@ def _node_view(store: _Store, ex: chex.Array, node: chex.Array,
       children_rewards=_f32(rec[..., _E_REWARD]),
       children_discounts=_f32(rec[..., _E_DISCOUNT]),
       children_values=_f32(rec[..., _E_VALUE]),
-      embeddings=jax.tree.map(lambda x: x[ex, node][:, None],
+      embeddings=jax.tree.map(lambda x: _rows(x, ex, node)[:, None],
                               store.embeddings),
       root_invalid_actions=invalid_actions,
       extra_data=extra_data)
@@ -369,7 +404,7 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
   """Evaluates `(parent, action)` and writes the result at node `child`."""
   batch_size, _, num_actions, _ = store.edges.shape
   b = jnp.arange(batch_size)
-  embedding = jax.tree.map(lambda x: x[b, parent], store.embeddings)
+  embedding = jax.tree.map(lambda x: _rows(x, b, parent), store.embeddings)
   step, embedding = recurrent_fn(params, rng_key, action, embedding)
   chex.assert_shape(step.prior_logits, [batch_size, num_actions])
   chex.assert_shape([step.reward, step.discount, step.value], (batch_size,))
@@ -409,6 +444,7 @@ def _backup(store: _Store, leaf: chex.Array) -> _Store:
   (from `expand` for the leaf, from the previous iteration otherwise).
   """
   batch_size, num_nodes = store.stats.shape[:2]
+  num_actions = store.edges.shape[2]
   links = store.links
   leaf = jnp.asarray(leaf, jnp.int32)
 
@@ -417,22 +453,28 @@ def _backup(store: _Store, leaf: chex.Array) -> _Store:
     stats, edges = shared
     value, node_value, node_visit, node = rows
     active = node != Tree.ROOT_INDEX
-    link = links[b, node]
+    link = _rows(links, b, node)
     parent = jnp.where(active, link[:, _L_PARENT] - 1, Tree.ROOT_INDEX)
     action = link[:, _L_ACTION] - 1
-    parent_stat = stats[b, parent]
+    parent_stat = _rows(stats, b, parent)
     count = parent_stat[:, _S_VISITS]
     new_value = _f32(link[:, _L_REWARD]) + _f32(link[:, _L_DISCOUNT]) * value
     parent_value = (_f32(parent_stat[:, _S_VALUE]) * count + new_value) / (
         count + 1.0)
 
-    w_parent = jnp.where(active, parent, num_nodes)  # out of bounds: dropped
-    stats = stats.at[b, w_parent, _S_VISITS:_S_VALUE + 1].set(
-        jnp.stack([count + 1, _bits(parent_value)], -1), mode="drop",
-        unique_indices=True)
-    edges = edges.at[b, w_parent, action, _E_VALUE:_E_VISITS + 1].set(
-        jnp.stack([_bits(node_value), node_visit], -1), mode="drop",
-        unique_indices=True)
+    # Rows of the flattened `[B * N, ...]` arrays; inactive examples write
+    # out of bounds (to distinct rows, as the scatters promise unique
+    # indices), which the scatters drop.
+    row = b * num_nodes + parent
+    out = batch_size * num_nodes + jnp.arange(b.shape[0])
+    stats = _set_fields(stats, jnp.where(active, row, out),
+                        slice(_S_VISITS, _S_VALUE + 1),
+                        jnp.stack([count + 1, _bits(parent_value)], -1))
+    edges = _set_fields(edges,
+                        jnp.where(active, row * num_actions + action,
+                                  out * num_actions),
+                        slice(_E_VALUE, _E_VISITS + 1),
+                        jnp.stack([_bits(node_value), node_visit], -1))
     value = jnp.where(active, new_value, value)
     node_value = jnp.where(active, parent_value, node_value)
     node_visit = jnp.where(active, count + 1, node_visit)
@@ -442,7 +484,7 @@ def _backup(store: _Store, leaf: chex.Array) -> _Store:
     return rows[:-1] + (jnp.where(valid, rows[-1], Tree.ROOT_INDEX),)
 
   b = jnp.arange(batch_size)
-  leaf_stat = store.stats[b, leaf]
+  leaf_stat = _rows(store.stats, b, leaf)
   leaf_value = _f32(leaf_stat[:, _S_VALUE])
   (stats, edges), _ = _compacted_loop(
       lambda rows: rows[-1] != Tree.ROOT_INDEX, body, pad,
