@@ -509,12 +509,22 @@ def search(params: chex.ArrayTree,
            max_depth: Optional[int] = None,
            invalid_actions: Optional[chex.Array] = None,
            extra_data: Any = None,
-           loop_fn: mctx.LoopFn = jax.lax.fori_loop) -> Tree:
+           loop_fn: mctx.LoopFn = jax.lax.fori_loop,
+           mesh: Optional[jax.sharding.Mesh] = None,
+           batch_axis: str = "batch") -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
   `root_select` / `interior_select` are batched selection functions (see
   `BatchedSelectFn`).  Requires float32 `root.prior_logits` and `root.value`
   (the recurrent outputs are stored as float32 as well).
+
+  With a `mesh`, the batch is split over its axis `batch_axis` and every
+  device searches its examples on its own (`shard_map`: no communication
+  inside the search).  Per-example keys are drawn for the whole batch as
+  without a mesh, so each example gets the same search, up to float rounding
+  (the network's matmuls may round the last bit differently on the smaller
+  per-device batch, which can flip near-ties), as long as `recurrent_fn` uses
+  its key the same way on any batch size (or not at all).
   """
   if not _packable(root):
     raise ValueError(
@@ -526,11 +536,55 @@ def search(params: chex.ArrayTree,
     max_depth = num_simulations
   if invalid_actions is None:
     invalid_actions = jnp.zeros_like(root.prior_logits)
+  run = functools.partial(
+      _search_shard, recurrent_fn=recurrent_fn, root_select=root_select,
+      interior_select=interior_select, num_simulations=num_simulations,
+      max_depth=max_depth, loop_fn=loop_fn, full_batch=batch_size)
+  if mesh is None:
+    return run(params, rng_key, root, invalid_actions, extra_data, offset=0)
+  num_shards = mesh.shape[batch_axis]
+  if batch_size % num_shards:
+    raise ValueError(
+        f"the batch ({batch_size}) must divide evenly over the {num_shards} "
+        f"devices of mesh axis {batch_axis!r}")
+  local_batch = batch_size // num_shards
+
+  def shard(params, rng_key, root, invalid_actions, extra_data):
+    offset = jax.lax.axis_index(batch_axis) * local_batch
+    return run(params, rng_key, root, invalid_actions, extra_data,
+               offset=offset)
+
+  batched = jax.sharding.PartitionSpec(batch_axis)
+  replicated = jax.sharding.PartitionSpec()
+  return _shard_map(shard, mesh,
+                    (replicated, replicated, batched, batched, batched),
+                    batched)(params, rng_key, root, invalid_actions, extra_data)
+
+
+def _shard_map(fn, mesh, in_specs, out_specs):
+  """`jax.shard_map` without replication checks, on old and new JAX."""
+  if hasattr(jax, "shard_map"):
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs,
+                         out_specs=out_specs, check_vma=False)
+  from jax.experimental.shard_map import shard_map  # pylint: disable=g-import-not-at-top
+  return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                   check_rep=False)
+
+
+def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
+                  recurrent_fn, root_select, interior_select, num_simulations,
+                  max_depth, loop_fn, full_batch, offset) -> Tree:
+  """The search of examples `offset ... offset + len(root.value)` of a batch
+  of `full_batch` (all of it without a mesh)."""
+  batch_size = root.value.shape[0]
 
   def one_simulation(sim, state):
     rng_key, store = state
     rng_key, simulate_key, expand_key = jax.random.split(rng_key, 3)
-    simulate_keys = _split_batch(simulate_key, batch_size)
+    simulate_keys = _split_batch(simulate_key, full_batch)
+    if batch_size != full_batch:
+      simulate_keys = jax.lax.dynamic_slice_in_dim(simulate_keys, offset,
+                                                   batch_size)
     parent, action, child = _descend(simulate_keys, store, invalid_actions,
                                      extra_data, root_select, interior_select,
                                      max_depth)
@@ -767,8 +821,13 @@ def muzero_policy(
     dirichlet_alpha: chex.Numeric = 0.3,
     pb_c_init: chex.Numeric = 1.25,
     pb_c_base: chex.Numeric = 19652,
-    temperature: chex.Numeric = 1.0) -> mctx.PolicyOutput[None]:
-  """Drop-in replacement for `mctx.muzero_policy` (same outputs)."""
+    temperature: chex.Numeric = 1.0,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    batch_axis: str = "batch") -> mctx.PolicyOutput[None]:
+  """Drop-in replacement for `mctx.muzero_policy` (same outputs).
+
+  `mesh` / `batch_axis`: split the tree search over devices (see `search`).
+  """
   if not _packable(root):
     return mctx.muzero_policy(
         params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
@@ -784,7 +843,8 @@ def muzero_policy(
       params, search_key, root=root, recurrent_fn=recurrent_fn,
       root_select=select, interior_select=select,
       num_simulations=num_simulations, max_depth=max_depth,
-      invalid_actions=invalid_actions, loop_fn=loop_fn)
+      invalid_actions=invalid_actions, loop_fn=loop_fn, mesh=mesh,
+      batch_axis=batch_axis)
   action, weights = _act_by_visits(rng_key, tree, temperature)
   return mctx.PolicyOutput(action=action, action_weights=weights,
                            search_tree=tree)
@@ -803,8 +863,13 @@ def gumbel_muzero_policy(
     qtransform=mctx.qtransform_completed_by_mix_value,
     max_num_considered_actions: int = 16,
     gumbel_scale: chex.Numeric = 1.,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    batch_axis: str = "batch",
 ) -> mctx.PolicyOutput[mctx.GumbelMuZeroExtraData]:
-  """Drop-in replacement for `mctx.gumbel_muzero_policy` (same outputs)."""
+  """Drop-in replacement for `mctx.gumbel_muzero_policy` (same outputs).
+
+  `mesh` / `batch_axis`: split the tree search over devices (see `search`).
+  """
   if not _packable(root):
     return mctx.gumbel_muzero_policy(
         params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
@@ -830,7 +895,7 @@ def gumbel_muzero_policy(
       num_simulations=num_simulations, max_depth=max_depth,
       invalid_actions=invalid_actions,
       extra_data=mctx.GumbelMuZeroExtraData(root_gumbel=gumbel),
-      loop_fn=loop_fn)
+      loop_fn=loop_fn, mesh=mesh, batch_axis=batch_axis)
 
   # Act with the best of the most visited actions (by gumbel + logits + q).
   visit_counts = tree.summary().visit_counts
@@ -931,8 +996,13 @@ def stochastic_muzero_policy(
     dirichlet_alpha: chex.Numeric = 0.3,
     pb_c_init: chex.Numeric = 1.25,
     pb_c_base: chex.Numeric = 19652,
-    temperature: chex.Numeric = 1.0) -> mctx.PolicyOutput[None]:
-  """Drop-in replacement for `mctx.stochastic_muzero_policy` (same output)."""
+    temperature: chex.Numeric = 1.0,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    batch_axis: str = "batch") -> mctx.PolicyOutput[None]:
+  """Drop-in replacement for `mctx.stochastic_muzero_policy` (same output).
+
+  `mesh` / `batch_axis`: split the tree search over devices (see `search`).
+  """
   if not _packable(root):
     return mctx.stochastic_muzero_policy(
         params, rng_key, root, decision_recurrent_fn, chance_recurrent_fn,
@@ -971,7 +1041,8 @@ def stochastic_muzero_policy(
       params, search_key, root=root, recurrent_fn=recurrent_fn,
       root_select=select, interior_select=select,
       num_simulations=num_simulations, max_depth=max_depth,
-      invalid_actions=invalid_actions, loop_fn=loop_fn)
+      invalid_actions=invalid_actions, loop_fn=loop_fn, mesh=mesh,
+      batch_axis=batch_axis)
 
   tree = _split_actions(tree, num_actions, "decision")
   action, weights = _act_by_visits(rng_key, tree, temperature)
