@@ -124,34 +124,66 @@ def run_config(mesh, policy, hidden, num_actions, batch, sims, budget_s):
   return res
 
 
-def run_selfplay(mesh, iterations=3):
-  """ms per training iteration: one device, automatic partitioning, mesh."""
-  from mctx_planner.config import preset
-  from mctx_planner.train import make_agent, shard_state
+def run_selfplay(mesh, rounds=5):
+  """Connect Four preset: ms per self-play chunk and per training iteration.
+
+  Three ways, timed in interleaved rounds (medians): one device; the state
+  sharded with `shard_state` and left to XLA's automatic partitioning; the
+  same with `make_agent(mesh=...)`.  "play" is the self-play chunk alone
+  (`rollout`, 256 games x 32 moves x 32 simulations), "iteration" the whole
+  training iteration (play, then 64 updates of 512 examples).
+  """
   import dataclasses
+  import statistics
+  from mctx_planner.config import preset
+  from mctx_planner.selfplay import rollout
+  from mctx_planner.train import make_agent, shard_state
+  from mctx_planner.search import make_planner
+  from mctx_planner.train import search_config
   cfg = dataclasses.replace(preset("connect4", "gumbel_alphazero"),
                             replay_capacity=65536)
-  out = dict(config="connect4 preset (256 envs x 32 steps, Gumbel 32 sims, "
-                    "64 updates of 512)", devices=len(mesh.devices.flat))
-  variants = [("one_device", make_agent(cfg), False),
-              ("auto_partitioned", make_agent(cfg), True),
-              ("mesh", make_agent(cfg, mesh=mesh), True)]
-  for name, agent, sharded in variants:
+  out = dict(config="connect4 preset: 256 games x 32 moves, Gumbel 32 sims, "
+                    "then 64 updates of 512", devices=len(mesh.devices.flat))
+  one, split = make_agent(cfg), make_agent(cfg, mesh=mesh)
+  split_planner = make_planner(one.planner.model, search_config(cfg),
+                               mesh=mesh)
+  variants = {"one_device": (one, one.planner, False),
+              "auto_partitioned": (one, one.planner, True),
+              "mesh": (split, split_planner, True)}
+  states, plays, times = {}, {}, {}
+  for name, (agent, planner, sharded) in variants.items():
     state = agent.init(jax.random.PRNGKey(0))
     if sharded:
       state = shard_state(state, mesh)
-    # Two warm-up iterations: the first output's shardings can differ from
-    # shard_state's, which compiles the iteration a second time.
+    # Warm-up: the first output's shardings can differ from shard_state's,
+    # which compiles the iteration a second time.
     for _ in range(2):
       state, metrics = agent.iteration(state)
     jax.block_until_ready(metrics)
-    t0 = time.perf_counter()
-    for _ in range(iterations):
+    states[name] = state
+    plays[name] = jax.jit(functools.partial(
+        rollout, agent.domain, planner.search, num_steps=cfg.unroll_length,
+        opening_moves=cfg.opening_moves))
+    jax.block_until_ready(plays[name](state.params, state.env_states,
+                                      jax.random.PRNGKey(1)))
+    times[name] = dict(play=[], iteration=[])
+  for r in range(rounds):
+    for name, (agent, _, _) in variants.items():
+      state = states[name]
+      t0 = time.perf_counter()
+      jax.block_until_ready(plays[name](state.params, state.env_states,
+                                        jax.random.PRNGKey(r)))
+      times[name]["play"].append(time.perf_counter() - t0)
+      t0 = time.perf_counter()
       state, metrics = agent.iteration(state)
-    jax.block_until_ready(metrics)
-    out[name + "_s"] = (time.perf_counter() - t0) / iterations
-    print(f"selfplay {name}: {out[name + '_s'] * 1e3:.0f} ms per iteration",
-          flush=True)
+      jax.block_until_ready(metrics)
+      times[name]["iteration"].append(time.perf_counter() - t0)
+      states[name] = state
+  for name, t in times.items():
+    for part, values in t.items():
+      out[f"{name}_{part}_s"] = statistics.median(values)
+    print(f"selfplay {name}: play {out[name + '_play_s'] * 1e3:.0f} ms, "
+          f"iteration {out[name + '_iteration_s'] * 1e3:.0f} ms", flush=True)
   return out
 
 

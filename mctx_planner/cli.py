@@ -100,6 +100,10 @@ def _add_train(sub):
     p.add_argument("--no-eval", action="store_true", help="skip the evaluations")
     p.add_argument("--log-every", type=int, default=1,
                    help="print a summary line every N iterations")
+    p.add_argument("--devices", type=int, default=1,
+                   help="split the environments and self-play's searches over N "
+                        "devices (on a CPU: N devices, one per core; needs "
+                        "--set search_backend=fast unless the preset uses it)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config and exit")
 
@@ -134,11 +138,37 @@ def _cmd_train(args) -> int:
             out = f"{base}-{n}"
     result = train(cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, evaluate=not args.no_eval,
-                   log_every=args.log_every)
+                   log_every=args.log_every, mesh=_device_mesh(args.devices))
     print(f"checkpoint and metrics in {out}/ "
           f"(evaluate again: mctx-planner eval --checkpoint {out})")
     del result
     return 0
+
+
+def _device_mesh(num_devices: int):
+    """A 1-D mesh (axis "batch") of ``num_devices`` devices, None for 1.
+
+    On a CPU, JAX shows one device unless told otherwise before it starts, so
+    the CPU is asked for ``num_devices`` devices first (each then runs its
+    share of the work on its own core).
+    """
+    if num_devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {num_devices}")
+    if num_devices == 1:
+        return None
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    try:
+        jax.config.update("jax_num_cpu_devices", num_devices)
+    except (AttributeError, RuntimeError, ValueError):
+        pass  # an older JAX, or already started: use the devices there are
+    devices = jax.devices()
+    if len(devices) < num_devices:
+        raise ValueError(f"--devices {num_devices}: JAX has only {len(devices)} "
+                         f"device(s) ({devices}); on a CPU, start the process with "
+                         f"XLA_FLAGS=--xla_force_host_platform_device_count="
+                         f"{num_devices}")
+    return jax.sharding.Mesh(np.array(devices[:num_devices]), ("batch",))
 
 
 def _cmd_eval(args) -> int:

@@ -552,8 +552,8 @@ def make_planner(model: SearchModel, config: SearchConfig = SearchConfig(), *,
         as without a mesh. The trees are those of one device up to float
         rounding: the network and XLA's elementwise math may round the last
         bit differently on the per-device batch, which can flip near-ties
-        (in tests and benchmarks: the same root visit counts for 95-100% of
-        the examples). Needs ``config.backend == "fast"`` and a batch that
+        (in benchmarks/search_devices.py: the same root visit counts in all
+        48 configurations). Needs ``config.backend == "fast"`` and a batch that
         divides evenly. Use it whenever the root inputs are sharded over
         devices (several GPUs, or a CPU's cores exposed as devices with
         ``jax.config.update("jax_num_cpu_devices", n)``): left to XLA's

@@ -30,7 +30,7 @@ from mctx_planner import checkpoint as ckpt
 from mctx_planner import evaluate as ev
 from mctx_planner.config import TrainConfig
 from mctx_planner.networks import MuZeroNet
-from mctx_planner.train import Agent, TrainState, make_agent
+from mctx_planner.train import Agent, TrainState, make_agent, shard_state
 
 
 @dataclasses.dataclass
@@ -267,7 +267,8 @@ RESUME_MAY_CHANGE = ("iterations", "eval_simulations", "eval_search_algorithm",
 def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = False,
           progress: bool = True, evaluate: bool = True, verbose: bool = True,
           log_every: int = 1, stop_after: Optional[int] = None,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False,
+          mesh: Optional[jax.sharding.Mesh] = None) -> TrainResult:
     """Runs (or resumes) a training run.
 
     Args:
@@ -288,13 +289,18 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
       stop_after: run at most this many iterations in this call, then save a
         checkpoint and return without the final evaluation (for time-sliced
         jobs; continue later with ``resume=True``).
+      mesh: optional device mesh with an axis ``"batch"``: the environments,
+        the replay and self-play's searches are split over its devices
+        (:func:`~mctx_planner.train.shard_state` and ``make_agent(mesh=...)``;
+        needs ``search_backend="fast"``). On a CPU, one device per core
+        makes self-play use every core (``mctx-planner train --devices N``).
 
     Returns:
       A :class:`TrainResult`.
     """
     start = time.time()
     log = print if verbose else (lambda *_: None)
-    agent = make_agent(config)
+    agent = make_agent(config, mesh=mesh)
     state = None
     ckpt_dir = None
     if out_dir is not None:
@@ -329,13 +335,17 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
         (out / "config.json").write_text(config.to_json())
     if state is None:
         state = agent.init(jax.random.PRNGKey(config.seed))
+    if mesh is not None:
+        state = shard_state(state, mesh)
 
     first = int(state.iteration)
     log(f"mctx-planner: {config.algorithm} on {config.domain} | {config.num_envs} "
         f"envs x {config.unroll_length} steps x {config.num_simulations} sims per "
         f"iteration, {config.updates_per_iteration} updates of {config.batch_size} | "
         f"replay {config.replay_capacity} examples = "
-        f"{agent.replay_nbytes / 2**20:.1f} MiB | devices: {jax.devices()}")
+        f"{agent.replay_nbytes / 2**20:.1f} MiB | devices: "
+        + (f"{jax.devices()}" if mesh is None else
+           f"split over {mesh.devices.size}: {list(mesh.devices.flat)}"))
     metrics_file = None
     writer = None
     if out_dir is not None:

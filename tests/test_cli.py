@@ -74,6 +74,9 @@ def test_search_explains_one_position(capsys, tmp_path):
     (["train", "--domain", "chess"], "--domain must be one of"),
     (["search", "--moves", "0,0"], "illegal"),
     (["eval", "--checkpoint", "/nonexistent/run"], "no checkpoint"),
+    (["train", "--devices", "0", "--no-progress"], "--devices must be >= 1"),
+    # This process started JAX with one CPU device.
+    (["train", "--devices", "2", "--no-progress"], "JAX has only 1 device"),
 ])
 def test_bad_input_is_one_clear_line(argv, message, capsys):
     assert main(argv) == 2
@@ -107,3 +110,20 @@ def test_import_errors_name_the_module(capsys):
     assert "--import no_such_module_xyz" in err and "ModuleNotFoundError" in err
     assert main(["train", "--domain", "nope", "--no-progress"]) == 2
     assert "--import the module that registers it" in capsys.readouterr().err
+
+
+def test_train_on_two_cpu_devices_then_resume_on_one(tmp_path):
+    # Fresh processes: the CPU device count is set when JAX starts.
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "mctx_planner.cli", "train", "--out", str(out),
+            "--no-progress", *TINY, "--set", "search_backend=fast"]
+    # With the final evaluation: it must take the sharded parameters.
+    first = subprocess.run(base + ["--iterations", "2", "--devices", "2"],
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "split over 2" in first.stdout and "CpuDevice(id=1)" in first.stdout
+    assert "final evaluation" in first.stdout
+    second = subprocess.run(base + ["--iterations", "3", "--resume", "--no-eval"],
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout and "iter    3" in second.stdout

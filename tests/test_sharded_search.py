@@ -16,7 +16,6 @@ from jax.sharding import Mesh
 
 from mctx_planner.config import TrainConfig
 from mctx_planner.domains import TicTacToe
-from mctx_planner.networks import AlphaZeroNet, NetworkConfig
 from mctx_planner.search import SearchConfig, make_planner, true_model, uniform_predict_fn
 from mctx_planner.train import make_agent
 
