@@ -20,7 +20,9 @@ CPU), but runs every phase batch-first:
   lockstep, reading and writing ``O(B)`` elements per step (examples that
   already reached the root write out of bounds, which XLA drops).
 * both loops continue on a compacted sub-batch once at most a quarter of the
-  examples is still active (for ``B >= 256``).
+  examples is still active (for ``B >= 256``);
+* with a ``mesh``, the batch is split over devices and each device runs this
+  search on its examples alone (``shard_map``, see ``search``).
 
 Further CPU-specific choices, none of which changes a result bit:
 
@@ -168,17 +170,24 @@ def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
 # Measured on XLA:CPU (jax 0.10): gathering the edge records of the nodes as
 # rows of the flattened `[B * N, A, 6]` store is 5-13% faster (whole search)
 # than the two-index gather `edges[b, node]` with 9 actions, and 20% slower
-# with 64 actions.
+# with 64 actions.  Other backends keep the two-index gathers (as measured on
+# GPU).
 _FLAT_RECORD_MAX_ACTIONS = 16
+
+
+def _flat_indexing() -> bool:
+  return jax.default_backend() == "cpu"
 
 
 def _rows(x, ex, node):
   """`x[ex, node]` for `x` of shape `[B, N, ...]` (rows of examples' nodes).
 
-  Written as a gather of rows of `x` viewed as `[B * N, ...]` (a free
-  reshape), a simpler loop for XLA:CPU than a gather with two index
+  On CPU, written as a gather of rows of `x` viewed as `[B * N, ...]` (a
+  free reshape), a simpler loop for XLA:CPU than a gather with two index
   dimensions for small rows.  Indices must be in bounds.
   """
+  if not _flat_indexing():
+    return x[ex, node]
   batch_size, num_nodes = x.shape[:2]
   flat = x.reshape((batch_size * num_nodes,) + x.shape[2:])
   return flat.at[ex * num_nodes + node].get(mode="promise_in_bounds")
@@ -189,7 +198,8 @@ def _set_fields(x, row, fields: slice, value):
 
   `x` is `[B, N, F]` or `[B, N, A, F]` (flat rows `b * N + n` or
   `(b * N + n) * A + a`); rows out of bounds are dropped; `row` must hold no
-  duplicate in-bounds entries.
+  duplicates, out-of-bounds rows included (the scatter promises unique
+  indices).
   """
   flat = x.reshape((-1, x.shape[-1]))
   flat = flat.at[row, fields].set(value, mode="drop", unique_indices=True)
@@ -205,7 +215,7 @@ def _node_view(store: _Store, ex: chex.Array, node: chex.Array,
   over it with node index 0.  Unused fields are removed by XLA.
   """
   # One contiguous record per example: [K, 1, A, 6].
-  if store.edges.shape[2] <= _FLAT_RECORD_MAX_ACTIONS:
+  if store.edges.shape[2] <= _FLAT_RECORD_MAX_ACTIONS:  # (flat on CPU only)
     rec = _rows(store.edges, ex, node)[:, None]
   else:
     rec = store.edges[ex, node][:, None]

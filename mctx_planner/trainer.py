@@ -15,6 +15,7 @@ between iterations gives the same parameters as a run never stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -60,17 +61,20 @@ def network_action_fn(agent: Agent):
     (for MuZero agents, the prediction head applied to the representation of
     the observation). Useful to measure how much search adds to the network.
     """
-    net = agent.net
+    # One compiled program per network (the networks are frozen, hashable
+    # modules), shared by every call: periodic evaluations do not recompile.
+    return functools.partial(_network_act, agent.net)
 
-    def act(params, states):
-        if isinstance(net, MuZeroNet):
-            latent = net.apply(params, states.observation, method=MuZeroNet.represent)
-            logits, _ = net.apply(params, latent, method=MuZeroNet.predict)
-        else:
-            logits, _ = net.apply(params, states.observation)
-        logits = jnp.where(states.legal_action_mask, logits, -jnp.inf)
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.jit(act)
+
+@functools.partial(jax.jit, static_argnums=0)
+def _network_act(net, params, states):
+    if isinstance(net, MuZeroNet):
+        latent = net.apply(params, states.observation, method=MuZeroNet.represent)
+        logits, _ = net.apply(params, latent, method=MuZeroNet.predict)
+    else:
+        logits, _ = net.apply(params, states.observation)
+    logits = jnp.where(states.legal_action_mask, logits, -jnp.inf)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
 def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,

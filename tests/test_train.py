@@ -313,6 +313,24 @@ def test_tiny_tictactoe_learning_beats_untrained_network():
     assert after.score > 0.78, after.summary()
 
 
+def test_network_action_fn_compiles_once_per_network():
+    from mctx_planner import trainer
+    from mctx_planner.selfplay import init_states
+    agent = make_agent(tiny())
+    params = agent.init(jax.random.PRNGKey(0)).params
+    states = init_states(agent.domain, jax.random.PRNGKey(1), 4)
+    first = network_action_fn(agent)(params, states)
+    compiled = trainer._network_act._cache_size()
+    # A new player for the same network (each evaluation makes one) and new
+    # parameters reuse the program.
+    params2 = jax.tree_util.tree_map(lambda x: x + 1.0, params)
+    second = network_action_fn(make_agent(tiny()))(params2, states)
+    assert trainer._network_act._cache_size() == compiled
+    assert first.shape == second.shape == (4,)
+    legal = np.asarray(states.legal_action_mask)
+    assert legal[np.arange(4), np.asarray(first)].all()
+
+
 def test_reanalyze_and_target_network():
     cfg = tiny("tictactoe", "gumbel_muzero", unroll_length=12, replay_capacity=96,
                reanalyze_fraction=0.5, target_update_interval=3, updates_per_iteration=2)
