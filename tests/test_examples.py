@@ -57,6 +57,7 @@ EXAMPLE_RESULTS = {
     "knowledge_graph_reasoning.py": "RESULT knowledge_graph:",
     "recommendation_planning.py": "RESULT recommendation:",
     "adapters_pgx_gymnax.py": "RESULT adapters:",
+    "search_on_all_cores.py": "RESULT search_on_all_cores: devices=",
 }
 DOCS_WITH_CODE = ("quickstart.md", "tutorial_new_domain.md")
 
@@ -394,6 +395,10 @@ def test_example_runs(runner, name):
         for package in ("pgx", "gymnax"):
             if _installed(package):
                 assert f"{package} skipped" not in proc.stdout, _report(proc)
+    if name == "search_on_all_cores.py":
+        # The search split over the devices chooses the actions of XLA's own
+        # partitioning of the same inputs, for both algorithms.
+        assert proc.stdout.count("_same_as_partitioned=100%") == 2, _report(proc)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE_RESULTS))
