@@ -1,0 +1,145 @@
+"""Where one fast search spends its time on CPU: XLA kernels per phase.
+
+Runs one configuration of `search_overhead.py` (same MLP, same roots) through
+the `fast` backend under `jax.profiler`, reads the trace (Perfetto JSON) and
+attributes every XLA:CPU kernel launch ("thunk") to the computation it runs
+in: the descent loops (full batch, then compacted), the backup loops, the
+loop conditions, the rest of the simulation (root step, expansion with the
+network, key splitting, compaction) and the program outside the simulation
+loop.  It prints, per phase, kernels per simulation and profiled time.
+
+  python benchmarks/profile_search.py --policy muzero --hidden 256 \
+      --actions 9 --batch 256 --sims 128
+
+The profiler adds about a microsecond to every kernel, so the profiled times
+overstate small kernels; the unprofiled wall time is printed first.  The
+phase of a while loop is read from its loop-carried values (the descent
+carries uint32 keys, the backup does not).
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+
+import jax
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import search_overhead as so  # pylint: disable=g-import-not-at-top
+
+
+def _computations(hlo: str):
+  """(computation of each instruction, while loops' bodies and conditions)."""
+  owner, current = {}, None
+  loops = {}  # body or condition computation -> (while name, carried shapes)
+  for line in hlo.split("\n"):
+    if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+      current = "ENTRY" if line.startswith("ENTRY") else line.split()[0].lstrip("%")
+    elif current and " = " in line:
+      name = line.strip().split(" = ")[0].replace("ROOT ", "").lstrip("%")
+      owner[name] = current
+      m = re.search(r"%(while[.\d]*) = (\(.*?\)) while\(.*condition=%([\w.\-]+), "
+                    r"body=%([\w.\-]+)", line)
+      if m:
+        loops[m.group(4)] = (m.group(1), m.group(2), "body")
+        loops[m.group(3)] = (m.group(1), m.group(2), "condition")
+  return owner, loops
+
+
+def _phase(computation, owner, loops, sim_loop, batch):
+  """The phase of a computation that launches kernels."""
+  if computation == "ENTRY":
+    return "outside the simulation loop"
+  if computation not in loops:
+    return "other (branches of conditionals, calls)"
+  name, shapes, part = loops[computation]
+  if name == sim_loop:
+    return ("rest of the simulation (root step, expansion, keys, compaction)"
+            if part == "body" else "loop conditions")
+  sim_body = next((c for c, v in loops.items()
+                   if v[0] == sim_loop and v[2] == "body"), None)
+  if owner.get(name) != sim_body:
+    return "other loops (root noise, key splitting)"
+  if part == "condition":
+    return "loop conditions"
+  if "u32[" in shapes:  # the descent carries the examples' keys
+    rows, kind = int(re.search(r"u32\[(\d+),2\]", shapes).group(1)), "descent"
+  else:  # the backup carries the values it propagates
+    rows, kind = int(re.search(r"f32\[(\d+)\]", shapes).group(1)), "backup"
+  return f"{kind} ({'full batch' if rows == batch else f'compacted to {rows}'})"
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--policy", default="muzero", choices=sorted(so.POLICIES))
+  p.add_argument("--hidden", type=int, default=256)
+  p.add_argument("--actions", type=int, default=9)
+  p.add_argument("--batch", type=int, default=256)
+  p.add_argument("--sims", type=int, default=128)
+  args = p.parse_args()
+
+  params = so.make_params(args.hidden, args.actions)
+  root = so.make_root(params, args.batch)
+  fast = so.POLICIES[args.policy][1]
+  search = jax.jit(lambda p_, k, r: fast(p_, k, r, so.recurrent_fn, args.sims))
+  net = jax.jit(lambda p_, r: so.network_only(p_, r, args.sims))
+  key = jax.random.PRNGKey(0)
+  search_s, net_s = so.time_interleaved(
+      [(search, (params, key, root)), (net, (params, root))], 2.0)
+  print(f"{args.policy} H={args.hidden} A={args.actions} B={args.batch} "
+        f"S={args.sims}: search {search_s * 1e3:.1f} ms, network-only "
+        f"{net_s * 1e3:.1f} ms (ratio {search_s / net_s:.2f}), unprofiled")
+
+  hlo = search.lower(params, key, root).compile().as_text()
+  owner, loops = _computations(hlo)
+  # The simulation loop is the while loop whose body runs other while loops.
+  nested = collections.Counter(owner.get(name) for name in owner
+                               if name.startswith("while"))
+  sim_loop = next((loops[c][0] for c, _ in nested.most_common()
+                   if c in loops and loops[c][2] == "body"), None)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      jax.block_until_ready(search(params, key, root))
+    path = glob.glob(os.path.join(tmp, "**", "*perfetto_trace.json.gz"),
+                     recursive=True)[0]
+    with gzip.open(path) as f:
+      trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+
+  kernels = collections.Counter()
+  micros = collections.Counter()
+  network = 0.0
+  for e in events:
+    name = e.get("name", "")
+    if e.get("ph") != "X" or name not in owner:
+      continue
+    if name.startswith(("while", "conditional", "call")):
+      continue  # containers: their kernels are counted themselves
+    phase = _phase(owner[name], owner, loops, sim_loop, args.batch)
+    kernels[phase] += 1
+    micros[phase] += e.get("dur", 0.0)
+    if name.startswith(("ynn_fusion", "dot", "xnn_fusion")) and "simulation" in phase:
+      network += e.get("dur", 0.0)
+
+  total_kernels = sum(kernels.values())
+  print(f"{total_kernels} kernel launches, {total_kernels / args.sims:.0f} per "
+        f"simulation; profiled time {sum(micros.values()) / 1e3:.1f} ms "
+        f"(of which matrix multiplications in the simulation body, i.e. the "
+        f"network: {network / 1e3:.1f} ms)")
+  print(f"{'phase':66s} {'kernels/sim':>11s} {'profiled ms':>11s} {'us/kernel':>9s}")
+  for phase, count in kernels.most_common():
+    print(f"{phase:66s} {count / args.sims:11.1f} {micros[phase] / 1e3:11.1f} "
+          f"{micros[phase] / count:9.2f}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
