@@ -13,8 +13,8 @@ loop.  It prints, per phase, kernels per simulation and profiled time.
 
 The profiler adds about a microsecond to every kernel, so the profiled times
 overstate small kernels; the unprofiled wall time is printed first.  The
-phase of a while loop is read from its loop-carried values (the descent
-carries uint32 keys, the backup does not).
+phase of a while loop is read from the HLO: the backup writes the tree store
+(scatters), the descent only reads it.
 """
 
 import argparse
@@ -52,26 +52,30 @@ def _computations(hlo: str):
   return owner, loops
 
 
+_STORE = re.compile(r"s32\[\d+,\d+,\d+,6\]")  # the packed edge records
+
+
 def _phase(computation, owner, loops, sim_loop, batch):
   """The phase of a computation that launches kernels."""
   if computation == "ENTRY":
-    return "outside the simulation loop"
+    return ("outside the simulation loop" if sim_loop else
+            "outside the loops (the simulation loop was unrolled)")
   if computation not in loops:
     return "other (branches of conditionals, calls)"
   name, shapes, part = loops[computation]
   if name == sim_loop:
     return ("rest of the simulation (root step, expansion, keys, compaction)"
             if part == "body" else "loop conditions")
-  sim_body = next((c for c, v in loops.items()
-                   if v[0] == sim_loop and v[2] == "body"), None)
-  if owner.get(name) != sim_body:
+  if not _STORE.search(shapes):
     return "other loops (root noise, key splitting)"
   if part == "condition":
     return "loop conditions"
-  if "u32[" in shapes:  # the descent carries the examples' keys
-    rows, kind = int(re.search(r"u32\[(\d+),2\]", shapes).group(1)), "descent"
-  else:  # the backup carries the values it propagates
-    rows, kind = int(re.search(r"f32\[(\d+)\]", shapes).group(1)), "backup"
+  # The backup writes the store (scatters); the descent only reads it. The
+  # rows: the examples' keys (u32[K, 2]) or node ids (s32[K]) carried.
+  writes = any(owner[i] == computation and "scatter" in i for i in owner)
+  kind = "backup" if writes else "descent"
+  rows = re.search(r"u32\[(\d+),2\]", shapes) or re.search(r"s32\[(\d+)\]", shapes)
+  rows = int(rows.group(1)) if rows else batch
   return f"{kind} ({'full batch' if rows == batch else f'compacted to {rows}'})"
 
 
@@ -99,11 +103,15 @@ def main():
 
   hlo = search.lower(params, key, root).compile().as_text()
   owner, loops = _computations(hlo)
-  # The simulation loop is the while loop whose body runs other while loops.
-  nested = collections.Counter(owner.get(name) for name in owner
-                               if name.startswith("while"))
-  sim_loop = next((loops[c][0] for c, _ in nested.most_common()
-                   if c in loops and loops[c][2] == "body"), None)
+  # The simulation loop: a loop over the tree store whose body runs other
+  # loops over the store (the descent and the backup). None if XLA unrolled
+  # it (very few simulations).
+  store_bodies = {c: v[0] for c, v in loops.items()
+                  if v[2] == "body" and _STORE.search(v[1])}
+  sim_loop = next((store_bodies[owner[w]] for w in owner
+                   if w.startswith("while") and owner[w] in store_bodies
+                   and any(v[0] == w for v in loops.values()
+                           if _STORE.search(v[1]))), None)
 
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):

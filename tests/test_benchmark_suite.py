@@ -82,3 +82,39 @@ def test_suite_tiny_search_and_merge(tmp_path):
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert "search_sims_per_s_gpu_nvidia-h200.png" in plots
     assert any(p.startswith("search_ratio_cpu_") for p in plots)
+
+
+def _run_script(*argv: str) -> str:
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_search_devices_script_tiny(tmp_path):
+    result = tmp_path / "devices.json"
+    stdout = _run_script("benchmarks/search_devices.py", "--devices", "2",
+                         "--policies", "gumbel", "--hidden", "16", "--actions", "9",
+                         "--batch", "4", "--sims", "4", "--budget", "0.05",
+                         "--out", str(result))
+    assert "| policy | H | A | B | S |" in stdout
+    data = json.loads(result.read_text())
+    assert "CpuDevice(id=1)" in data["devices"]
+    (record,) = data["search"]
+    assert (record["policy"], record["batch"], record["devices"]) == ("gumbel", 4, 2)
+    for field in ("net_one_s", "net_split_s", "fast_one_s", "fast_split_s"):
+        assert record[field] > 0, field
+    assert 0.0 <= record["same_root_visits"] <= 1.0
+    assert record["speedup"] == pytest.approx(record["fast_one_s"] / record["fast_split_s"])
+
+
+def test_profile_search_script_tiny():
+    stdout = _run_script("benchmarks/profile_search.py", "--policy", "muzero",
+                         "--hidden", "16", "--actions", "9", "--batch", "4",
+                         "--sims", "4")
+    assert "kernel launches" in stdout
+    for phase in ("descent (full batch)", "backup (full batch)",
+                  "rest of the simulation"):
+        assert phase in stdout, phase
