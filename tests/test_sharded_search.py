@@ -112,6 +112,21 @@ _MULTI_DEVICE_CODE = textwrap.dedent("""
         s1, m1 = auto.iteration(s1)
         s2, m2 = split.iteration(s2)
     assert same(s1.params, s2.params) and same(m1, m2)
+
+    # 4. A run on the mesh resumes exactly from its sharded checkpoint.
+    import tempfile
+    from mctx_planner.trainer import train
+    cfg = dataclasses.replace(cfg, iterations=3, checkpoint_every=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        quiet = dict(progress=False, evaluate=False, verbose=False, mesh=mesh)
+        full = train(cfg, out_dir=tmp + "/full", **quiet)
+        train(cfg, out_dir=tmp + "/part", stop_after=2, **quiet)
+        resumed = train(cfg, out_dir=tmp + "/part", resume=True, **quiet)
+        assert int(resumed.state.iteration) == 3
+        assert len(resumed.state.env_states.observation.sharding.device_set) == 4
+        for a, b in zip(jax.tree_util.tree_leaves(full.state.params),
+                        jax.tree_util.tree_leaves(resumed.state.params)):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
     print("SHARDED OK")
 """)
 
