@@ -25,6 +25,10 @@ and left to XLA's automatic partitioning, and the same with
 
   python benchmarks/search_devices.py                 # all cores, default grid
   python benchmarks/search_devices.py --devices 2 --selfplay --out results.json
+  JAX_PLATFORMS=cuda python benchmarks/search_devices.py --batch 1024 8192
+
+The last line splits over every GPU instead (`--devices` only creates CPU
+devices; the mesh spans `jax.devices()`).
 """
 
 import argparse
