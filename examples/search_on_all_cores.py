@@ -56,11 +56,12 @@ def main() -> None:
     parser = example_parser(__doc__, config_flags=False,
                             iterations_help="(unused: this example does not train)")
     args = parser.parse_args()
-    batch, simulations, repeats, hidden = ((8, 4, 1, 16) if args.tiny
-                                           else (256, 64, 5, 256))
-
     devices = jax.devices()
     mesh = Mesh(np.array(devices), ("batch",))
+    # The batch must divide evenly over the devices.
+    per_device, simulations, repeats, hidden = (
+        (4, 4, 1, 16) if args.tiny else (max(1, 256 // len(devices)), 64, 5, 256))
+    batch = per_device * len(devices)
     print(f"{len(devices)} devices: {devices}")
 
     domain = mp.make_domain("connect4")
