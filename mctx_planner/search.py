@@ -472,7 +472,8 @@ def search(params: chex.ArrayTree, rng_key: chex.PRNGKey, root_input: Any, *,
       config: a :class:`SearchConfig`.
       mesh: optional (``backend="fast"`` only): the tree search is split over
         the devices of mesh axis ``batch_axis``, each device searching its
-        ``B / n`` examples on its own (``shard_map``), with the same result.
+        ``B / n`` examples on its own (``shard_map``; see make_planner for
+        how its result relates to one device's).
       batch_axis: the mesh axis the batch is split over.
 
     Returns:
@@ -589,12 +590,8 @@ def make_planner(model: SearchModel, config: SearchConfig = SearchConfig(), *,
         # Runs at trace time only: once per input shape, before XLA sees
         # anything, and free on every later call (no per-call Python cost).
         check_root_input(model, params, root_input)
-        if mesh is not None:
-            batch, shards = root_input.legal_action_mask.shape[0], mesh.shape[batch_axis]
-            if batch % shards:
-                raise ValueError(
-                    f"root_input's batch ({batch}) must divide evenly over the "
-                    f"{shards} devices of mesh axis {batch_axis!r}")
+        # (With a mesh, the fast search itself rejects a batch that does not
+        # divide over the devices, at trace time too.)
         return pure(params, rng_key, root_input)
 
     jitted = jax.jit(checked)
