@@ -55,8 +55,9 @@ def _computations(hlo: str):
 _STORE = re.compile(r"s32\[\d+,\d+,\d+,6\]")  # the packed edge records
 
 
-def _phase(computation, owner, loops, sim_loop, batch):
-  """The phase of a computation that launches kernels."""
+def _phase(computation, loops, sim_loop, writers, batch):
+  """The phase of a computation that launches kernels (`writers`: the
+  computations that scatter)."""
   if computation == "ENTRY":
     return ("outside the simulation loop" if sim_loop else
             "outside the loops (the simulation loop was unrolled)")
@@ -72,8 +73,7 @@ def _phase(computation, owner, loops, sim_loop, batch):
     return "loop conditions"
   # The backup writes the store (scatters); the descent only reads it. The
   # rows: the examples' keys (u32[K, 2]) or node ids (s32[K]) carried.
-  writes = any(owner[i] == computation and "scatter" in i for i in owner)
-  kind = "backup" if writes else "descent"
+  kind = "backup" if computation in writers else "descent"
   rows = re.search(r"u32\[(\d+),2\]", shapes) or re.search(r"s32\[(\d+)\]", shapes)
   rows = int(rows.group(1)) if rows else batch
   return f"{kind} ({'full batch' if rows == batch else f'compacted to {rows}'})"
@@ -113,6 +113,9 @@ def main():
                    and any(v[0] == w for v in loops.values()
                            if _STORE.search(v[1]))), None)
 
+  writers = {owner[i] for i in owner if "scatter" in i}
+  phases = {}  # computation -> phase, worked out once each
+
   with tempfile.TemporaryDirectory() as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):
       jax.block_until_ready(search(params, key, root))
@@ -131,7 +134,11 @@ def main():
       continue
     if name.startswith(("while", "conditional", "call")):
       continue  # containers: their kernels are counted themselves
-    phase = _phase(owner[name], owner, loops, sim_loop, args.batch)
+    computation = owner[name]
+    if computation not in phases:
+      phases[computation] = _phase(computation, loops, sim_loop, writers,
+                                   args.batch)
+    phase = phases[computation]
     kernels[phase] += 1
     micros[phase] += e.get("dur", 0.0)
     if name.startswith(("ynn_fusion", "dot", "xnn_fusion")) and "simulation" in phase:
