@@ -175,7 +175,12 @@ def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
 _FLAT_RECORD_MAX_ACTIONS = 16
 
 
-def _flat_indexing() -> bool:
+def _on_cpu() -> bool:
+  """Whether the search is being traced for XLA:CPU (JAX's default backend).
+
+  Two layout choices below were measured to pay on XLA:CPU only: flat row
+  gathers and the integer-key argmax (loop compaction: `_COMPACT_BACKENDS`).
+  """
   return jax.default_backend() == "cpu"
 
 
@@ -186,7 +191,7 @@ def _rows(x, ex, node):
   free reshape), a simpler loop for XLA:CPU than a gather with two index
   dimensions for small rows.  Indices must be in bounds.
   """
-  if not _flat_indexing():
+  if not _on_cpu():
     return x[ex, node]
   batch_size, num_nodes = x.shape[:2]
   flat = x.reshape((batch_size * num_nodes,) + x.shape[2:])
@@ -329,9 +334,13 @@ def _next_keys(keys):
 # compacted sub-batch of `B // _COMPACT` examples (for `B >= _COMPACT_MIN`).
 # Measured (jax 0.10, 2-core CPU, same process): from B = 64 the compacted
 # phase saves 2-14% (one device, and per device when the batch is split);
-# below, it is within noise either way.
+# below, it is within noise either way.  On a GPU (H200, jax 0.11.2) it cost
+# 3-35% at every B from 64 to 1024 (idle lanes are free there; the extra
+# nonzero, gathers and second loop are not), so it is used on CPU only
+# (benchmarks/compaction_ab.py measures both).
 _COMPACT = 4
 _COMPACT_MIN = 64
+_COMPACT_BACKENDS = ("cpu",)
 
 
 def _compacted_loop(active_fn, body_fn, pad_fn, shared, rows,
@@ -349,7 +358,8 @@ def _compacted_loop(active_fn, body_fn, pad_fn, shared, rows,
         lambda st: cond(active_fn(st[1])),
         lambda st: body_fn(ex, *st), state)
 
-  if batch_size < _COMPACT_MIN:
+  if (batch_size < _COMPACT_MIN or
+      jax.default_backend() not in _COMPACT_BACKENDS):
     return loop(jnp.any, None, (shared, rows))
   k = batch_size // _COMPACT
   shared, rows = loop(lambda a: jnp.sum(a) > k, None, (shared, rows))
@@ -630,7 +640,7 @@ def _argmax(x):
   # Only on CPU: elsewhere the integer keys buy nothing, and XLA:GPU's own
   # argmax does not return the *first* NaN, which we must reproduce.
   if (size <= _SMALL_ARGMAX or x.dtype != jnp.float32 or
-      jax.default_backend() != "cpu"):
+      not _on_cpu()):
     return jnp.argmax(x, axis=-1).astype(jnp.int32)
   # Map floats to int32 keys with the same order: -0.0 -> +0.0 (they tie),
   # negative floats get their magnitude bits flipped, NaN gets the top key.

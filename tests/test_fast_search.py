@@ -153,6 +153,36 @@ def test_matches_mctx(case):
                  ref_fn(params, key, root, invalid))
 
 
+@pytest.mark.parametrize("case", [CASES[2], CASES[6]],
+                         ids=lambda c: "-".join(map(str, c)))
+def test_accelerator_layouts_match_mctx(case, monkeypatch):
+  """The layouts used off CPU (two-index gathers, no loop compaction, XLA's
+  argmax) give mctx's results too; traced here with the CPU checks patched."""
+  name, batch, sims, num_actions, masked, max_depth, discount = case
+  ref_fn, fast_fn, kwargs = _policies(name)
+  ref = _jitted(name, sims, max_depth)[0]
+
+  def loops():  # while loops of a fresh trace (compaction adds some on CPU)
+    fast = jax.jit(functools.partial(
+        fast_fn, recurrent_fn=_recurrent_fn, num_simulations=sims,
+        max_depth=max_depth, **kwargs))
+    text = fast.lower(_params(num_actions, discount), jax.random.PRNGKey(0),
+                      _root(batch, num_actions, 0)).as_text()
+    return fast, text.count("stablehlo.while")
+
+  _, cpu_loops = loops()
+  monkeypatch.setattr(_fast_search, "_on_cpu", lambda: False)
+  monkeypatch.setattr(_fast_search, "_COMPACT_BACKENDS", ("gpu", "tpu"))
+  fast, other_loops = loops()
+  assert other_loops < cpu_loops
+  for seed in range(2):
+    params = _params(num_actions, discount)
+    root, key = _root(batch, num_actions, seed), jax.random.PRNGKey(seed)
+    invalid = _invalid(batch, num_actions, seed) if masked else None
+    _assert_same(fast(params, key, root, invalid_actions=invalid),
+                 ref(params, key, root, invalid))
+
+
 def _decision_fn(params, rng_key, action, embedding):
   del rng_key
   after = jnp.tanh(embedding @ params["w"] + params["action_embed"][action])
