@@ -48,7 +48,6 @@ def _matplotlib():
       ImportError: matplotlib is not installed (the message says how to get it).
     """
     try:
-        import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
         from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
     except ImportError as e:

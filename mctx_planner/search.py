@@ -250,7 +250,6 @@ def true_model(domain: Domain, predict_fn: PredictFn, *,
         next_state = step(state, action)
         return transition_output(params, next_state), next_state
 
-    decision_fn = chance_fn = None
     num_chance = 0
     if isinstance(domain, StochasticDomain):
         num_chance = domain.num_chance_outcomes
@@ -276,6 +275,8 @@ def true_model(domain: Domain, predict_fn: PredictFn, *,
             return mctx.ChanceRecurrentFnOutput(
                 action_logits=out.prior_logits, value=out.value,
                 reward=out.reward, discount=out.discount), next_state
+    else:
+        decision_fn = chance_fn = None
 
     return SearchModel(
         num_actions=domain.num_actions,

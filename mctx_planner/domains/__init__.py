@@ -86,6 +86,7 @@ __all__ = [
     "Domain",
     "StochasticDomain",
     "STATE_FIELDS",
+    "Symmetry",
     "TicTacToe",
     "ConnectFour",
     "Maze",
