@@ -293,11 +293,12 @@ def _as_raw_keys(keys):
   return keys if _is_raw_key(keys) else None
 
 
-def _split_raw(key, num: int):
-  """`jax.random.split(key, num)` for one raw threefry key `uint32[2]`."""
+def _split_raw(key, num: int, offset=0):
+  """`jax.random.split(key, offset + num)[offset:]` for one raw threefry key
+  `uint32[2]` (`offset` may be traced)."""
+  counters = jnp.arange(num, dtype=jnp.uint32) + jnp.asarray(offset, jnp.uint32)
   bits1, bits2 = _threefry2x32(key[..., 0, None], key[..., 1, None],
-                               jnp.zeros([num], jnp.uint32),
-                               jnp.arange(num, dtype=jnp.uint32))
+                               jnp.zeros([num], jnp.uint32), counters)
   return jnp.stack([bits1, bits2], axis=-1)
 
 
@@ -315,9 +316,16 @@ def _uniform01(key, shape):
   return floats.reshape(shape)
 
 
-def _split_batch(key, num: int):
+def _split_batch(key, num: int, offset=0, count: Optional[int] = None):
+  """`jax.random.split(key, num)[offset:offset + count]` (all `num` keys when
+  `count` is None).  With our threefry only the slice's keys are computed;
+  otherwise all `num` are split and sliced."""
+  count = num if count is None else count
   raw = _as_raw_keys(key)
-  return jax.random.split(key, num) if raw is None else _split_raw(raw, num)
+  if raw is not None:
+    return _split_raw(raw, count, offset)
+  keys = jax.random.split(key, num)
+  return keys if count == num else jax.lax.dynamic_slice_in_dim(keys, offset, count)
 
 
 def _next_keys(keys):
@@ -604,10 +612,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
   def one_simulation(sim, state):
     rng_key, store = state
     rng_key, simulate_key, expand_key = jax.random.split(rng_key, 3)
-    simulate_keys = _split_batch(simulate_key, full_batch)
-    if batch_size != full_batch:
-      simulate_keys = jax.lax.dynamic_slice_in_dim(simulate_keys, offset,
-                                                   batch_size)
+    simulate_keys = _split_batch(simulate_key, full_batch, offset, batch_size)
     parent, action, child = _descend(simulate_keys, store, invalid_actions,
                                      extra_data, root_select, interior_select,
                                      max_depth)

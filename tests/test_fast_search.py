@@ -236,6 +236,13 @@ def test_random_bits_match_jax():
     for size in (1, 9, 64):
       np.testing.assert_array_equal(_fast_search._uniform01(key, (size,)),
                                     jax.random.uniform(key, (size,)))
+    # A device's slice of the batch's keys, the offset traced as under a mesh.
+    sliced = jax.jit(lambda k, off: _fast_search._split_batch(k, 8, off, 4))
+    raw = lambda keys: (jax.random.key_data(keys) if jnp.issubdtype(
+        keys.dtype, jax.dtypes.prng_key) else keys)
+    for k in (key, jax.random.key(seed)):
+      np.testing.assert_array_equal(raw(sliced(k, 3)),
+                                    raw(jax.random.split(k, 8)[3:7]))
 
 
 def test_argmax_matches_jnp():
