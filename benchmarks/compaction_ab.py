@@ -16,6 +16,7 @@ and checks that both `fast` variants choose the same actions.
 
     python benchmarks/compaction_ab.py            # 8 cells, about 2 min on an H200
     python benchmarks/compaction_ab.py --cells 2  # the first two
+    python benchmarks/compaction_ab.py --cell gumbel 64 256 128
 """
 
 import argparse
@@ -40,48 +41,63 @@ CELLS = [("muzero", 9, 64, 64), ("muzero", 9, 64, 256), ("muzero", 9, 256, 64),
 
 
 def measure(policy, actions, batch, sims, hidden, budget_s):
-    """Seconds per search of mctx, fast compacting, fast not compacting."""
+    """Seconds per search of (mctx, fast compacting, fast not compacting),
+    whether both fast variants choose the same actions, and the while loops
+    of each fast program (compaction adds loops; below `_COMPACT_MIN`
+    examples both are the same program)."""
     raw, fast = search_overhead.POLICIES[policy]
     params = search_overhead.make_params(hidden, actions)
     root = search_overhead.make_root(params, batch)
     key = jax.random.PRNGKey(42)
     saved = _fast_search._COMPACT_BACKENDS
-    fns = []
+    fns, loops = [], []
     try:
         for fn, backends in ((raw, saved), (fast, (jax.default_backend(),)), (fast, ())):
             _fast_search._COMPACT_BACKENDS = backends  # read when tracing
-            compiled, _, _ = search_overhead.compile_fn(
-                search_bench._search_fn(fn, sims), params, key, root)
+            search = search_bench._search_fn(fn, sims)
+            compiled, _, _ = search_overhead.compile_fn(search, params, key, root)
             fns.append((compiled, (params, key, root)))
+            loops.append(jax.jit(search).lower(params, key, root).as_text()
+                          .count("stablehlo.while"))
     finally:
         _fast_search._COMPACT_BACKENDS = saved
     on, off = (f(*args) for f, args in fns[1:])
     same = bool(jnp.all(on.action == off.action))
-    return search_overhead.time_interleaved(fns, budget_s), same
+    return search_overhead.time_interleaved(fns, budget_s), same, loops[1:]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=len(CELLS),
                         help="measure the first N cells of CELLS")
+    parser.add_argument("--cell", nargs=4, metavar=("POLICY", "A", "B", "S"),
+                        help="measure this one cell instead (e.g. muzero 9 64 64)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--budget", type=float, default=1.5,
                         help="seconds of interleaved timing per cell")
     parser.add_argument("--out", help="also write the rows to this JSON file")
     args = parser.parse_args()
     print(jax.devices(), "jax", jax.__version__, flush=True)
+    cells = CELLS[:args.cells]
+    if args.cell:
+        if args.cell[0] not in search_overhead.POLICIES:
+            parser.error("--cell: policy must be one of %s"
+                         % sorted(search_overhead.POLICIES))
+        cells = [(args.cell[0],) + tuple(int(x) for x in args.cell[1:])]
     rows = []
-    for policy, actions, batch, sims in CELLS[:args.cells]:
-        (t_raw, t_on, t_off), same = measure(policy, actions, batch, sims,
-                                              args.hidden, args.budget)
+    for policy, actions, batch, sims in cells:
+        (t_raw, t_on, t_off), same, loops = measure(policy, actions, batch, sims,
+                                                     args.hidden, args.budget)
         rows.append(dict(policy=policy, actions=actions, batch=batch, sims=sims,
                          hidden=args.hidden, mctx_s=t_raw, compact_s=t_on,
                          no_compact_s=t_off, same_actions=same,
+                         while_loops_compacting=loops[0],
+                         while_loops_not_compacting=loops[1],
                          device=jax.devices()[0].device_kind, jax=jax.__version__))
         print("%s A=%d B=%d S=%d: mctx %.2f ms, fast compacting %.2f ms (%.2fx mctx), "
-              "not compacting %.2f ms (%.2fx), same actions %s"
+              "not compacting %.2f ms (%.2fx), same actions %s, while loops %d / %d"
               % (policy, actions, batch, sims, 1e3 * t_raw, 1e3 * t_on, t_raw / t_on,
-                 1e3 * t_off, t_raw / t_off, same), flush=True)
+                 1e3 * t_off, t_raw / t_off, same, *loops), flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

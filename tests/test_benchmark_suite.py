@@ -118,3 +118,16 @@ def test_profile_search_script_tiny():
     for phase in ("descent (full batch)", "backup (full batch)",
                   "rest of the simulation"):
         assert phase in stdout, phase
+
+
+def test_compaction_ab_script_tiny(tmp_path):
+    result = tmp_path / "compaction.json"
+    stdout = _run_script("benchmarks/compaction_ab.py", "--cell", "muzero", "9", "64",
+                         "4", "--hidden", "8", "--budget", "0.05", "--out", str(result))
+    assert "fast compacting" in stdout
+    (row,) = json.loads(result.read_text())
+    assert row["same_actions"] is True
+    for field in ("mctx_s", "compact_s", "no_compact_s"):
+        assert row[field] > 0, field
+    # On CPU from B = 64 the compacting program has the extra (compacted) loops.
+    assert row["while_loops_compacting"] > row["while_loops_not_compacting"]
