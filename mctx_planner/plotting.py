@@ -20,6 +20,7 @@ check a picture without looking at it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -48,6 +49,9 @@ def _matplotlib():
       ImportError: matplotlib is not installed (the message says how to get it).
     """
     try:
+        # The package itself first: a cached submodule would import without
+        # it, so a missing or blocked matplotlib would fail later, unexplained.
+        importlib.import_module("matplotlib")
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
         from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
     except ImportError as e:
