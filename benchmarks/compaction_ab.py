@@ -3,7 +3,7 @@
 The lockstep descent and backup loops of `mctx_planner._fast_search` can go
 on with a compacted quarter of the batch once few examples are still active
 (`_compacted_loop`).  That pays on XLA:CPU and cost time on a GPU, so the
-backend compacts only where `jax.default_backend()` is in
+backend compacts only where the platform it is traced for is in
 `_fast_search._COMPACT_BACKENDS` (CPU).  This script measures, in one process
 and interleaved, on JAX's default backend:
 
@@ -52,7 +52,7 @@ def measure(policy, actions, batch, sims, hidden, budget_s):
     saved = _fast_search._COMPACT_BACKENDS
     fns, loops = [], []
     try:
-        for fn, backends in ((raw, saved), (fast, (jax.default_backend(),)), (fast, ())):
+        for fn, backends in ((raw, saved), (fast, (_fast_search._platform(),)), (fast, ())):
             _fast_search._COMPACT_BACKENDS = backends  # read when tracing
             search = search_bench._search_fn(fn, sims)
             compiled, _, _ = search_overhead.compile_fn(search, params, key, root)

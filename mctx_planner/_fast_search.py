@@ -175,13 +175,25 @@ def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
 _FLAT_RECORD_MAX_ACTIONS = 16
 
 
+def _platform() -> str:
+  """The platform the search is being traced for, as far as JAX tells:
+  the `jax.default_device` in effect (a device or a platform name), else
+  JAX's default backend.  A search jitted for another device by other means
+  (e.g. `jax.jit(..., device=...)` or committed inputs) gets the default
+  backend's layouts: the same results, possibly slower."""
+  device = jax.config.jax_default_device
+  if device is None:
+    return jax.default_backend()
+  return device if isinstance(device, str) else device.platform
+
+
 def _on_cpu() -> bool:
-  """Whether the search is being traced for XLA:CPU (JAX's default backend).
+  """Whether the search is being traced for XLA:CPU (see `_platform`).
 
   Two layout choices below were measured to pay on XLA:CPU only: flat row
   gathers and the integer-key argmax (loop compaction: `_COMPACT_BACKENDS`).
   """
-  return jax.default_backend() == "cpu"
+  return _platform() == "cpu"
 
 
 def _rows(x, ex, node):
@@ -366,8 +378,7 @@ def _compacted_loop(active_fn, body_fn, pad_fn, shared, rows,
         lambda st: cond(active_fn(st[1])),
         lambda st: body_fn(ex, *st), state)
 
-  if (batch_size < _COMPACT_MIN or
-      jax.default_backend() not in _COMPACT_BACKENDS):
+  if batch_size < _COMPACT_MIN or _platform() not in _COMPACT_BACKENDS:
     return loop(jnp.any, None, (shared, rows))
   k = batch_size // _COMPACT
   shared, rows = loop(lambda a: jnp.sum(a) > k, None, (shared, rows))

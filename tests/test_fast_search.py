@@ -183,6 +183,27 @@ def test_accelerator_layouts_match_mctx(case, monkeypatch):
                  ref(params, key, root, invalid))
 
 
+def test_layouts_follow_the_default_device(monkeypatch):
+  """On a machine whose default backend is an accelerator, a search traced
+  under `jax.default_device(cpu)` still gets the CPU layouts."""
+  name, batch, sims, num_actions, _, max_depth, discount = CASES[2]
+  _, fast_fn, kwargs = _policies(name)
+  args = (_params(num_actions, discount), jax.random.PRNGKey(0),
+          _root(batch, num_actions, 0))
+
+  def loops():  # a fresh function each time: JAX caches traces per function
+    fast = functools.partial(fast_fn, recurrent_fn=_recurrent_fn,
+                             num_simulations=sims, max_depth=max_depth, **kwargs)
+    return jax.jit(fast).lower(*args).as_text().count("stablehlo.while")
+
+  cpu_loops = loops()
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert _fast_search._platform() == "gpu" and loops() < cpu_loops
+  for device in (jax.devices("cpu")[0], "cpu"):
+    with jax.default_device(device):
+      assert _fast_search._on_cpu() and loops() == cpu_loops
+
+
 def _decision_fn(params, rng_key, action, embedding):
   del rng_key
   after = jnp.tanh(embedding @ params["w"] + params["action_embed"][action])
