@@ -93,7 +93,7 @@ def main():
   root = so.make_root(params, args.batch)
   fast = so.POLICIES[args.policy][1]
   search = jax.jit(lambda p_, k, r: fast(p_, k, r, so.recurrent_fn, args.sims))
-  net = jax.jit(lambda p_, r: so.network_only(p_, r, args.sims))
+  net = jax.jit(lambda p_, r: so.network_only(p_, r, args.sims, args.policy))
   key = jax.random.PRNGKey(0)
   search_s, net_s = so.time_interleaved(
       [(search, (params, key, root)), (net, (params, root))], 2.0)

@@ -95,7 +95,7 @@ def run_config(mesh, policy, hidden, num_actions, batch, sims, budget_s):
     kwargs = {} if mesh is None else dict(mesh=mesh)
     return fast_policy(params, key, root, so.recurrent_fn, sims, **kwargs)
 
-  net = functools.partial(so.network_only, num_simulations=sims)
+  net = functools.partial(so.network_only, num_simulations=sims, policy=policy)
   res = dict(policy=policy, hidden=hidden, actions=num_actions, batch=batch,
              sims=sims, devices=len(mesh.devices.flat))
   net_one, _, _ = so.compile_fn(net, params, root)

@@ -31,11 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
 
 EMBED = 32
-
-POLICIES = {
-    "muzero": (mctx.muzero_policy, _fast_search.muzero_policy),
-    "gumbel": (mctx.gumbel_muzero_policy, _fast_search.gumbel_muzero_policy),
-}
+NUM_CHANCE = 4  # chance outcomes of the stochastic model (needs A >= 4)
 
 
 def make_params(hidden, num_actions, seed=0):
@@ -50,13 +46,18 @@ def make_params(hidden, num_actions, seed=0):
   )
 
 
+def _mlp(params, embedding, action):
+  """The one network of every model here: two hidden layers of width H."""
+  h = jax.nn.relu(embedding @ params["w1"] + params["action_embed"][action])
+  h = jax.nn.relu(h @ params["w2"])
+  return h @ params["w_out"]
+
+
 def recurrent_fn(params, rng_key, action, embedding):
   """Plain-jnp MLP: (embedding, action) -> (logits, value, reward, next)."""
   del rng_key
   num_actions = params["action_embed"].shape[0]
-  h = jax.nn.relu(embedding @ params["w1"] + params["action_embed"][action])
-  h = jax.nn.relu(h @ params["w2"])
-  out = h @ params["w_out"]
+  out = _mlp(params, embedding, action)
   logits = out[:, :num_actions]
   value = jnp.tanh(out[:, num_actions])
   reward = jnp.tanh(out[:, num_actions + 1])
@@ -66,6 +67,49 @@ def recurrent_fn(params, rng_key, action, embedding):
       prior_logits=logits, value=value), next_embedding
 
 
+def decision_fn(params, rng_key, action, embedding):
+  """Stochastic model, decision step: (state, action) -> afterstate, with
+  the chance logits over `NUM_CHANCE` outcomes and the afterstate value."""
+  del rng_key
+  num_actions = params["action_embed"].shape[0]
+  out = _mlp(params, embedding, action)
+  return mctx.DecisionRecurrentFnOutput(
+      chance_logits=out[:, :NUM_CHANCE],
+      afterstate_value=jnp.tanh(out[:, num_actions])), jnp.tanh(
+          out[:, num_actions + 2:])
+
+
+def chance_fn(params, rng_key, outcome, afterstate):
+  """Stochastic model, chance step: (afterstate, outcome) -> next state (the
+  outcome enters as action embedding `(outcome + 1) % A`)."""
+  num_actions = params["action_embed"].shape[0]
+  out, nxt = recurrent_fn(params, rng_key, (outcome + 1) % num_actions,
+                          afterstate)
+  return mctx.ChanceRecurrentFnOutput(
+      action_logits=out.prior_logits, value=out.value, reward=out.reward,
+      discount=out.discount), nxt
+
+
+def _stochastic(policy):
+  """`policy(..., decision_fn, chance_fn, ...)` with the calling convention
+  of the other policies here (`recurrent_fn` is replaced by the two steps)."""
+  def search(params, rng_key, root, recurrent_fn, num_simulations, **kwargs):
+    del recurrent_fn
+    return policy(params, rng_key, root, decision_fn, chance_fn,
+                  num_simulations, **kwargs)
+  return search
+
+
+# policy -> (raw mctx, fast backend), called as
+# `fn(params, key, root, recurrent_fn, num_simulations, **kwargs)`.
+POLICIES = {
+    "muzero": (mctx.muzero_policy, _fast_search.muzero_policy),
+    "gumbel": (mctx.gumbel_muzero_policy, _fast_search.gumbel_muzero_policy),
+    "stochastic": (_stochastic(mctx.stochastic_muzero_policy),
+                   _stochastic(_fast_search.stochastic_muzero_policy)),
+}
+
+
 def make_root(params, batch, seed=1):
   emb = jax.random.normal(jax.random.PRNGKey(seed), (batch, EMBED))
   out, _ = recurrent_fn(params, None, jnp.zeros([batch], jnp.int32), emb)
@@ -73,13 +117,19 @@ def make_root(params, batch, seed=1):
                            embedding=emb)
 
 
-def network_only(params, root, num_simulations):
-  """S calls of the network on the batch, chained through the embedding."""
+def network_only(params, root, num_simulations, policy="muzero"):
+  """S calls of the network on the batch, chained through the embedding
+  (for `policy="stochastic"`, S decision steps and S chance steps: what a
+  stochastic simulation evaluates)."""
   num_actions = params["action_embed"].shape[0]
   batch = root.value.shape[0]
 
   def step(emb, i):
     action = (jnp.arange(batch) + i) % num_actions
+    if policy == "stochastic":
+      after_out, after = decision_fn(params, None, action, emb)
+      out, nxt = chance_fn(params, None, action % NUM_CHANCE, after)
+      return nxt, out.value + after_out.afterstate_value
     out, nxt = recurrent_fn(params, None, action, emb)
     return nxt, out.value
 
@@ -159,7 +209,8 @@ def run_config(policy, hidden, num_actions, batch, sims, budget_s,
   res = dict(policy=policy, hidden=hidden, actions=num_actions, batch=batch,
              sims=sims)
   net, res["compile_net_s"], _ = compile_fn(
-      functools.partial(network_only, num_simulations=sims), params, root)
+      functools.partial(network_only, num_simulations=sims, policy=policy),
+      params, root)
   fast, res["compile_fast_s"], res["mem_bytes_fast"] = compile_fn(
       functools.partial(search, fast_policy), params, key, root)
   fns = [(net, (params, root)), (fast, (params, key, root))]

@@ -131,3 +131,23 @@ def test_compaction_ab_script_tiny(tmp_path):
         assert row[field] > 0, field
     # On CPU from B = 64 the compacting program has the extra (compacted) loops.
     assert row["while_loops_compacting"] > row["while_loops_not_compacting"]
+
+
+def test_stochastic_benchmark_model_matches_mctx(monkeypatch):
+    """The benchmarks' stochastic chance model runs through both backends with
+    the other policies' calling convention, and they agree bit for bit."""
+    import jax
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import search_overhead as so
+    params = so.make_params(16, 9)
+    root = so.make_root(params, 4)
+    key = jax.random.PRNGKey(3)
+    raw, fast = so.POLICIES["stochastic"]
+    outs = [jax.jit(lambda p, k, r, fn=fn: fn(p, k, r, so.recurrent_fn, 6))(
+        params, key, root) for fn in (raw, fast)]
+    exact, _ = so.outputs_identical(outs[1], outs[0])
+    assert exact
+    # The network-only baseline evaluates both steps per simulation.
+    emb, values = jax.jit(lambda p, r: so.network_only(p, r, 6, "stochastic"))(
+        params, root)
+    assert emb.shape == (4, so.EMBED) and values.shape == (6, 4)

@@ -27,7 +27,7 @@ import jax
 import search_overhead  # benchmarks/ is on sys.path (run_suite.py puts it there)
 
 BACKENDS = ("mctx", "fast")
-POLICIES = tuple(sorted(search_overhead.POLICIES))  # ("gumbel", "muzero")
+POLICIES = tuple(sorted(search_overhead.POLICIES))  # ("gumbel", "muzero", "stochastic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +112,8 @@ def run_case(case: SearchCase, device, backends=BACKENDS, budget_s: float = 3.0,
     with jax.default_device(device):
         net, net_compile_s, _ = search_overhead.compile_fn(
             functools.partial(search_overhead.network_only,
-                              num_simulations=case.sims), params, root)
+                              num_simulations=case.sims, policy=case.policy),
+            params, root)
         compiled, compile_s, mem = {}, {}, {}
         for backend in measured:
             compiled[backend], compile_s[backend], mem[backend] = (
