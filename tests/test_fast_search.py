@@ -153,27 +153,31 @@ def test_matches_mctx(case):
                  ref_fn(params, key, root, invalid))
 
 
+def _fresh_search(case):
+  """A newly jitted fast search of `case` (a new function, as JAX caches
+  traces per function) and the while loops of its trace (compaction adds
+  some on CPU)."""
+  name, batch, sims, num_actions, _, max_depth, discount = case
+  _, fast_fn, kwargs = _policies(name)
+  fast = jax.jit(functools.partial(
+      fast_fn, recurrent_fn=_recurrent_fn, num_simulations=sims,
+      max_depth=max_depth, **kwargs))
+  text = fast.lower(_params(num_actions, discount), jax.random.PRNGKey(0),
+                    _root(batch, num_actions, 0)).as_text()
+  return fast, text.count("stablehlo.while")
+
+
 @pytest.mark.parametrize("case", [CASES[2], CASES[6]],
                          ids=lambda c: "-".join(map(str, c)))
 def test_accelerator_layouts_match_mctx(case, monkeypatch):
   """The layouts used off CPU (two-index gathers, no loop compaction, XLA's
   argmax) give mctx's results too; traced here with the CPU checks patched."""
   name, batch, sims, num_actions, masked, max_depth, discount = case
-  ref_fn, fast_fn, kwargs = _policies(name)
   ref = _jitted(name, sims, max_depth)[0]
-
-  def loops():  # while loops of a fresh trace (compaction adds some on CPU)
-    fast = jax.jit(functools.partial(
-        fast_fn, recurrent_fn=_recurrent_fn, num_simulations=sims,
-        max_depth=max_depth, **kwargs))
-    text = fast.lower(_params(num_actions, discount), jax.random.PRNGKey(0),
-                      _root(batch, num_actions, 0)).as_text()
-    return fast, text.count("stablehlo.while")
-
-  _, cpu_loops = loops()
+  _, cpu_loops = _fresh_search(case)
   monkeypatch.setattr(_fast_search, "_on_cpu", lambda: False)
   monkeypatch.setattr(_fast_search, "_COMPACT_BACKENDS", ("gpu", "tpu"))
-  fast, other_loops = loops()
+  fast, other_loops = _fresh_search(case)
   assert other_loops < cpu_loops
   for seed in range(2):
     params = _params(num_actions, discount)
@@ -186,16 +190,7 @@ def test_accelerator_layouts_match_mctx(case, monkeypatch):
 def test_layouts_follow_the_default_device(monkeypatch):
   """On a machine whose default backend is an accelerator, a search traced
   under `jax.default_device(cpu)` still gets the CPU layouts."""
-  name, batch, sims, num_actions, _, max_depth, discount = CASES[2]
-  _, fast_fn, kwargs = _policies(name)
-  args = (_params(num_actions, discount), jax.random.PRNGKey(0),
-          _root(batch, num_actions, 0))
-
-  def loops():  # a fresh function each time: JAX caches traces per function
-    fast = functools.partial(fast_fn, recurrent_fn=_recurrent_fn,
-                             num_simulations=sims, max_depth=max_depth, **kwargs)
-    return jax.jit(fast).lower(*args).as_text().count("stablehlo.while")
-
+  loops = lambda: _fresh_search(CASES[2])[1]
   cpu_loops = loops()
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert _fast_search._platform() == "gpu" and loops() < cpu_loops
