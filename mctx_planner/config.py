@@ -29,6 +29,13 @@ ALGORITHM_SEARCH = {
 }
 
 
+def _as_train_config_message(error: Exception) -> str:
+    """A :class:`~mctx_planner.search.SearchConfig` error's message, naming the
+    :class:`TrainConfig` fields that set those values."""
+    message = str(error).replace("SearchConfig.backend", "TrainConfig.search_backend")
+    return message.replace("SearchConfig.", "TrainConfig.")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run.
@@ -202,8 +209,7 @@ class TrainConfig:
         try:
             SearchConfig(**self.search_fields())
         except ValueError as e:
-            message = str(e).replace("SearchConfig.backend", "TrainConfig.search_backend")
-            raise ValueError(message.replace("SearchConfig.", "TrainConfig.")) from None
+            raise ValueError(_as_train_config_message(e)) from None
 
     def search_fields(self) -> Dict[str, Any]:
         """The :class:`~mctx_planner.search.SearchConfig` fields shared by

@@ -28,13 +28,13 @@ import optax
 
 from mctx_planner import domains as domains_lib
 from mctx_planner.augment import augment_examples
-from mctx_planner.config import TrainConfig
+from mctx_planner.config import TrainConfig, _as_train_config_message
 from mctx_planner.domains.base import Domain
 from mctx_planner.losses import LossConfig, alphazero_loss, muzero_loss
 from mctx_planner.networks import AlphaZeroNet, MuZeroNet, init_params
 from mctx_planner.replay import ReplayState, make_replay
-from mctx_planner.search import (Planner, RootInput, SearchConfig, learned_model,
-                                 make_planner,
+from mctx_planner.search import (Planner, RootInput, SearchConfig, _check_mesh,
+                                 learned_model, make_planner,
                                  network_predict_fn, true_model)
 from mctx_planner.selfplay import init_states, rollout
 from mctx_planner.targets import make_examples
@@ -154,14 +154,18 @@ def make_agent(config: TrainConfig, *, mesh: Optional[jax.sharding.Mesh] = None,
       batch_axis: the mesh axis name.
 
     Raises:
-      ValueError: naming the TrainConfig field that does not fit the mesh.
+      TypeError: ``mesh`` is not a ``jax.sharding.Mesh``.
+      ValueError: the mesh lacks ``batch_axis``, or naming the TrainConfig
+        field that does not fit the mesh.
     """
     if mesh is not None:
-        if config.search_backend != "fast":
-            raise ValueError("make_agent(mesh=...) needs TrainConfig.search_backend="
-                             f"'fast', got {config.search_backend!r}")
-        shards = dict(mesh.shape).get(batch_axis)
-        if shards is not None and config.num_envs % shards:
+        # make_planner's own checks, up front and naming our fields.
+        try:
+            _check_mesh(mesh, batch_axis, search_config(config))
+        except ValueError as e:
+            raise ValueError(_as_train_config_message(e)) from None
+        shards = mesh.shape[batch_axis]
+        if config.num_envs % shards:
             raise ValueError(f"TrainConfig.num_envs ({config.num_envs}) must divide "
                              f"evenly over the {shards} devices of mesh axis "
                              f"{batch_axis!r}")
