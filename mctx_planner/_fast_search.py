@@ -328,11 +328,10 @@ def _uniform01(key, shape):
   return floats.reshape(shape)
 
 
-def _split_batch(key, num: int, offset=0, count: Optional[int] = None):
-  """`jax.random.split(key, num)[offset:offset + count]` (all `num` keys when
-  `count` is None).  With our threefry only the slice's keys are computed;
-  otherwise all `num` are split and sliced."""
-  count = num if count is None else count
+def _split_batch(key, num: int, offset, count: int):
+  """`jax.random.split(key, num)[offset:offset + count]`.  With our threefry
+  only the slice's keys are computed; otherwise all `num` are split and
+  sliced."""
   raw = _as_raw_keys(key)
   if raw is not None:
     return _split_raw(raw, count, offset)

@@ -68,7 +68,7 @@ _MULTI_DEVICE_CODE = textwrap.dedent("""
                             mesh=mesh).plan(params, jax.random.PRNGKey(2), sharded_states)
         assert same(ref, fast), algorithm
         assert len(fast.tree.node_visits.sharding.device_set) == 4, algorithm
-        # Not divisible: a ValueError before tracing, naming the batch.
+        # Not divisible: a ValueError at trace time (before XLA), naming the batch.
         try:
             make_planner(model, SearchConfig(backend="fast"), mesh=mesh).plan(
                 params, jax.random.PRNGKey(2), init_states(domain, jax.random.PRNGKey(1), 6))
