@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
 # A bounded run of the one-command suite on a GPU machine (about 9 minutes):
-# the issue's search grid for the hidden-256 MLP (9 then 64 actions, both
-# policies, raw mctx and the fast backend), then two training presets.
-# Usage: bash benchmarks/gpu_suite_check.sh OUT_DIR [MINUTES_PER_PART]
-# Each part stops starting new configurations after MINUTES_PER_PART minutes
-# (default 2.8) and is killed 40 s later; the device JSON is rewritten after
-# every configuration, so a stopped part keeps what it measured.
+# the issue's search grid for the hidden-256 MLP (muzero and gumbel, 9 and 64
+# actions, raw mctx and the fast backend; 6.5 minutes on an H100), then two
+# training presets.
+# Usage: bash benchmarks/gpu_suite_check.sh OUT_DIR [SEARCH_MINUTES] [TRAIN_MINUTES]
+# Each part stops starting new configurations after its minutes (default 7
+# and 1.5) and is killed 40 s later; the device JSON is rewritten after every
+# configuration, so a stopped part keeps what it measured.
 set -u
-out=${1:?usage: gpu_suite_check.sh OUT_DIR [MINUTES_PER_PART]}
-minutes=${2:-2.8}
+out=${1:?usage: gpu_suite_check.sh OUT_DIR [SEARCH_MINUTES] [TRAIN_MINUTES]}
+search_minutes=${2:-7}
+train_minutes=${3:-1.5}
 platform=${PLATFORM:-gpu}
-limit=$(python3 -c "print(int(60 * $minutes) + 40)")
+limit() { python3 -c "print(int(60 * $1) + 40)"; }
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 python3 -c "import jax, jaxlib, mctx; print(jax.__version__, jaxlib.__version__, mctx.__version__, jax.devices())"
-common=(--out-dir "$out" --no-plots --max-minutes "$minutes")
-for actions in 9 64; do
-  timeout "$limit" python3 benchmarks/run_suite.py --platforms "$platform" --only search \
-    --hidden 256 --actions "$actions" --budget 0.5 "${common[@]}" \
-    2>&1 | tee "$out/search_a$actions.log"
-done
-timeout "$limit" python3 benchmarks/run_suite.py --platforms "$platform" --only train \
-  --presets tictactoe/gumbel_alphazero connect4/gumbel_alphazero "${common[@]}" \
-  2>&1 | tee "$out/train.log"
+common=(--out-dir "$out" --no-plots)
+timeout "$(limit "$search_minutes")" python3 benchmarks/run_suite.py --platforms "$platform" \
+  --only search --hidden 256 --actions 9 64 --budget 0.5 --max-minutes "$search_minutes" \
+  "${common[@]}" 2>&1 | tee "$out/search.log"
+timeout "$(limit "$train_minutes")" python3 benchmarks/run_suite.py --platforms "$platform" \
+  --only train --presets tictactoe/gumbel_alphazero connect4/gumbel_alphazero \
+  --max-minutes "$train_minutes" "${common[@]}" 2>&1 | tee "$out/train.log"
 python3 benchmarks/run_suite.py --markdown-only --out-dir "$out" --no-plots

@@ -28,8 +28,8 @@ Further CPU-specific choices, none of which changes a result bit:
 
 * the tree is stored packed (see "Packed tree storage" below) and unpacked
   into a ``mctx.Tree`` once, at the end;
-* MuZero's tie-breaking noise (``1e-7 * uniform``) is only drawn in the
-  steps where it can change an argmax (see ``_batched_puct``);
+* on CPU, MuZero's tie-breaking noise (``1e-7 * uniform``) is only drawn
+  in the steps where it can change an argmax (see ``_batched_puct``);
 * random bits come from an unrolled threefry in jnp, bit-identical to
   ``jax.random`` (whose CPU lowering is a rolled loop, see "Random keys");
 * argmax over many actions uses two integer reductions (``_argmax``).
@@ -190,8 +190,9 @@ def _platform() -> str:
 def _on_cpu() -> bool:
   """Whether the search is being traced for XLA:CPU (see `_platform`).
 
-  Two layout choices below were measured to pay on XLA:CPU only: flat row
-  gathers and the integer-key argmax (loop compaction: `_COMPACT_BACKENDS`).
+  Choices made on XLA:CPU only: flat row gathers and the integer-key argmax
+  (measured to pay there only), and MuZero's lazily drawn tie-breaking
+  noise (`_batched_puct`; loop compaction: `_COMPACT_BACKENDS`).
   """
   return _platform() == "cpu"
 
@@ -714,25 +715,34 @@ def _batched_puct(*, pb_c_init, pb_c_base, qtransform) -> BatchedSelectFn:
   monotonic), so the noisy argmax is `j` whatever the noise.  Only when some
   active example fails this test (exact or near ties, NaN), the noise is
   drawn, for the whole batch, with the same keys as mctx.
+
+  Only on CPU: off CPU the noise is always drawn, as mctx does.  There the
+  draw is one fused kernel, and the `lax.cond` that skips it is not free:
+  XLA:GPU reads a conditional's predicate back to the host, one more
+  device-to-host synchronisation per descent level, which is what a
+  latency-bound search at small batch pays for (see docs/benchmarks.md,
+  "GPU after the fix").
   """
   scores_fn = functools.partial(_puct_scores, pb_c_init=pb_c_init,
                                 pb_c_base=pb_c_base, qtransform=qtransform)
 
   def select(keys, view, depth, active):
     scores = jax.vmap(scores_fn, in_axes=(0, None))(view, depth)
-    greedy = _argmax(scores)
     num_actions = scores.shape[-1]
+
+    def noisy(_):
+      noise = jax.vmap(lambda k: _uniform01(k, (num_actions,)))(keys)
+      return jax.vmap(_argmax)(scores + _TIE_BREAK * noise)
+
+    if not _on_cpu():
+      return noisy(None)
+    greedy = _argmax(scores)
     others = jnp.where(
         jnp.arange(num_actions) == greedy[:, None], -jnp.inf, scores)
     runner_up = jnp.max(others, axis=-1)
     best = jnp.take_along_axis(scores, greedy[:, None], axis=-1)[:, 0]
     safe = best > runner_up + jnp.asarray(_TIE_BREAK, scores.dtype)
     needs_noise = jnp.any(active & ~safe)
-
-    def noisy(_):
-      noise = jax.vmap(lambda k: _uniform01(k, (num_actions,)))(keys)
-      return jax.vmap(_argmax)(scores + _TIE_BREAK * noise)
-
     return jax.lax.cond(needs_noise, noisy, lambda _: greedy, None)
 
   return select

@@ -617,8 +617,14 @@ def _check_mesh(mesh: Any, batch_axis: str, config: SearchConfig) -> None:
         raise ValueError(f"batch_axis {batch_axis!r} is not an axis of the mesh "
                          f"(axes: {mesh.axis_names})")
     if config.backend != "fast":
+        # Measured (benchmarks/mctx_partitioned.py, 2 CPU devices): raw mctx
+        # left to XLA's partitioning took 1.3x to 2.3x one device's time at
+        # B = 256 and 0.95x at B = 1024 (docs/benchmarks.md, "Search split
+        # over a CPU's cores").
         raise ValueError("a mesh needs SearchConfig.backend='fast' (the mctx "
-                         f"backend cannot split its search), got {config.backend!r}")
+                         "backend has no split search: left to XLA's "
+                         "partitioning it is no faster than on one device), "
+                         f"got {config.backend!r}")
 
 
 def check_root_input(model: SearchModel, params: chex.ArrayTree,

@@ -133,6 +133,42 @@ def test_compaction_ab_script_tiny(tmp_path):
     assert row["while_loops_compacting"] > row["while_loops_not_compacting"]
 
 
+def test_exactness_probe_script_tiny(tmp_path):
+    result = tmp_path / "probe.json"
+    stdout = _run_script("benchmarks/exactness_probe.py", "--cell", "gumbel", "4",
+                         "4", "3", "--hidden", "8", "--out", str(result))
+    assert "exact; action equal" in stdout  # bit-identical on CPU
+    assert json.loads(result.read_text())["leaves"] == []
+
+
+def test_exactness_probe_locates_a_difference(monkeypatch):
+    """`compare` names the leaf, its rows and the first node that differ."""
+    import numpy as np
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import exactness_probe
+    a = {"visits": np.zeros((4, 5, 3)), "action": np.arange(4)}
+    b = {"visits": np.zeros((4, 5, 3)), "action": np.arange(4)}
+    b["visits"][2, 3, 1] = 1e-7
+    b["visits"][1, 4, 0] = 2.0
+    (row,) = exactness_probe.compare(a, b)
+    assert row["leaf"] == "['visits']" and row["entries_differing"] == 2
+    assert row["batch_rows_differing"] == 2 and row["first_node_differing_min"] == 3
+    assert row["max_abs_diff"] == 2.0
+
+
+def test_mctx_partitioned_script_tiny(tmp_path):
+    result = tmp_path / "partitioned.json"
+    stdout = _run_script("benchmarks/mctx_partitioned.py", "--cell", "gumbel", "4",
+                         "4", "3", "--hidden", "8", "--budget", "0.05",
+                         "--out", str(result))
+    assert "partitioned over 2" in stdout
+    (row,) = json.loads(result.read_text())
+    assert row["same"] == "exact" and row["devices"] == 2
+    assert row["collectives"]["all-reduce"] > 0  # XLA did partition it
+    for field in ("mctx_one_ms", "mctx_partitioned_ms", "fast_one_ms"):
+        assert row[field] > 0, field
+
+
 def test_stochastic_benchmark_model_matches_mctx(monkeypatch):
     """The benchmarks' stochastic chance model runs through both backends with
     the other policies' calling convention, and they agree bit for bit."""

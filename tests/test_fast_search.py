@@ -155,8 +155,8 @@ def test_matches_mctx(case):
 
 def _fresh_search(case):
   """A newly jitted fast search of `case` (a new function, as JAX caches
-  traces per function) and the while loops of its trace (compaction adds
-  some on CPU)."""
+  traces per function), the while loops of its trace (compaction adds some
+  on CPU) and its conditionals (MuZero's lazy noise, on CPU only)."""
   name, batch, sims, num_actions, _, max_depth, discount = case
   _, fast_fn, kwargs = _policies(name)
   fast = jax.jit(functools.partial(
@@ -164,21 +164,25 @@ def _fresh_search(case):
       max_depth=max_depth, **kwargs))
   text = fast.lower(_params(num_actions, discount), jax.random.PRNGKey(0),
                     _root(batch, num_actions, 0)).as_text()
-  return fast, text.count("stablehlo.while")
+  return fast, text.count("stablehlo.while"), text.count("stablehlo.case")
 
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[6]],
                          ids=lambda c: "-".join(map(str, c)))
 def test_accelerator_layouts_match_mctx(case, monkeypatch):
   """The layouts used off CPU (two-index gathers, no loop compaction, XLA's
-  argmax) give mctx's results too; traced here with the CPU checks patched."""
+  argmax, MuZero's noise always drawn) give mctx's results too; traced here
+  with the CPU checks patched."""
   name, batch, sims, num_actions, masked, max_depth, discount = case
   ref = _jitted(name, sims, max_depth)[0]
-  _, cpu_loops = _fresh_search(case)
+  _, cpu_loops, cpu_conds = _fresh_search(case)
   monkeypatch.setattr(_fast_search, "_on_cpu", lambda: False)
   monkeypatch.setattr(_fast_search, "_COMPACT_BACKENDS", ("gpu", "tpu"))
-  fast, other_loops = _fresh_search(case)
+  fast, other_loops, other_conds = _fresh_search(case)
   assert other_loops < cpu_loops
+  # MuZero's lazy noise is a `lax.cond` in each traced selection (root,
+  # interior, compacted interior), on CPU only; gumbel has none on either.
+  assert other_conds == 0 and (cpu_conds >= 2) == (name == "muzero")
   for seed in range(2):
     params = _params(num_actions, discount)
     root, key = _root(batch, num_actions, seed), jax.random.PRNGKey(seed)
