@@ -67,8 +67,9 @@ class TrainConfig:
       value_scale, maxvisit_init: completed-Q constants (Gumbel MuZero, eq. 8).
       max_depth: maximum search-tree depth (None = unbounded).
       search_backend: ``"mctx"`` (reference) or ``"fast"`` (the library's
-        batched backend, same results; 1.2x to 22x quicker than mctx on CPU, 1.0x
-        to 3.8x on a GPU; see docs/benchmarks.md).
+        batched backend, same results; 1.2x to 22x quicker than mctx on CPU;
+        on an H100 0.96x to 4.7x, slower only for muzero at batch 64; see
+        docs/benchmarks.md).
       opening_moves: self-play episodes start after a random number (0..k)
         of random legal moves, to cover positions self-play rarely reaches.
       eval_simulations: simulations per move in evaluation (temperature 0,

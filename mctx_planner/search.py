@@ -67,8 +67,9 @@ class SearchConfig:
       value_scale, maxvisit_init: completed_by_mix_value constants (sigma of
         the Gumbel MuZero paper, eq. 8).
       backend: ``"mctx"`` (reference) or ``"fast"`` (the library's batched
-        search with mctx's semantics; 1.2x to 22x quicker than mctx on CPU,
-        1.0x to 3.8x on a GPU; see docs/benchmarks.md).
+        search with mctx's semantics; 1.2x to 22x quicker than mctx on CPU;
+        on an H100 0.96x to 4.7x, slower only for muzero at batch 64; see
+        docs/benchmarks.md).
     """
 
     algorithm: str = "gumbel_muzero"
