@@ -52,7 +52,8 @@ def measure(policy, actions, batch, sims, hidden, budget_s):
     saved = _fast_search._COMPACT_BACKENDS
     fns, loops = [], []
     try:
-        for fn, backends in ((raw, saved), (fast, (_fast_search._platform(),)), (fast, ())):
+        compacting = ("cpu", _fast_search._ACCELERATOR)  # either platform
+        for fn, backends in ((raw, saved), (fast, compacting), (fast, ())):
             _fast_search._COMPACT_BACKENDS = backends  # read when tracing
             compiled, _, _ = search_overhead.compile_fn(
                 search_bench._search_fn(fn, sims), params, key, root)

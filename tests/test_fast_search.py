@@ -153,36 +153,41 @@ def test_matches_mctx(case):
                  ref_fn(params, key, root, invalid))
 
 
-def _fresh_search(case):
+def _fresh_search(case, platform="cpu"):
   """A newly jitted fast search of `case` (a new function, as JAX caches
-  traces per function), the while loops of its trace (compaction adds some
-  on CPU) and its conditionals (MuZero's lazy noise, on CPU only)."""
+  traces per function) and its StableHLO lowered for `platform` (lowering
+  needs no device of that platform)."""
   name, batch, sims, num_actions, _, max_depth, discount = case
   _, fast_fn, kwargs = _policies(name)
   fast = jax.jit(functools.partial(
       fast_fn, recurrent_fn=_recurrent_fn, num_simulations=sims,
       max_depth=max_depth, **kwargs))
-  text = fast.lower(_params(num_actions, discount), jax.random.PRNGKey(0),
-                    _root(batch, num_actions, 0)).as_text()
-  return fast, text.count("stablehlo.while"), text.count("stablehlo.case")
+  traced = fast.trace(_params(num_actions, discount), jax.random.PRNGKey(0),
+                      _root(batch, num_actions, 0))
+  return fast, traced.lower(lowering_platforms=(platform,)).as_text()
+
+
+def _loops_and_conds(text):
+  return text.count("stablehlo.while"), text.count("stablehlo.case")
 
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[6]],
                          ids=lambda c: "-".join(map(str, c)))
 def test_accelerator_layouts_match_mctx(case, monkeypatch):
   """The layouts used off CPU (two-index gathers, no loop compaction, XLA's
-  argmax, MuZero's noise always drawn) give mctx's results too; traced here
+  argmax, MuZero's noise always drawn) give mctx's results too; run here
   with the CPU checks patched."""
   name, batch, sims, num_actions, masked, max_depth, discount = case
   ref = _jitted(name, sims, max_depth)[0]
-  _, cpu_loops, cpu_conds = _fresh_search(case)
+  _, cpu_text = _fresh_search(case)
   monkeypatch.setattr(_fast_search, "_on_cpu", lambda: False)
   monkeypatch.setattr(_fast_search, "_COMPACT_BACKENDS", ("gpu", "tpu"))
-  fast, other_loops, other_conds = _fresh_search(case)
-  assert other_loops < cpu_loops
-  # MuZero's lazy noise is a `lax.cond` in each traced selection (root,
-  # interior, compacted interior), on CPU only; gumbel has none on either.
-  assert other_conds == 0 and (cpu_conds >= 2) == (name == "muzero")
+  fast, other_text = _fresh_search(case)
+  (cpu_loops, cpu_conds), (loops, conds) = map(_loops_and_conds,
+                                                (cpu_text, other_text))
+  assert loops < cpu_loops  # no compaction (B = 8 compacts in this module)
+  # MuZero's lazy noise has conditionals on CPU only; gumbel has none.
+  assert (conds < cpu_conds) == (name == "muzero")
   for seed in range(2):
     params = _params(num_actions, discount)
     root, key = _root(batch, num_actions, seed), jax.random.PRNGKey(seed)
@@ -191,16 +196,21 @@ def test_accelerator_layouts_match_mctx(case, monkeypatch):
                  ref(params, key, root, invalid))
 
 
-def test_layouts_follow_the_default_device(monkeypatch):
-  """On a machine whose default backend is an accelerator, a search traced
-  under `jax.default_device(cpu)` still gets the CPU layouts."""
-  loops = lambda: _fresh_search(CASES[2])[1]
-  cpu_loops = loops()
+def test_layouts_follow_the_lowering_platform(monkeypatch):
+  """The CPU-only layout choices are made per lowering platform
+  (`jax.lax.platform_dependent`), not by the machine that traces."""
+  small = ("muzero", 3, 3, 5, True, None, -1.0)  # below _COMPACT_MIN
+  large = ("muzero", _fast_search._COMPACT_MIN, 3, 5, True, None, -1.0)
+  cpu = {c: _loops_and_conds(_fresh_search(c, "cpu")[1]) for c in (small, large)}
+  gpu = {c: _loops_and_conds(_fresh_search(c, "cuda")[1]) for c in (small, large)}
+  # Loop compaction (from B = _COMPACT_MIN) adds while loops on CPU only.
+  assert cpu[large][0] > cpu[small][0] and gpu[large][0] == gpu[small][0]
+  # MuZero's lazily drawn noise adds conditionals on CPU only.
+  assert cpu[small][1] > gpu[small][1]
+  # The default backend does not matter: the CPU program stays the same.
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert _fast_search._platform() == "gpu" and loops() < cpu_loops
-  for device in (jax.devices("cpu")[0], "cpu"):
-    with jax.default_device(device):
-      assert _fast_search._on_cpu() and loops() == cpu_loops
+  assert _loops_and_conds(_fresh_search(large, "cpu")[1]) == cpu[large]
+  assert _loops_and_conds(_fresh_search(large, "cuda")[1]) == gpu[large]
 
 
 def _decision_fn(params, rng_key, action, embedding):
