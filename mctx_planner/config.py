@@ -66,10 +66,10 @@ class TrainConfig:
         ``"min_max"`` (with values bounded in ``[-1, 1]``).
       value_scale, maxvisit_init: completed-Q constants (Gumbel MuZero, eq. 8).
       max_depth: maximum search-tree depth (None = unbounded).
-      search_backend: ``"mctx"`` (reference) or ``"fast"`` (the library's
-        batched backend, same results; 1.2x to 22x quicker than mctx on CPU;
-        on an H100 0.96x to 4.7x, slower only for muzero at batch 64; see
-        docs/benchmarks.md).
+      search_backend: ``"fast"`` (default: the library's batched backend,
+        same results as mctx; 1.2x to 22x quicker than mctx on CPU; on an
+        H100 0.96x to 4.7x, slower only for muzero at batch 64) or ``"mctx"``
+        (the reference). See docs/benchmarks.md.
       opening_moves: self-play episodes start after a random number (0..k)
         of random legal moves, to cover positions self-play rarely reaches.
       eval_simulations: simulations per move in evaluation (temperature 0,
@@ -126,7 +126,7 @@ class TrainConfig:
     value_scale: float = 0.1
     maxvisit_init: float = 50.0
     max_depth: Optional[int] = None
-    search_backend: str = "mctx"
+    search_backend: str = "fast"
     opening_moves: int = 0
     eval_simulations: int = 16
     eval_search_algorithm: Optional[str] = None

@@ -66,10 +66,12 @@ class SearchConfig:
       value_bounds: ``(min, max)`` for the ``"min_max"`` transform.
       value_scale, maxvisit_init: completed_by_mix_value constants (sigma of
         the Gumbel MuZero paper, eq. 8).
-      backend: ``"mctx"`` (reference) or ``"fast"`` (the library's batched
-        search with mctx's semantics; 1.2x to 22x quicker than mctx on CPU;
-        on an H100 0.96x to 4.7x, slower only for muzero at batch 64; see
-        docs/benchmarks.md).
+      backend: ``"fast"`` (default: the library's batched search with mctx's
+        semantics, bit-identical results on CPU; 1.2x to 22x quicker than
+        mctx on CPU at batch 64 and more, 0.9x to 1.6x at batch 1; on an
+        H100 0.96x to 4.7x, slower only for muzero at batch 64) or
+        ``"mctx"`` (DeepMind's implementation, the reference). See
+        docs/benchmarks.md.
     """
 
     algorithm: str = "gumbel_muzero"
@@ -86,7 +88,7 @@ class SearchConfig:
     value_bounds: Tuple[float, float] = (-1.0, 1.0)
     value_scale: float = 0.1
     maxvisit_init: float = 50.0
-    backend: str = "mctx"
+    backend: str = "fast"
 
     def __post_init__(self):
         def bad(field, expected):

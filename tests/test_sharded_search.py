@@ -156,4 +156,4 @@ def test_mesh_needs_the_fast_backend_and_the_axis():
     with pytest.raises(TypeError, match="jax.sharding.Mesh"):
         make_planner(model, SearchConfig(backend="fast"), mesh=("batch", 2))
     with pytest.raises(ValueError, match="search_backend='fast'"):
-        make_agent(TrainConfig(num_envs=8), mesh=mesh)
+        make_agent(TrainConfig(num_envs=8, search_backend="mctx"), mesh=mesh)
