@@ -2,7 +2,9 @@
 
 `run_suite.py` reports each search cell as "exact", "allclose" (rtol 1e-5)
 or "differs".  This script takes one cell and says which outputs differ, by
-how much, in how many batch rows, and from which tree node on, so that a
+how much, in how many batch rows, and from which index on (the tree node for
+`[B, N, ...]` fields: a node's row, e.g. the parent whose `children_index`
+changed), so that a
 difference can be told apart: float rounding in the statistics (values
 within a few ulps, same tree) or a flipped near-tie (a different tree from
 some simulation on).  It runs on JAX's default backend under the XLA_FLAGS
@@ -32,9 +34,10 @@ import search_overhead  # noqa: E402
 from suite import search_bench  # noqa: E402
 
 
-def _first_node_differing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """For ``[B, N, ...]`` arrays: per row, the first node index whose entry
-    differs, or -1 where the row is equal."""
+def _first_index_differing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For ``[B, K, ...]`` arrays: per batch row, the first index along axis 1
+    (a node for the tree's ``[B, N, ...]`` fields, an action for ``[B, A]``
+    outputs) whose entries differ, or -1 where the row is equal."""
     diff = (a != b).reshape(a.shape[0], a.shape[1], -1).any(axis=-1)
     first = np.argmax(diff, axis=1)
     return np.where(diff.any(axis=1), first, -1)
@@ -42,6 +45,9 @@ def _first_node_differing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def compare(fast_out, raw_out):
     """One dict per output leaf that is not bit-equal."""
+    if jax.tree.structure(fast_out) != jax.tree.structure(raw_out):
+        raise ValueError("the two outputs have different tree structures: %s vs %s"
+                         % (jax.tree.structure(fast_out), jax.tree.structure(raw_out)))
     rows = []
     flat_fast = jax.tree_util.tree_flatten_with_path(fast_out)[0]
     flat_raw = jax.tree.leaves(raw_out)
@@ -55,14 +61,18 @@ def compare(fast_out, raw_out):
             row["batch_rows_differing"] = int(np.sum(
                 (x != y).reshape(x.shape[0], -1).any(axis=1)))
         if np.issubdtype(x.dtype, np.floating):
-            d = np.abs(x.astype(np.float64) - y.astype(np.float64))
+            x64, y64 = x.astype(np.float64), y.astype(np.float64)
+            d = np.abs(x64 - y64)
             row["max_abs_diff"] = float(np.max(d))
-            scale = np.maximum(np.abs(y.astype(np.float64)), 1e-30)
-            row["max_rel_diff"] = float(np.max(d / scale))
+            # Relative to the larger magnitude, over entries not both zero.
+            scale = np.maximum(np.abs(x64), np.abs(y64))
+            nonzero = scale > 0
+            row["max_rel_diff"] = float(np.max(d[nonzero] / scale[nonzero])
+                                        if nonzero.any() else 0.0)
         if x.ndim >= 2:
-            first = _first_node_differing(x, y)
+            first = _first_index_differing(x, y)
             hit = first[first >= 0]
-            row["first_node_differing_min"] = int(hit.min()) if hit.size else -1
+            row["first_index_differing_min"] = int(hit.min()) if hit.size else -1
         rows.append(row)
     return rows
 
@@ -85,6 +95,8 @@ def main():
     parser.add_argument("--out", help="also write the rows to this JSON file")
     args = parser.parse_args()
     policy, a, b, s = args.cell[0], *map(int, args.cell[1:])
+    if policy not in search_overhead.POLICIES:
+        parser.error("POLICY must be one of %s" % sorted(search_overhead.POLICIES))
     flags = os.environ.get("XLA_FLAGS", "")
     print(jax.devices(), "jax", jax.__version__, "XLA_FLAGS=%r" % flags, flush=True)
     rows = probe(policy, a, b, s, args.hidden)

@@ -4,13 +4,14 @@
 # actions, raw mctx and the fast backend; 6.5 minutes on an H100), then two
 # training presets.
 # Usage: bash benchmarks/gpu_suite_check.sh OUT_DIR [SEARCH_MINUTES] [TRAIN_MINUTES]
-# Each part stops starting new configurations after its minutes (default 7
-# and 1.5) and is killed 40 s later; the device JSON is rewritten after every
+# Each part stops starting new configurations after its minutes (default 6.8
+# and 1.2) and is killed 40 s later (at most 9.4 minutes in all, inside a
+# 10-minute device call); the device JSON is rewritten after every
 # configuration, so a stopped part keeps what it measured.
 set -u
 out=${1:?usage: gpu_suite_check.sh OUT_DIR [SEARCH_MINUTES] [TRAIN_MINUTES]}
-search_minutes=${2:-7}
-train_minutes=${3:-1.5}
+search_minutes=${2:-6.8}
+train_minutes=${3:-1.2}
 platform=${PLATFORM:-gpu}
 limit() { python3 -c "print(int(60 * $1) + 40)"; }
 mkdir -p "$out"

@@ -44,6 +44,7 @@ def measure(policy, actions, batch, sims, hidden, budget_s, mesh):
   import jax
   from jax.sharding import NamedSharding, PartitionSpec
   import search_overhead
+  from suite import search_bench
 
   raw, fast = search_overhead.POLICIES[policy]
   params = search_overhead.make_params(hidden, actions)
@@ -51,8 +52,7 @@ def measure(policy, actions, batch, sims, hidden, budget_s, mesh):
   key = jax.random.PRNGKey(42)
   by_batch = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
 
-  def one(params, key, root, fn=raw):
-    return fn(params, key, root, search_overhead.recurrent_fn, sims)
+  one = search_bench._search_fn(raw, sims)
 
   def partitioned(params, key, root):
     root = jax.lax.with_sharding_constraint(root, by_batch)
@@ -60,16 +60,16 @@ def measure(policy, actions, batch, sims, hidden, budget_s, mesh):
 
   sharded_root = jax.device_put(root, by_batch)
   single = jax.jit(one).lower(params, key, root).compile()
-  fast_one = jax.jit(lambda *a: one(*a, fn=fast)).lower(params, key, root).compile()
+  fast_one = jax.jit(search_bench._search_fn(fast, sims)).lower(
+      params, key, root).compile()
   split = jax.jit(partitioned).lower(params, key, sharded_root).compile()
-  exact, close = search_overhead.outputs_identical(
-      single(params, key, root), split(params, key, sharded_root))
+  same = search_bench._identical(single(params, key, root),
+                                 split(params, key, sharded_root))
   times = search_overhead.time_interleaved(
       [(single, (params, key, root)), (split, (params, key, sharded_root)),
        (fast_one, (params, key, root))], budget_s)
   text = split.as_text()
   collectives = {c: text.count(" %s(" % c) for c in COLLECTIVES}
-  same = "exact" if exact else "allclose" if close else "differs"
   return [t * 1e3 for t in times], same, collectives
 
 

@@ -41,7 +41,12 @@ traced twice, for XLA:CPU and for any other platform, under
 branch of the compiling platform.  A search placed on the CPU by any means
 (``jax.jit(..., device=...)``, committed inputs, ``jax.default_device``) thus
 gets the CPU layouts, also on a GPU host.  The second trace costs about
-0.1 to 0.3 s of compile time; the compiled program is unchanged.
+0.1 to 0.3 s of compile time; the compiled program is unchanged.  The
+``recurrent_fn`` and ``qtransform`` are traced twice too (Python side effects
+in them run twice).  With a ``loop_fn`` other than ``jax.lax.fori_loop``
+(e.g. Haiku's ``hk.fori_loop``, whose state handling must not sit inside a
+raw ``lax.switch``) the search is traced once, with the layouts of the
+platform JAX expects at trace time (``_platform``).
 
 The user's ``qtransform`` (an mctx-style function of an *unbatched* tree and a
 node index) is applied to a one-node view of the tree that holds only the
@@ -220,9 +225,9 @@ def _per_platform(fn):
 
 def _platform() -> str:
   """The platform the search is being traced for: `"cpu"` or `_ACCELERATOR`
-  inside `_per_platform`; elsewhere JAX's best guess (the
-  `jax.default_device` in effect, a device or a platform name, else the
-  default backend)."""
+  inside `_per_platform`; elsewhere (a custom `loop_fn`) JAX's best guess:
+  the `jax.default_device` in effect (a device or a platform name), else the
+  default backend."""
   traced = getattr(_TRACING, "platform", None)
   if traced is not None:
     return traced
@@ -687,7 +692,10 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     return store
 
-  store = _per_platform(run)
+  # A custom `loop_fn` (e.g. Haiku's `hk.fori_loop`, which manages module
+  # state) is not wrapped in `platform_dependent`'s `lax.switch`: it gets the
+  # layouts of `_platform()`'s guess at trace time instead.
+  store = _per_platform(run) if loop_fn is jax.lax.fori_loop else run()
   return _to_tree(store, root.value.dtype, root.prior_logits.dtype,
                   invalid_actions, extra_data)
 
@@ -771,9 +779,9 @@ def _batched_puct(*, pb_c_init, pb_c_base, qtransform) -> BatchedSelectFn:
   Only on CPU: off CPU the noise is always drawn, as mctx does.  There the
   draw is one fused kernel, and the `lax.cond` that skips it is not free:
   XLA:GPU reads a conditional's predicate back to the host, one more
-  device-to-host synchronisation per descent level, which is what a
-  latency-bound search at small batch pays for (see docs/benchmarks.md,
-  "GPU after the fix").
+  device-to-host synchronisation per descent level, the likely cause of
+  muzero's 0.96x-0.99x against mctx at B = 64 on an H100 (not measured since;
+  see docs/benchmarks.md, "GPU after the fix").
   """
   scores_fn = functools.partial(_puct_scores, pb_c_init=pb_c_init,
                                 pb_c_base=pb_c_base, qtransform=qtransform)
@@ -1003,7 +1011,10 @@ def gumbel_muzero_policy(
   qvalues = jax.vmap(qtransform, in_axes=[0, None])(tree, Tree.ROOT_INDEX)
   scores = _gumbel_score(considered_visit, gumbel, root.prior_logits, qvalues,
                          visit_counts)
-  action = _argmax_valid(scores, invalid_actions)
+  # One argmax per search, outside `_per_platform`: XLA's, as mctx's.
+  if invalid_actions is not None:
+    scores = jnp.where(invalid_actions, -jnp.inf, scores)
+  action = jnp.argmax(scores, axis=-1).astype(jnp.int32)
   weights = jax.nn.softmax(
       _mask_invalid_actions(root.prior_logits + qvalues, invalid_actions))
   return mctx.PolicyOutput(action=action, action_weights=weights,

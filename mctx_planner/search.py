@@ -67,11 +67,11 @@ class SearchConfig:
       value_scale, maxvisit_init: completed_by_mix_value constants (sigma of
         the Gumbel MuZero paper, eq. 8).
       backend: ``"fast"`` (default: the library's batched search with mctx's
-        semantics, bit-identical results on CPU; 1.2x to 22x quicker than
-        mctx on CPU at batch 64 and more, 0.9x to 1.6x at batch 1; on an
-        H100 0.96x to 4.7x, slower only for muzero at batch 64) or
-        ``"mctx"`` (DeepMind's implementation, the reference). See
-        docs/benchmarks.md.
+        semantics: the same trees and actions, floats equal to rounding;
+        1.2x to 22x quicker than mctx on CPU at batch 64 and more, 0.9x to
+        1.6x at batch 1; on an H100 0.96x to 4.7x, slower only for muzero at
+        batch 64) or ``"mctx"`` (DeepMind's implementation, the reference).
+        See docs/benchmarks.md.
     """
 
     algorithm: str = "gumbel_muzero"

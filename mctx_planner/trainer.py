@@ -104,7 +104,8 @@ def evaluate_agent(agent: Agent, params: Any, key: jax.Array, *,
     if domain.two_player:
         opponents = [("random", ev.random_player(domain)),
                      ("pure_search", ev.pure_search_player(
-                         domain, config.eval_simulations, algorithm=config.eval_search))]
+                         domain, config.eval_simulations, algorithm=config.eval_search,
+                         backend=config.search_backend))]
         if previous_params is not None:
             opponents.append(("previous", ev.search_player(
                 agent.eval_planner, previous_params, name="previous")))

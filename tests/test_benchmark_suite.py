@@ -152,8 +152,8 @@ def test_exactness_probe_locates_a_difference(monkeypatch):
     b["visits"][1, 4, 0] = 2.0
     (row,) = exactness_probe.compare(a, b)
     assert row["leaf"] == "['visits']" and row["entries_differing"] == 2
-    assert row["batch_rows_differing"] == 2 and row["first_node_differing_min"] == 3
-    assert row["max_abs_diff"] == 2.0
+    assert row["batch_rows_differing"] == 2 and row["first_index_differing_min"] == 3
+    assert row["max_abs_diff"] == 2.0 and row["max_rel_diff"] == 1.0
 
 
 def test_mctx_partitioned_script_tiny(tmp_path):
@@ -164,7 +164,7 @@ def test_mctx_partitioned_script_tiny(tmp_path):
     assert "partitioned over 2" in stdout
     (row,) = json.loads(result.read_text())
     assert row["same"] == "exact" and row["devices"] == 2
-    assert row["collectives"]["all-reduce"] > 0  # XLA did partition it
+    assert sum(row["collectives"].values()) > 0  # XLA did partition it
     for field in ("mctx_one_ms", "mctx_partitioned_ms", "fast_one_ms"):
         assert row[field] > 0, field
 

@@ -153,7 +153,7 @@ def test_matches_mctx(case):
                  ref_fn(params, key, root, invalid))
 
 
-def _fresh_search(case, platform="cpu"):
+def _fresh_search(case, platform="cpu", **extra):
   """A newly jitted fast search of `case` (a new function, as JAX caches
   traces per function) and its StableHLO lowered for `platform` (lowering
   needs no device of that platform)."""
@@ -161,7 +161,7 @@ def _fresh_search(case, platform="cpu"):
   _, fast_fn, kwargs = _policies(name)
   fast = jax.jit(functools.partial(
       fast_fn, recurrent_fn=_recurrent_fn, num_simulations=sims,
-      max_depth=max_depth, **kwargs))
+      max_depth=max_depth, **kwargs, **extra))
   traced = fast.trace(_params(num_actions, discount), jax.random.PRNGKey(0),
                       _root(batch, num_actions, 0))
   return fast, traced.lower(lowering_platforms=(platform,)).as_text()
@@ -181,7 +181,7 @@ def test_accelerator_layouts_match_mctx(case, monkeypatch):
   ref = _jitted(name, sims, max_depth)[0]
   _, cpu_text = _fresh_search(case)
   monkeypatch.setattr(_fast_search, "_on_cpu", lambda: False)
-  monkeypatch.setattr(_fast_search, "_COMPACT_BACKENDS", ("gpu", "tpu"))
+  monkeypatch.setattr(_fast_search, "_COMPACT_BACKENDS", ())
   fast, other_text = _fresh_search(case)
   (cpu_loops, cpu_conds), (loops, conds) = map(_loops_and_conds,
                                                 (cpu_text, other_text))
@@ -211,6 +211,22 @@ def test_layouts_follow_the_lowering_platform(monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert _loops_and_conds(_fresh_search(large, "cpu")[1]) == cpu[large]
   assert _loops_and_conds(_fresh_search(large, "cuda")[1]) == gpu[large]
+
+
+def test_custom_loop_fn_takes_the_expected_platforms_layouts(monkeypatch):
+  """A custom `loop_fn` is not wrapped in `platform_dependent`: the search is
+  traced once, with the layouts of the platform JAX expects at trace time
+  (the `jax.default_device` in effect, else the default backend)."""
+  def loop_fn(lower, upper, body, init):  # e.g. Haiku's hk.fori_loop
+    return jax.lax.fori_loop(lower, upper, body, init)
+
+  conds = lambda: _loops_and_conds(_fresh_search(CASES[2], loop_fn=loop_fn)[1])[1]
+  on_cpu = conds()
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert _fast_search._platform() == "gpu" and conds() < on_cpu  # no lazy noise
+  for device in (jax.devices("cpu")[0], "cpu"):
+    with jax.default_device(device):
+      assert _fast_search._on_cpu() and conds() == on_cpu
 
 
 def _decision_fn(params, rng_key, action, embedding):

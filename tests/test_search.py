@@ -278,6 +278,29 @@ def test_learned_model_and_explain():
     assert line and all(0 <= a < 9 for a in line)
 
 
+@pytest.mark.parametrize("algorithm", ["muzero", "gumbel_muzero"])
+def test_mctx_and_fast_backends_plan_alike(algorithm):
+    """The default backend ("fast") and mctx itself give the same search
+    through the planner: actions, visit counts and tree links exactly, floats
+    to rounding."""
+    d = TicTacToe()
+    net = MuZeroNet(9, NetworkConfig(hidden_size=16, latent_size=8))
+    params = init_params(net, jax.random.PRNGKey(0), d.observation_shape)
+    model = learned_model(net, d.observation_shape, two_player=True)
+    states = _stack([_play(d, [0, 4]), _play(d, [4]), _play(d, [])])
+    outs = {backend: make_planner(model, SearchConfig(
+        algorithm=algorithm, num_simulations=10, max_num_considered_actions=4,
+        backend=backend)).plan(params, jax.random.PRNGKey(3), states)
+        for backend in ("mctx", "fast")}
+    assert SearchConfig().backend == "fast"
+    fast, ref = outs["fast"], outs["mctx"]
+    np.testing.assert_array_equal(fast.action, ref.action)
+    for name in ("node_visits", "parents", "children_index"):
+        np.testing.assert_array_equal(getattr(fast.tree, name),
+                                      getattr(ref.tree, name), err_msg=name)
+    chex.assert_trees_all_close(fast, ref, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- traces
 def test_plan_traces_once_per_shape():
     d = TicTacToe()

@@ -62,7 +62,7 @@ _MULTI_DEVICE_CODE = textwrap.dedent("""
     sharded_states = jax.device_put(states, NamedSharding(mesh, P("batch")))
     for algorithm in ("muzero", "gumbel_muzero"):
         cfg = SearchConfig(algorithm=algorithm, num_simulations=12,
-                           max_num_considered_actions=4)
+                           max_num_considered_actions=4, backend="mctx")
         ref = make_planner(model, cfg).plan(params, jax.random.PRNGKey(2), states)
         fast = make_planner(model, dataclasses.replace(cfg, backend="fast"),
                             mesh=mesh).plan(params, jax.random.PRNGKey(2), sharded_states)

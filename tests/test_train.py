@@ -228,12 +228,12 @@ def test_config_validation_and_overrides():
         apply_overrides(preset(), ["num_simulations=many"])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     # Search knobs reach both search configs; bad ones name the TrainConfig field.
-    cfg = apply_overrides(preset(), ["search_backend=fast", "max_depth=6",
+    cfg = apply_overrides(preset(), ["search_backend=mctx", "max_depth=6",
                                      "pb_c_init=2.0", "gumbel_scale=0.5"])
     play, greedy = search_config(cfg), search_config(cfg, evaluation=True)
     assert (play.backend, play.max_depth, play.pb_c_init, play.gumbel_scale) == (
-        "fast", 6, 2.0, 0.5)
-    assert (greedy.backend, greedy.max_depth, greedy.gumbel_scale) == ("fast", 6, 0.0)
+        "mctx", 6, 2.0, 0.5)
+    assert (greedy.backend, greedy.max_depth, greedy.gumbel_scale) == ("mctx", 6, 0.0)
     with pytest.raises(ValueError, match="TrainConfig.search_backend"):
         apply_overrides(preset(), ["search_backend=cuda"])
     with pytest.raises(ValueError, match="TrainConfig.qtransform"):
