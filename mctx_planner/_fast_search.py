@@ -41,7 +41,9 @@ traced twice, for XLA:CPU and for any other platform, under
 branch of the compiling platform.  A search placed on the CPU by any means
 (``jax.jit(..., device=...)``, committed inputs, ``jax.default_device``) thus
 gets the CPU layouts, also on a GPU host.  The second trace costs about
-0.1 to 0.3 s of compile time; the compiled program is unchanged.  The
+0.1 to 0.3 s of compile time; the compiled program is unchanged.  (Older
+JAX, e.g. 0.4.30, lowers both branches, switched on a constant, and XLA's
+compiler drops the other one: the same program, more compile work.)  The
 ``recurrent_fn`` and ``qtransform`` are traced twice too (Python side effects
 in them run twice).  With a ``loop_fn`` other than ``jax.lax.fori_loop``
 (e.g. Haiku's ``hk.fori_loop``, whose state handling must not sit inside a

@@ -196,9 +196,24 @@ def test_accelerator_layouts_match_mctx(case, monkeypatch):
                  ref(params, key, root, invalid))
 
 
+def _prunes_platform_branches() -> bool:
+  """Whether this JAX lowers only the lowering platform's branch of
+  `platform_dependent` (jax 0.10 does, 0.4.30 lowers both and leaves the
+  choice to XLA's compiler: the same program, more compile work)."""
+  def f(x):
+    loop = lambda: jax.lax.while_loop(lambda v: v[0] < 1., lambda v: v + 1., x)
+    return jax.lax.platform_dependent(cpu=loop, default=lambda: x)
+  text = jax.jit(f).trace(jnp.zeros(1)).lower(
+      lowering_platforms=("cuda",)).as_text()
+  return "stablehlo.while" not in text
+
+
 def test_layouts_follow_the_lowering_platform(monkeypatch):
   """The CPU-only layout choices are made per lowering platform
   (`jax.lax.platform_dependent`), not by the machine that traces."""
+  if not _prunes_platform_branches():
+    pytest.skip("this JAX lowers every platform_dependent branch "
+                f"(jax {jax.__version__}); XLA picks the CPU one when compiling")
   small = ("muzero", 3, 3, 5, True, None, -1.0)  # below _COMPACT_MIN
   large = ("muzero", _fast_search._COMPACT_MIN, 3, 5, True, None, -1.0)
   cpu = {c: _loops_and_conds(_fresh_search(c, "cpu")[1]) for c in (small, large)}
