@@ -32,6 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import search_overhead  # noqa: E402
 from mctx_planner import _fast_search  # noqa: E402
+from suite import cells as cells_args  # noqa: E402
 from suite import search_bench  # noqa: E402
 
 # (policy, actions, batch, sims)
@@ -70,20 +71,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=len(CELLS),
                         help="measure the first N cells of CELLS")
-    parser.add_argument("--cell", nargs=4, metavar=("POLICY", "A", "B", "S"),
-                        help="measure this one cell instead (e.g. muzero 9 64 64)")
-    parser.add_argument("--hidden", type=int, default=256)
+    cells_args.add_cell_args(parser)
     parser.add_argument("--budget", type=float, default=1.5,
                         help="seconds of interleaved timing per cell")
-    parser.add_argument("--out", help="also write the rows to this JSON file")
     args = parser.parse_args()
     print(jax.devices(), "jax", jax.__version__, flush=True)
     cells = CELLS[:args.cells]
     if args.cell:
-        if args.cell[0] not in search_overhead.POLICIES:
-            parser.error("--cell: policy must be one of %s"
-                         % sorted(search_overhead.POLICIES))
-        cells = [(args.cell[0],) + tuple(int(x) for x in args.cell[1:])]
+        cells = [cells_args.parse_cell(parser, args.cell, search_overhead.POLICIES)]
     rows = []
     for policy, actions, batch, sims in cells:
         (t_raw, t_on, t_off), same, loops = measure(policy, actions, batch, sims,

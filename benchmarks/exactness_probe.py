@@ -31,6 +31,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import search_overhead  # noqa: E402
+from suite import cells  # noqa: E402
 from suite import search_bench  # noqa: E402
 
 
@@ -89,14 +90,9 @@ def probe(policy, actions, batch, sims, hidden):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cell", nargs=4, metavar=("POLICY", "A", "B", "S"),
-                        required=True, help="e.g. muzero 9 1024 256")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--out", help="also write the rows to this JSON file")
+    cells.add_cell_args(parser, required=True, example="muzero 9 1024 256")
     args = parser.parse_args()
-    policy, a, b, s = args.cell[0], *map(int, args.cell[1:])
-    if policy not in search_overhead.POLICIES:
-        parser.error("POLICY must be one of %s" % sorted(search_overhead.POLICIES))
+    policy, a, b, s = cells.parse_cell(parser, args.cell, search_overhead.POLICIES)
     flags = os.environ.get("XLA_FLAGS", "")
     print(jax.devices(), "jax", jax.__version__, "XLA_FLAGS=%r" % flags, flush=True)
     rows = probe(policy, a, b, s, args.hidden)

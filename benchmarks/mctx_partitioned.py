@@ -27,15 +27,19 @@ COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all")
 
 
 def _parse():
+  # Importing JAX does not start its backends: `main` can still set the
+  # device count in XLA_FLAGS afterwards.
+  import search_overhead  # pylint: disable=g-import-not-at-top
+  from suite import cells  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--devices", type=int, default=2, help="CPU devices to create")
-  p.add_argument("--cell", nargs=4, metavar=("POLICY", "A", "B", "S"),
-                 help="measure this one cell instead (e.g. muzero 9 256 64)")
-  p.add_argument("--hidden", type=int, default=256)
+  cells.add_cell_args(p, example="muzero 9 256 64")
   p.add_argument("--budget", type=float, default=6.0,
                  help="seconds of interleaved timing per cell")
-  p.add_argument("--out", help="also write the rows to this JSON file")
-  return p.parse_args()
+  args = p.parse_args()
+  if args.cell:
+    args.cell = cells.parse_cell(p, args.cell, search_overhead.POLICIES)
+  return args
 
 
 def measure(policy, actions, batch, sims, hidden, budget_s, mesh):
@@ -84,7 +88,7 @@ def main():
 
   mesh = Mesh(np.array(jax.devices("cpu")[:args.devices]), ("batch",))
   print(jax.devices("cpu"), "jax", jax.__version__, flush=True)
-  cells = [(args.cell[0], *map(int, args.cell[1:]))] if args.cell else CELLS
+  cells = [args.cell] if args.cell else CELLS
   rows = []
   for policy, a, b, s in cells:
     (one, split, fast), same, coll = measure(policy, a, b, s, args.hidden,

@@ -133,6 +133,23 @@ def test_compaction_ab_script_tiny(tmp_path):
     assert row["while_loops_compacting"] > row["while_loops_not_compacting"]
 
 
+def test_cell_arguments_name_the_bad_value(monkeypatch, capsys):
+    import argparse
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from suite import cells
+    parser = argparse.ArgumentParser(prog="x")
+    cells.add_cell_args(parser)
+    args = parser.parse_args(["--cell", "gumbel", "9", "64", "16", "--hidden", "8"])
+    assert cells.parse_cell(parser, args.cell, ["gumbel", "muzero"]) == (
+        "gumbel", 9, 64, 16)
+    assert args.hidden == 8 and args.out is None
+    for bad, named in ((["bogus", "9", "64", "16"], "'bogus'"),
+                       (["gumbel", "9", "many", "16"], "9 many 16")):
+        with pytest.raises(SystemExit):
+            cells.parse_cell(parser, bad, ["gumbel", "muzero"])
+        assert named in capsys.readouterr().err
+
+
 def test_exactness_probe_script_tiny(tmp_path):
     result = tmp_path / "probe.json"
     stdout = _run_script("benchmarks/exactness_probe.py", "--cell", "gumbel", "4",
