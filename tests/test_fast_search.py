@@ -264,20 +264,25 @@ def _chance_fn(params, rng_key, outcome, afterstate):
 
 def test_stochastic_matches_mctx():
   num_actions, batch, sims, max_depth = 4, 8, 17, 4
-  params = _params(num_actions, -1.0)
 
-  def run(fn, key, root, invalid):
+  def run(fn, params, key, root, invalid):
     return fn(params, key, root, _decision_fn, _chance_fn, sims,
               invalid_actions=invalid, max_depth=max_depth)
 
   ref_fn = jax.jit(functools.partial(run, mctx.stochastic_muzero_policy))
   fast_fn = jax.jit(
       functools.partial(run, _fast_search.stochastic_muzero_policy))
-  for seed in range(2):
+  for seed in range(3):
+    # The last seed has flat priors: exact PUCT ties at decision nodes, where
+    # the tie-breaking noise decides (drawn lazily on CPU).
+    params = _params(num_actions, -1.0, flat_prior=seed == 2)
     root = _root(batch, num_actions, seed)
+    if seed == 2:
+      root = root.replace(prior_logits=jnp.zeros_like(root.prior_logits))
     invalid = _invalid(batch, num_actions, seed)
     key = jax.random.PRNGKey(seed)
-    _assert_same(fast_fn(key, root, invalid), ref_fn(key, root, invalid))
+    _assert_same(fast_fn(params, key, root, invalid),
+                 ref_fn(params, key, root, invalid))
 
 
 def test_sequential_halving_table_matches_mctx():
