@@ -47,9 +47,7 @@ def measure(policy, actions, batch, sims, hidden, budget_s):
     of each fast program (compaction adds loops; below `_COMPACT_MIN`
     examples both are the same program)."""
     raw, fast = search_overhead.POLICIES[policy]
-    params = search_overhead.make_params(hidden, actions)
-    root = search_overhead.make_root(params, batch)
-    key = jax.random.PRNGKey(42)
+    params, root, key = search_overhead.make_inputs(hidden, actions, batch)
     saved = _fast_search._COMPACT_BACKENDS
     fns, loops = [], []
     try:

@@ -80,9 +80,7 @@ def compare(fast_out, raw_out):
 
 def probe(policy, actions, batch, sims, hidden):
     raw, fast = search_overhead.POLICIES[policy]
-    params = search_overhead.make_params(hidden, actions)
-    root = search_overhead.make_root(params, batch)
-    key = jax.random.PRNGKey(42)  # the suite's key
+    params, root, key = search_overhead.make_inputs(hidden, actions, batch)
     outs = [jax.jit(search_bench._search_fn(fn, sims))(params, key, root)
             for fn in (fast, raw)]
     return compare(*outs)

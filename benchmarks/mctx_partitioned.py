@@ -51,9 +51,7 @@ def measure(policy, actions, batch, sims, hidden, budget_s, mesh):
   from suite import search_bench
 
   raw, fast = search_overhead.POLICIES[policy]
-  params = search_overhead.make_params(hidden, actions)
-  root = search_overhead.make_root(params, batch)
-  key = jax.random.PRNGKey(42)
+  params, root, key = search_overhead.make_inputs(hidden, actions, batch)
   by_batch = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
 
   one = search_bench._search_fn(raw, sims)

@@ -117,6 +117,13 @@ def make_root(params, batch, seed=1):
                            embedding=emb)
 
 
+def make_inputs(hidden, num_actions, batch):
+  """`(params, root, key)` of one configuration: the MLP, the root of `batch`
+  examples and the search key (42) that every benchmark here uses."""
+  params = make_params(hidden, num_actions)
+  return params, make_root(params, batch), jax.random.PRNGKey(42)
+
+
 def network_only(params, root, num_simulations, policy="muzero"):
   """S calls of the network on the batch, chained through the embedding
   (for `policy="stochastic"`, S decision steps and S chance steps: what a
@@ -199,9 +206,7 @@ def run_config(policy, hidden, num_actions, batch, sims, budget_s,
                skip_raw=False):
   """Measures one configuration; returns a dict of results."""
   raw_policy, fast_policy = POLICIES[policy]
-  params = make_params(hidden, num_actions)
-  root = make_root(params, batch)
-  key = jax.random.PRNGKey(42)
+  params, root, key = make_inputs(hidden, num_actions, batch)
 
   def search(fn, params, key, root):
     return fn(params, key, root, recurrent_fn, sims)

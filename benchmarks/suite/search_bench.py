@@ -63,10 +63,8 @@ def grid(policies, hidden, actions, batch, sims) -> List[SearchCase]:
 def _placed_inputs(case: SearchCase, device):
     """Parameters, root and key of ``case``, committed to ``device``."""
     with jax.default_device(device):
-        params = search_overhead.make_params(case.hidden, case.actions)
-        root = search_overhead.make_root(params, case.batch)
-        key = jax.random.PRNGKey(42)
-    return jax.device_put((params, root, key), device)
+        inputs = search_overhead.make_inputs(case.hidden, case.actions, case.batch)
+    return jax.device_put(inputs, device)
 
 
 def _search_fn(policy_fn, sims: int):
