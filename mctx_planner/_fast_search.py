@@ -81,7 +81,12 @@ __all__ = [
 ]
 
 # A batched selection function:
-#   (selection keys [B], view, depth, active [B]) -> actions [B] int32
+#   (level keys [B], view, depth, active [B]) -> actions [B] int32
+# The level keys are the per-example keys of the descent at this level; the
+# selection keys that mctx hands its selection functions are
+# `_selection_keys(level_keys)`.  A selection computes them only where it
+# uses them (on CPU, MuZero draws its tie-breaking noise only when a near-tie
+# needs it, see `_batched_puct`), so that unused keys cost no kernel.
 # `view` is a `Tree` holding one node per example (leaves `[B, 1, ...]`, see
 # `_node_view`).  `depth` is the Python int 0 at the root and a traced scalar
 # (the depth of the node, in the tree's float dtype, as in mctx) below it.
@@ -94,7 +99,8 @@ def _per_node(fn) -> BatchedSelectFn:
 
   def batched(keys, view, depth, active):
     del active
-    return jax.vmap(fn, in_axes=(0, 0, None))(keys, view, depth)
+    return jax.vmap(fn, in_axes=(0, 0, None))(_selection_keys(keys), view,
+                                              depth)
 
   return batched
 
@@ -393,13 +399,24 @@ def _split_batch(key, num: int, offset, count: int):
   return keys if count == num else jax.lax.dynamic_slice_in_dim(keys, offset, count)
 
 
-def _next_keys(keys):
-  """Per example: `(key, selection_key) = split(key)`, as mctx's simulate."""
+def _split_part(keys, part: int):
+  """Per example: `split(key)[part]`.  mctx's simulate does
+  `(key, selection_key) = split(key)` at every level; the two halves are
+  computed apart, so that the selection keys cost nothing where a selection
+  does not use them (see `BatchedSelectFn`)."""
   if _is_raw_key(keys) and keys.ndim == 2 and _own_threefry_ok():
-    pairs = jax.vmap(lambda k: _split_raw(k, 2))(keys)
-  else:
-    pairs = jax.vmap(jax.random.split)(keys)
-  return pairs[:, 0], pairs[:, 1]
+    return jax.vmap(lambda k: _split_raw(k, 1, part)[0])(keys)
+  return jax.vmap(lambda k: jax.random.split(k)[part])(keys)
+
+
+def _next_keys(keys):
+  """Per example: the key of the next level, `split(key)[0]`."""
+  return _split_part(keys, 0)
+
+
+def _selection_keys(keys):
+  """Per example: the selection key of this level, `split(key)[1]`."""
+  return _split_part(keys, 1)
 
 
 # Lockstep loops waste work on examples whose path already ended.  Once at
@@ -455,16 +472,15 @@ def _descend(keys: chex.PRNGKey, store: _Store, invalid_actions, extra_data,
   b = jnp.arange(batch_size)
 
   def step(ex, keys, node, depth, active, select):
-    keys, sel_keys = _next_keys(keys)
     if ex is None:
       view = _node_view(store, b, node, invalid_actions, extra_data)
     else:
       view = _node_view(store, ex, node, invalid_actions[ex],
                         jax.tree.map(lambda x: x[ex], extra_data))
-    action = select(sel_keys, view, depth, active)
+    action = select(keys, view, depth, active)
     child = jnp.take_along_axis(view.children_index[:, 0], action[:, None],
                                 axis=-1)[:, 0]
-    return keys, action, child
+    return _next_keys(keys), action, child
 
   node = jnp.zeros([batch_size], jnp.int32)
   keys, action, child = step(None, keys, node, 0,
@@ -786,7 +802,8 @@ def _batched_puct(*, pb_c_init, pb_c_base, qtransform) -> BatchedSelectFn:
     num_actions = scores.shape[-1]
 
     def noisy(_):
-      noise = jax.vmap(lambda k: _uniform01(k, (num_actions,)))(keys)
+      noise = jax.vmap(lambda k: _uniform01(k, (num_actions,)))(
+          _selection_keys(keys))
       return jax.vmap(_argmax)(scores + _TIE_BREAK * noise)
 
     if not _on_cpu():
