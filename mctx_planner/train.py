@@ -8,7 +8,12 @@ optimiser and loss. :class:`Agent` exposes
 * ``iteration(state) -> (state, metrics)``: one compiled program that plays
   ``T`` self-play steps on ``B`` episodes, turns them into training examples,
   writes them to the replay and runs ``U`` gradient updates (``lax.scan``);
-  metrics come back from the compiled code.
+  metrics come back from the compiled code. It *donates* its input state:
+  XLA writes the new state (above all the replay, usually the largest array)
+  into the old one's buffers, which halves the run's peak memory (Connect
+  Four preset: 222 to 116 MB) and saves a copy of the replay per iteration.
+  Use the state it returns; the one passed in is deleted (copy arrays you
+  want to keep first, e.g. ``jax.tree.map(jnp.copy, state.params)``).
 
 :func:`train` is the Python loop around it: progress bar, one-line summaries,
 JSON-lines metrics, evaluation and checkpoints. Everything that influences
@@ -19,6 +24,7 @@ from a checkpoint reproduces the uninterrupted run exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import chex
@@ -80,6 +86,44 @@ class Agent(NamedTuple):
     init: Callable
     iteration: Callable
     replay_nbytes: int
+
+
+def _unshare_buffers(tree: Any) -> Any:
+    """``tree`` with a copy for every array whose device buffer an earlier
+    leaf already holds (JAX cannot donate one buffer twice; a domain's
+    ``init`` may put one array in two fields, ``init`` puts the parameters in
+    ``params`` and ``target_params``)."""
+    seen = set()
+
+    def own(x):
+        if not isinstance(x, jax.Array):
+            return x
+        try:
+            key = tuple(s.data.unsafe_buffer_pointer() for s in x.addressable_shards)
+        except Exception:  # pylint: disable=broad-except
+            key = ("object", id(x))  # (a backend without buffer pointers)
+        if key in seen:
+            return jnp.copy(x)
+        seen.add(key)
+        return x
+
+    return jax.tree_util.tree_map(own, tree)
+
+
+class _DonatingIteration:
+    """``jax.jit(iteration, donate_argnums=0)`` whose call first gives every
+    shared buffer of the state its own copy (:func:`_unshare_buffers`).
+    Attributes (``lower``, ...) are the jitted function's."""
+
+    def __init__(self, iteration: Callable):
+        self._jitted = jax.jit(iteration, donate_argnums=0)
+        functools.update_wrapper(self, iteration)
+
+    def __call__(self, state: "TrainState"):
+        return self._jitted(_unshare_buffers(state))
+
+    def __getattr__(self, name: str):
+        return getattr(self._jitted, name)
 
 
 def make_domain(config: TrainConfig) -> Domain:
@@ -235,12 +279,12 @@ def make_agent(config: TrainConfig, *, mesh: Optional[jax.sharding.Mesh] = None,
     def init(key: chex.PRNGKey) -> TrainState:
         key, params_key, env_key = jax.random.split(key, 3)
         params = init_params(net, params_key, domain.observation_shape)
-        return TrainState(
+        return _unshare_buffers(TrainState(
             params=params, target_params=params, opt_state=optimizer.init(params),
             replay=replay.init(example_shape, B),
             env_states=init_states(domain, env_key, B, config.opening_moves), key=key,
             iteration=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
-            updates=jnp.zeros((), jnp.int32))
+            updates=jnp.zeros((), jnp.int32)))
 
     num_reanalyzed = int(round(config.reanalyze_fraction * config.batch_size))
 
@@ -322,7 +366,7 @@ def make_agent(config: TrainConfig, *, mesh: Optional[jax.sharding.Mesh] = None,
 
     return Agent(config=config, domain=domain, net=net, planner=planner,
                  eval_planner=eval_planner, init=init,
-                 iteration=jax.jit(iteration),
+                 iteration=_DonatingIteration(iteration),
                  replay_nbytes=replay_nbytes)
 
 

@@ -259,6 +259,12 @@ class _Progress:
             self.bar.close()
 
 
+def _donated(state: TrainState) -> bool:
+    """Whether ``state`` was given to ``agent.iteration`` (which donates it)."""
+    return any(isinstance(x, jax.Array) and x.is_deleted()
+               for x in jax.tree.leaves(state))
+
+
 def _to_float(tree) -> Dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(tree).items()}
 
@@ -407,13 +413,20 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
                     agent, state.params, jax.random.PRNGKey(10_000 + it),
                     num_games=config.eval_games, previous_params=previous_params,
                     log=bar.write)
-                previous_params = state.params
+                # A copy: the next iteration donates (deletes) state.params.
+                previous_params = jax.tree.map(jnp.copy, state.params)
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(dict(
                         iteration=it + 1, **{k: v for k, v in evaluation.items()
                                              if not k.endswith("summary")})) + "\n")
     except KeyboardInterrupt:
         bar.close()
+        if _donated(state):
+            # Interrupted inside agent.iteration, after it took the state
+            # (donated) and before it returned the next one: nothing to save.
+            log("interrupted inside an iteration: nothing newer than the last "
+                "checkpoint to save; resume with --resume")
+            raise
         save(state)
         log(f"interrupted: saved iteration {int(state.iteration)}; resume with --resume")
         raise

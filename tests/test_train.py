@@ -177,6 +177,14 @@ def test_one_iteration_runs_and_fixed_batch_loss_decreases(domain, algorithm):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_evaluation_against_the_previous_parameters(tmp_path):
+    # The evaluation keeps the parameters it evaluated, to play them at the
+    # next evaluation; the iterations in between donate (delete) the state.
+    result = train(tiny(iterations=2, eval_every=1, eval_games=2, checkpoint_every=0),
+                   out_dir=str(tmp_path), progress=False, verbose=False)
+    assert result.evaluation["vs_previous_score"] >= 0
+
+
 # ------------------------------------------------------------------ resume
 def test_resume_equals_uninterrupted(tmp_path):
     cfg = tiny(iterations=4, checkpoint_every=1)
@@ -361,6 +369,22 @@ def test_alphazero_reanalyze_keeps_the_states_it_searches():
     assert data.observation.any()
     np.testing.assert_array_equal(data.state.observation, data.observation)
     np.testing.assert_array_equal(data.state.legal_action_mask, data.legal_action_mask)
+
+
+def test_iteration_donates_its_state_even_with_shared_buffers():
+    agent = make_agent(tiny(unroll_length=4))
+    state = agent.init(jax.random.PRNGKey(0))
+    # The same arrays in two fields (as a domain's init may do): the call
+    # gives the second its own copy, since JAX cannot donate a buffer twice.
+    state = state.replace(target_params=state.params)
+    old_replay = state.replay.priorities
+    new_state, metrics = agent.iteration(state)
+    assert np.isfinite(float(metrics["loss"]))
+    # The replay was updated in place: the input's buffer is gone.
+    assert old_replay.is_deleted()
+    assert not new_state.replay.priorities.is_deleted()
+    new_state, _ = agent.iteration(new_state)
+    assert int(new_state.iteration) == 2
 
 
 def test_iteration_traces_once():

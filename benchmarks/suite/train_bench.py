@@ -37,6 +37,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 
 from mctx_planner import config as config_lib
 from mctx_planner.selfplay import rollout
@@ -134,7 +135,9 @@ def run_preset(preset: Tuple[str, str], device, iterations: int = 3,
                                      opening_moves=cfg.opening_moves))
     with jax.default_device(device):
         state = jax.device_put(agent.init(jax.random.PRNGKey(0)), device)
-        states = dict(iteration=state, iteration_more=state)
+        # agent.iteration donates its input state: each variant gets its own.
+        states = dict(iteration=state,
+                      iteration_more=jax.tree.map(jnp.copy, state))
         keys = jax.device_put(jax.random.split(jax.random.PRNGKey(1), iterations + 1),
                               device)
         compiled, compile_s = {}, {}
