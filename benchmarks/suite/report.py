@@ -30,7 +30,7 @@ TRAIN_COLUMNS = ("platform", "device", "preset", "B x T", "S", "U x batch",
                  "self-play steps/s", "updates/s", "update share", "iteration s",
                  "self-play s", "env steps/s (iteration)",
                  "compile s (iteration, x more updates, self-play)",
-                 "first iteration s", "XLA mem MB", "status")
+                 "first iteration s", "XLA mem MB", "XLA peak MB", "status")
 
 
 def load(out_dir: str) -> List[Tuple[str, Dict[str, Any]]]:
@@ -94,7 +94,8 @@ def search_row(rec: Dict[str, Any]) -> List[str]:
 def train_row(rec: Dict[str, Any]) -> List[str]:
     status = rec.get("status", "?")
     if status != "ok":
-        return [rec["platform"], _device_label(rec), rec["preset"]] + ["-"] * 12 + [
+        return [rec["platform"], _device_label(rec), rec["preset"]] + [
+            "-"] * (len(TRAIN_COLUMNS) - 4) + [
             ("%s: %s" % (status, rec.get("reason", ""))).replace("|", "/")]
     compile_s = "%.1f, %.1f, %.1f" % (rec["iteration_compile_s"],
                                       rec["iteration_more_compile_s"],
@@ -109,7 +110,7 @@ def train_row(rec: Dict[str, Any]) -> List[str]:
             _num(rec["iteration_s"], "%.3f"), _num(rec["selfplay_s"], "%.3f"),
             _rate(rec["iteration_env_steps_per_s"]), compile_s,
             _num(rec["first_iteration_s"], "%.2f"), _mb(rec.get("mem_bytes")),
-            "ok (%d timed)" % rec["iterations_timed"]]
+            _mb(rec.get("peak_bytes")), "ok (%d timed)" % rec["iterations_timed"]]
 
 
 def _table(columns, rows) -> List[str]:
@@ -136,7 +137,9 @@ def markdown(files: List[Tuple[str, Dict[str, Any]]]) -> str:
              "agent's own rollout jitted alone; updates/s from the time "
              "difference between the preset's iteration and one with 4x its "
              "updates (median of paired rounds); update share = the updates' "
-             "share of the preset's iteration." % len(files), ""]
+             "share of the preset's iteration; XLA peak = arguments + temp + "
+             "output - donated bytes of the compiled iteration (what is live "
+             "during one, the input state included)." % len(files), ""]
     records = []
     for path, data in files:
         meta = data.get("meta", {})

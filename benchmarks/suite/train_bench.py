@@ -87,14 +87,19 @@ def parse_presets(names: Sequence[str]) -> List[Tuple[str, str]]:
 
 
 def memory_bytes(compiled) -> Dict[str, Optional[int]]:
-    """XLA's buffer estimate of one call: temp + output (and arguments)."""
+    """XLA's buffer estimates of one call: ``mem_bytes`` = temp + output;
+    ``peak_bytes`` = arguments + temp + output - the output bytes written into
+    donated arguments (``agent.iteration`` donates its state), i.e. what is
+    live during the call, the input state included."""
     try:
         mem = compiled.memory_analysis()
         temp, output = int(mem.temp_size_in_bytes), int(mem.output_size_in_bytes)
-        return dict(mem_bytes=temp + output,
-                    argument_bytes=int(mem.argument_size_in_bytes))
+        args, alias = int(mem.argument_size_in_bytes), int(mem.alias_size_in_bytes)
+        return dict(mem_bytes=temp + output, argument_bytes=args, alias_bytes=alias,
+                    peak_bytes=args + temp + output - alias)
     except Exception:  # pylint: disable=broad-except
-        return dict(mem_bytes=None, argument_bytes=None)
+        return dict(mem_bytes=None, argument_bytes=None, alias_bytes=None,
+                    peak_bytes=None)
 
 
 def _compile(jitted, *args):
