@@ -103,8 +103,7 @@ def per_iteration_seconds(fn, args, n_small=200, n_large=4200, reps=7):
 def network_only_seconds(hidden, actions, batch, sims, reps=7):
   """Median time of S chained network calls on the batch (no tree), as in
   ``search_overhead.py``, measured in this process."""
-  params = so.make_params(hidden, actions)
-  root = so.make_root(params, batch)
+  params, root, _ = so.make_inputs(hidden, actions, batch)
   compiled, _, _ = so.compile_fn(
       functools.partial(so.network_only, num_simulations=sims), params, root)
   jax.block_until_ready(compiled(params, root))

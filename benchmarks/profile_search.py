@@ -89,8 +89,7 @@ def main():
   p.add_argument("--sims", type=int, default=128)
   args = p.parse_args()
 
-  params = so.make_params(args.hidden, args.actions)
-  root = so.make_root(params, args.batch)
+  params, root, _ = so.make_inputs(args.hidden, args.actions, args.batch)
   fast = so.POLICIES[args.policy][1]
   search = jax.jit(lambda p_, k, r: fast(p_, k, r, so.recurrent_fn, args.sims))
   net = jax.jit(lambda p_, r: so.network_only(p_, r, args.sims, args.policy))

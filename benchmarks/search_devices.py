@@ -86,10 +86,8 @@ def _split(fn, mesh):
 def run_config(mesh, policy, hidden, num_actions, batch, sims, budget_s):
   """Times one configuration; returns a dict of results."""
   fast_policy = so.POLICIES[policy][1]
-  params = so.make_params(hidden, num_actions)
-  root = so.make_root(params, batch)
+  params, root, key = so.make_inputs(hidden, num_actions, batch)
   sharded_root = jax.device_put(root, NamedSharding(mesh, P("batch")))
-  key = jax.random.PRNGKey(42)
 
   def search(params, key, root, mesh=None):
     kwargs = {} if mesh is None else dict(mesh=mesh)
