@@ -286,6 +286,43 @@ def test_stochastic_matches_mctx():
                  ref_fn(params, key, root, invalid))
 
 
+def _store_copies(compiled_text, batch, num_nodes):
+  """Lines of the compiled HLO that copy a `[batch, num_nodes, ...]` array."""
+  store = re.compile(rf"= \w+\[{batch},{num_nodes},[^=]* copy\(")
+  return [line.strip() for line in compiled_text.splitlines()
+          if store.search(line)]
+
+
+def _swapping_recurrent_fn(params, rng_key, action, embedding):
+  # Each new leaf comes from the *other* leaf only (as Stochastic MuZero's
+  # state and afterstate do).
+  first, second = embedding
+  out, from_first = _recurrent_fn(params, rng_key, action, first)
+  return out, (jnp.tanh(second * 0.5), from_first)
+
+
+@pytest.mark.parametrize("name", ["muzero", "gumbel"])
+def test_embedding_leaves_computed_from_other_leaves(name):
+  # Same results as mctx, and no copy of the `[B, N, ...]` stores: unless
+  # the expansion ties each new leaf to the row it read (`_after_read`), XLA
+  # copies every such store twice per simulation.
+  num_actions, batch, sims = 4, 8, 17
+  ref_fn, fast_fn, kwargs = _policies(name)
+  params = _params(num_actions, 0.95)
+  root = _root(batch, num_actions, 0)
+  root = root.replace(embedding=(root.embedding, -root.embedding))
+  key = jax.random.PRNGKey(0)
+  outputs = []
+  for fn in (fast_fn, ref_fn):
+    run = jax.jit(functools.partial(fn, recurrent_fn=_swapping_recurrent_fn,
+                                    num_simulations=sims, **kwargs))
+    compiled = run.lower(params, key, root).compile()
+    outputs.append(compiled(params, key, root))
+    if fn is fast_fn:
+      assert not _store_copies(compiled.as_text(), batch, sims + 1)
+  _assert_same(*outputs)
+
+
 def test_stochastic_updates_the_embedding_stores_in_place():
   # The next state comes from the afterstate and the afterstate from the
   # state: unless the expansion ties each new value to the row it read
@@ -301,8 +338,7 @@ def test_stochastic_updates_the_embedding_stores_in_place():
 
   text = jax.jit(run).lower(params, jax.random.PRNGKey(0),
                             root).compile().as_text()
-  store = re.compile(rf"= \w+\[{batch},{sims + 1},[^=]* copy\(")
-  copies = [line.strip() for line in text.splitlines() if store.search(line)]
+  copies = _store_copies(text, batch, sims + 1)
   assert not copies, copies
 
 
