@@ -118,6 +118,7 @@ def test_profile_search_script_tiny():
     for phase in ("descent (full batch)", "backup (full batch)",
                   "rest of the simulation"):
         assert phase in stdout, phase
+    assert "copies of [B, S + 1, ...] tree arrays inside the loops: none" in stdout
 
 
 def test_compaction_ab_script_tiny(tmp_path):
