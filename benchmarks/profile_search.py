@@ -165,8 +165,9 @@ def main():
     if computation and computation != "ENTRY":
       phase = phases.get(computation) or _phase(computation, loops, sim_loop,
                                                  writers, args.batch)
-      store_copies.append(f"{phase}: {shape}")
-  print("copies of [B, S + 1, ...] tree arrays inside the loops: "
+      if phase.startswith(("descent", "backup", "rest of the simulation")):
+        store_copies.append(f"{phase}: {shape}")
+  print("copies of [B, S + 1, ...] tree arrays inside the simulation loop: "
         + ("none" if not store_copies else str(len(store_copies))))
   for line in store_copies:
     print("  " + line)

@@ -25,12 +25,20 @@ from __future__ import annotations
 import os
 import time
 
-import jax
-
 # Before anything starts JAX: one CPU device per core (at least two, so that
 # the split is visible on any machine).
 NUM_DEVICES = max(2, os.cpu_count() or 1)
-jax.config.update("jax_num_cpu_devices", NUM_DEVICES)
+# (JAX older than the `jax_num_cpu_devices` option, e.g. 0.4.30, reads the
+# count from this XLA flag instead; it must be set before JAX is imported.)
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           f" --xla_force_host_platform_device_count={NUM_DEVICES}")
+
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top
+
+try:
+    jax.config.update("jax_num_cpu_devices", NUM_DEVICES)
+except AttributeError:
+    pass  # an older JAX: the XLA flag above does it
 
 # pylint: disable=wrong-import-position
 import numpy as np

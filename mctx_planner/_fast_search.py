@@ -71,6 +71,8 @@ import jax.numpy as jnp
 import mctx
 from mctx._src import base as _mctx_base
 
+from mctx_planner._compat import key_impl_name
+
 Tree = mctx.Tree
 
 __all__ = [
@@ -359,7 +361,7 @@ def _as_raw_keys(keys):
   if not _own_threefry_ok():
     return None
   if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
-    if "threefry2x32" not in str(jax.random.key_impl(keys)):
+    if key_impl_name(keys) != "threefry2x32":
       return None
     return jax.random.key_data(keys)
   return keys if _is_raw_key(keys) else None

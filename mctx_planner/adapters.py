@@ -77,6 +77,7 @@ import jax
 import jax.numpy as jnp
 
 from mctx_planner.domains.base import Domain
+from mctx_planner._compat import typeof
 
 __all__ = ["PgxState", "PgxDomain", "from_pgx", "GymnaxState", "GymnaxDomain",
            "from_gymnax"]
@@ -90,8 +91,6 @@ def _strong(tree: Any) -> Any:
     abstract types change makes jitted code re-trace, so the wrappers pin
     every leaf's type.
     """
-    typeof = getattr(jax, "typeof", None) or jax.core.get_aval
-
     def fix(x):
         x = jnp.asarray(x)
         if getattr(typeof(x), "weak_type", False):

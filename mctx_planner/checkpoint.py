@@ -136,6 +136,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mctx_planner._compat import key_impl_name
+
 __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -503,7 +505,7 @@ def _encode_leaf(path: str, x: Any) -> tuple[np.ndarray, dict]:
         if _is_key_dtype(x.dtype):
             info.update(kind="typed_key", shape=list(x.shape),
                         dtype=str(x.dtype),
-                        key_impl=str(jax.random.key_impl(x)))
+                        key_impl=key_impl_name(x))
             return np.asarray(jax.random.key_data(x)), info
         stored, kind = np.asarray(x), "jax"
         info["weak_type"] = bool(getattr(x, "weak_type", False))

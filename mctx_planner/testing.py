@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mctx_planner._compat import typeof
 from mctx_planner.domains.base import STATE_FIELDS, Domain, StochasticDomain
 
 __all__ = ["DomainCheckError", "check_domain"]
@@ -197,13 +198,21 @@ def _check_same_structure(domain: Domain, ref: Any, other: Any,
                           f"dtypes must not change)")
 
 
+def _abstract_eval(fn: Callable, *args: Any) -> Any:
+    """``jax.eval_shape(fn, *args)`` with weak types kept on every JAX: the
+    output avals of ``fn``'s jaxpr (jax 0.4.30's ``eval_shape`` drops them)."""
+    closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape),
+                                        closed.out_avals)
+
+
 def _static_checks(domain: Domain, key: jax.Array, batch_size: int) -> None:
     action = jax.ShapeDtypeStruct((), jnp.int32)
     s0 = _call(domain, "init under jit (jax.eval_shape on one example)",
-               lambda: jax.eval_shape(domain.init, key))
+               lambda: _abstract_eval(domain.init, key))
     _check_fields(domain, s0, "init")
     s1 = _call(domain, "step under jit (jax.eval_shape on one example)",
-               lambda: jax.eval_shape(domain.step, s0, action))
+               lambda: _abstract_eval(domain.step, s0, action))
     _check_fields(domain, s1, "step")
     _check_same_structure(domain, s0, s1, "init", "step")
     diffs = _weak_type_diffs(s0, s1)
@@ -245,7 +254,7 @@ def _strong(tree: Any) -> Any:
     """``tree`` with weakly typed leaves converted to strong types."""
     return jax.tree_util.tree_map(
         lambda x: (jax.lax.convert_element_type(x, x.dtype)
-                   if getattr(jax.typeof(x), "weak_type", False) else x),
+                   if getattr(typeof(x), "weak_type", False) else x),
         tree)
 
 
@@ -495,10 +504,10 @@ def check_domain(domain: Domain, *, num_episodes: int = 4,
                 domain, f"jitted, vmapped step (round {episode})",
                 lambda: rollout_fn(domain, previous, sub))
             if counter["step"] > 1:
-                diffs = [f"{n}: {jax.typeof(a)} vs {jax.typeof(b)}"
+                diffs = [f"{n}: {typeof(a)} vs {typeof(b)}"
                          for (n, a), (_, b) in zip(_leaves(first_input),
                                                    _leaves(previous))
-                         if jax.typeof(a) != jax.typeof(b)]
+                         if typeof(a) != typeof(b)]
                 _fail(domain, "jitted step re-traced on a later call with the "
                               "same input shapes" + (
                                   ": the state's abstract types changed: "

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import pathlib
 
+import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,10 +116,13 @@ def test_profile_search_script_tiny():
                          "--hidden", "16", "--actions", "9", "--batch", "4",
                          "--sims", "4")
     assert "kernel launches" in stdout
+    assert ("copies of [B, S + 1, ...] tree arrays inside the simulation loop: none"
+            in stdout)
+    if "\n0 kernel launches" in stdout:
+        pytest.skip(f"jax {jax.__version__}'s profiler records no XLA:CPU kernels")
     for phase in ("descent (full batch)", "backup (full batch)",
                   "rest of the simulation"):
         assert phase in stdout, phase
-    assert "copies of [B, S + 1, ...] tree arrays inside the loops: none" in stdout
 
 
 def test_compaction_ab_script_tiny(tmp_path):

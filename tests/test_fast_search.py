@@ -240,7 +240,13 @@ def test_custom_loop_fn_takes_the_expected_platforms_layouts(monkeypatch):
   on_cpu = conds()
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert _fast_search._platform() == "gpu" and conds() < on_cpu  # no lazy noise
-  for device in (jax.devices("cpu")[0], "cpu"):
+  devices = [jax.devices("cpu")[0]]
+  try:
+    with jax.default_device("cpu"):
+      devices.append("cpu")
+  except ValueError:
+    pass  # jax 0.4.30 takes Device objects only
+  for device in devices:
     with jax.default_device(device):
       assert _fast_search._on_cpu() and conds() == on_cpu
 
@@ -351,6 +357,19 @@ def test_sequential_halving_table_matches_mctx():
 
 
 def test_random_bits_match_jax():
+  # Our unrolled threefry reproduces JAX's partitionable bit layout, the
+  # default since jax 0.5; under the older layout the search uses jax.random.
+  saved = jax.config.jax_threefry_partitionable
+  try:
+    jax.config.update("jax_threefry_partitionable", False)
+    assert not _fast_search._own_threefry_ok()
+    jax.config.update("jax_threefry_partitionable", True)
+    _check_random_bits()
+  finally:
+    jax.config.update("jax_threefry_partitionable", saved)
+
+
+def _check_random_bits():
   for seed in range(3):
     key = jax.random.PRNGKey(seed)
     for num in (1, 2, 3, 8):
