@@ -76,7 +76,13 @@ class TrainState:
 
 
 class Agent(NamedTuple):
-    """The pure pieces of a run (see module docstring)."""
+    """The pure pieces of a run (see module docstring).
+
+    ``iteration(state) -> (state, metrics)`` donates its input: the state
+    passed in is deleted, and XLA writes the new one into its buffers (one
+    replay buffer in memory, not two). Keep the state it returns; copy what
+    you need from the old one first (``jax.tree.map(jnp.copy, ...)``).
+    """
 
     config: TrainConfig
     domain: Domain
