@@ -118,7 +118,8 @@ def test_profile_search_script_tiny():
     assert "kernel launches" in stdout
     assert ("copies of [B, S + 1, ...] tree arrays inside the simulation loop: none"
             in stdout)
-    if "\n0 kernel launches" in stdout:
+    if "\n0 kernel launches" in stdout and jax.__version_info__ < (0, 5):
+        # (Only there: on a newer JAX, no kernels in the trace is a failure.)
         pytest.skip(f"jax {jax.__version__}'s profiler records no XLA:CPU kernels")
     for phase in ("descent (full batch)", "backup (full batch)",
                   "rest of the simulation"):
