@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 # A batched selection function:
-#   (level keys [B], view, depth, active [B]) -> actions [B] int32
+#   (level keys [B], view, depth, active [B], probs) -> actions [B] int32
 # The level keys are the per-example keys of the descent at this level; the
 # selection keys that mctx hands its selection functions are
 # `_selection_keys(level_keys)`.  A selection computes them only where it
@@ -93,14 +93,17 @@ __all__ = [
 # `_node_view`).  `depth` is the Python int 0 at the root and a traced scalar
 # (the depth of the node, in the tree's float dtype, as in mctx) below it.
 # Actions of examples that are not `active` are discarded by the caller.
-BatchedSelectFn = Callable[[chex.PRNGKey, Tree, Any, chex.Array], chex.Array]
+# `probs` is `softmax(view.children_prior_logits[:, 0])` ([B, A] float32)
+# where the store keeps it (MuZero's PUCT, see `_Store.logits`), else None.
+BatchedSelectFn = Callable[[chex.PRNGKey, Tree, Any, chex.Array,
+                            Optional[chex.Array]], chex.Array]
 
 
 def _per_node(fn) -> BatchedSelectFn:
   """Lifts `fn(key, one_node_tree, depth)` (mctx style) to a batched one."""
 
-  def batched(keys, view, depth, active):
-    del active
+  def batched(keys, view, depth, active, probs):
+    del active, probs
     return jax.vmap(fn, in_axes=(0, 0, None))(_selection_keys(keys), view,
                                               depth)
 
@@ -137,6 +140,14 @@ class _Store(NamedTuple):
   stats: chex.Array  # int32 [B, N, 3]
   links: chex.Array  # int32 [B, N, 4]
   embeddings: Any  # [B, N, ...]
+  # None, or float32 [B, N, A]: the prior logits, while the edge records hold
+  # their softmax instead (`_E_LOGIT` then holds probabilities).  MuZero's
+  # PUCT reads the probabilities at every level of every descent; this way
+  # they are computed once per node, at its expansion, and the records keep
+  # their size (the logits are read only by a qtransform that uses them and
+  # by `_to_tree`).  With 64 actions this made muzero 1.12x-1.18x faster on
+  # CPU, with 9 actions 1.02x-1.04x (same outputs).
+  logits: Any = None
 
 
 def _bits(x):
@@ -151,15 +162,21 @@ def _f32(x):
   return jax.lax.bitcast_convert_type(x, jnp.float32)
 
 
-def _init_store(root: mctx.RootFnOutput, num_simulations: int) -> _Store:
-  """Allocates storage for `S + 1` nodes and writes the root (node 0)."""
+def _init_store(root: mctx.RootFnOutput, num_simulations: int,
+                prior_probs: bool = False) -> _Store:
+  """Allocates storage for `S + 1` nodes and writes the root (node 0).
+
+  `prior_probs`: keep the softmax of the prior logits in the edge records and
+  the logits in `_Store.logits`.
+  """
   chex.assert_rank(root.prior_logits, 2)
   batch_size, num_actions = root.prior_logits.shape
   chex.assert_shape(root.value, [batch_size])
   n = num_simulations + 1
 
   edge0 = jnp.zeros([batch_size, num_actions, 6], jnp.int32)
-  edge0 = edge0.at[..., _E_LOGIT].set(_bits(root.prior_logits))
+  edge0 = edge0.at[..., _E_LOGIT].set(_bits(
+      jax.nn.softmax(root.prior_logits) if prior_probs else root.prior_logits))
   edges = jnp.zeros([batch_size, n, num_actions, 6], jnp.int32)
   edges = edges.at[:, 0].set(edge0)
   stat0 = jnp.stack([jnp.ones([batch_size], jnp.int32), _bits(root.value),
@@ -171,7 +188,9 @@ def _init_store(root: mctx.RootFnOutput, num_simulations: int) -> _Store:
     return jnp.zeros((batch_size, n) + x.shape[1:], x.dtype).at[:, 0].set(x)
 
   return _Store(edges=edges, stats=stats, links=links,
-                embeddings=jax.tree.map(first_node, root.embedding))
+                embeddings=jax.tree.map(first_node, root.embedding),
+                logits=(first_node(root.prior_logits) if prior_probs
+                        else None))
 
 
 def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
@@ -184,7 +203,9 @@ def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
       parents=ln[..., _L_PARENT] - 1,
       action_from_parent=ln[..., _L_ACTION] - 1,
       children_index=e[..., _E_CHILD] - 1,
-      children_prior_logits=_f32(e[..., _E_LOGIT]).astype(logits_dtype),
+      children_prior_logits=(
+          _f32(e[..., _E_LOGIT]) if store.logits is None
+          else store.logits).astype(logits_dtype),
       children_visits=e[..., _E_VISITS],
       children_rewards=_f32(e[..., _E_REWARD]).astype(value_dtype),
       children_discounts=_f32(e[..., _E_DISCOUNT]).astype(value_dtype),
@@ -287,7 +308,9 @@ def _set_fields(x, row, fields: slice, value):
 
 def _node_view(store: _Store, ex: chex.Array, node: chex.Array,
                invalid_actions, extra_data) -> Tree:
-  """A `Tree` of one node per example: node `node[i]` of example `ex[i]`.
+  """`(probs, view)`: a `Tree` of one node per example (node `node[i]` of
+  example `ex[i]`) and the softmax of its prior logits if the store keeps
+  it (`[K, A]`, else None).
 
   Leaves are `[K, 1, ...]` (`root_invalid_actions` and `extra_data` are the
   rows of the examples), so mctx-style per-example functions can be vmapped
@@ -300,14 +323,19 @@ def _node_view(store: _Store, ex: chex.Array, node: chex.Array,
     rec = store.edges[ex, node][:, None]
   st = _rows(store.stats, ex, node)[:, None]
   ln = _rows(store.links, ex, node)[:, None]
-  return Tree(
+  if store.logits is None:
+    probs, logits = None, _f32(rec[..., _E_LOGIT])
+  else:
+    probs, logits = _f32(rec[:, 0, :, _E_LOGIT]), _rows(store.logits, ex,
+                                                         node)[:, None]
+  return probs, Tree(
       node_visits=st[..., _S_VISITS],
       raw_values=_f32(st[..., _S_RAW]),
       node_values=_f32(st[..., _S_VALUE]),
       parents=ln[..., _L_PARENT] - 1,
       action_from_parent=ln[..., _L_ACTION] - 1,
       children_index=rec[..., _E_CHILD] - 1,
-      children_prior_logits=_f32(rec[..., _E_LOGIT]),
+      children_prior_logits=logits,
       children_visits=rec[..., _E_VISITS],
       children_rewards=_f32(rec[..., _E_REWARD]),
       children_discounts=_f32(rec[..., _E_DISCOUNT]),
@@ -475,11 +503,11 @@ def _descend(keys: chex.PRNGKey, store: _Store, invalid_actions, extra_data,
 
   def step(ex, keys, node, depth, active, select):
     if ex is None:
-      view = _node_view(store, b, node, invalid_actions, extra_data)
+      probs, view = _node_view(store, b, node, invalid_actions, extra_data)
     else:
-      view = _node_view(store, ex, node, invalid_actions[ex],
-                        jax.tree.map(lambda x: x[ex], extra_data))
-    action = select(keys, view, depth, active)
+      probs, view = _node_view(store, ex, node, invalid_actions[ex],
+                               jax.tree.map(lambda x: x[ex], extra_data))
+    action = select(keys, view, depth, active, probs)
     child = jnp.take_along_axis(view.children_index[:, 0], action[:, None],
                                 axis=-1)[:, 0]
     return _next_keys(keys), action, child
@@ -560,13 +588,20 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
   links = put(store.links, jnp.stack(
       [parent + 1, action + 1, _bits(step.reward), _bits(step.discount)],
       -1), child)
-  edges = put(store.edges, _bits(step.prior_logits), child, slice(None),
-              _E_LOGIT)
+  if store.logits is None:
+    logits = None
+    edges = put(store.edges, _bits(step.prior_logits), child, slice(None),
+                _E_LOGIT)
+  else:
+    logits = put(store.logits, step.prior_logits, child)
+    edges = put(store.edges, _bits(jax.nn.softmax(step.prior_logits)), child,
+                slice(None), _E_LOGIT)
   edge = jnp.stack([_bits(step.reward), _bits(step.discount), child + 1], -1)
   edges = put(edges, edge, parent, action, slice(_E_REWARD, _E_CHILD + 1))
   embeddings = jax.tree.map(lambda x, v: put(x, v, child), store.embeddings,
                             embedding)
-  return _Store(edges=edges, stats=stats, links=links, embeddings=embeddings)
+  return _Store(edges=edges, stats=stats, links=links, embeddings=embeddings,
+                logits=logits)
 
 
 def _backup(store: _Store, leaf: chex.Array) -> _Store:
@@ -651,11 +686,13 @@ def search(params: chex.ArrayTree,
            extra_data: Any = None,
            loop_fn: mctx.LoopFn = jax.lax.fori_loop,
            mesh: Optional[jax.sharding.Mesh] = None,
-           batch_axis: str = "batch") -> Tree:
+           batch_axis: str = "batch",
+           prior_probs: bool = False) -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
   `root_select` / `interior_select` are batched selection functions (see
-  `BatchedSelectFn`).  Requires float32 `root.prior_logits` and `root.value`
+  `BatchedSelectFn`); with `prior_probs` they get the softmax of the
+  prior logits of the nodes, computed once per node (see `_Store.logits`).  Requires float32 `root.prior_logits` and `root.value`
   (the recurrent outputs are stored as float32 as well).
 
   With a `mesh`, the batch is split over its axis `batch_axis` and every
@@ -679,7 +716,8 @@ def search(params: chex.ArrayTree,
   run = functools.partial(
       _search_shard, recurrent_fn=recurrent_fn, root_select=root_select,
       interior_select=interior_select, num_simulations=num_simulations,
-      max_depth=max_depth, loop_fn=loop_fn, full_batch=batch_size)
+      max_depth=max_depth, loop_fn=loop_fn, full_batch=batch_size,
+      prior_probs=prior_probs)
   if mesh is None:
     return run(params, rng_key, root, invalid_actions, extra_data, offset=0)
   num_shards = mesh.shape[batch_axis]
@@ -713,7 +751,8 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
-                  max_depth, loop_fn, full_batch, offset) -> Tree:
+                  max_depth, loop_fn, full_batch, offset,
+                  prior_probs) -> Tree:
   """The search of examples `offset ... offset + len(root.value)` of a batch
   of `full_batch` (all of it without a mesh)."""
   batch_size = root.value.shape[0]
@@ -736,7 +775,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       store = _backup(store, child)
       return rng_key, store
 
-    store = _init_store(root, num_simulations)
+    store = _init_store(root, num_simulations, prior_probs)
     _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     return store
 
@@ -788,8 +827,11 @@ def _argmax_valid(scores, invalid):
 _TIE_BREAK = 1e-7
 
 
-def _puct_scores(view: Tree, depth, *, pb_c_init, pb_c_base, qtransform):
+def _puct_scores(view: Tree, depth, probs, *, pb_c_init, pb_c_base,
+                 qtransform):
   """PUCT scores before the tie-breaking noise; invalid root actions -inf.
+
+  `probs`: the softmax of the prior logits if known (else None).
 
   `scores + noise` equals mctx's masked `value + policy + noise`, because
   mctx adds the noise last and `-inf + noise == -inf`.
@@ -797,7 +839,8 @@ def _puct_scores(view: Tree, depth, *, pb_c_init, pb_c_base, qtransform):
   visits = view.children_visits[0]
   n = view.node_visits[0]
   c = pb_c_init + jnp.log((n + pb_c_base + 1.) / pb_c_base)
-  probs = jax.nn.softmax(view.children_prior_logits[0])
+  if probs is None:
+    probs = jax.nn.softmax(view.children_prior_logits[0])
   exploration = jnp.sqrt(n) * c * probs / (visits + 1)
   exploitation = qtransform(view, 0)
   scores = exploitation + exploration
@@ -826,8 +869,8 @@ def _batched_puct(*, pb_c_init, pb_c_base, qtransform) -> BatchedSelectFn:
   scores_fn = functools.partial(_puct_scores, pb_c_init=pb_c_init,
                                 pb_c_base=pb_c_base, qtransform=qtransform)
 
-  def select(keys, view, depth, active):
-    scores = jax.vmap(scores_fn, in_axes=(0, None))(view, depth)
+  def select(keys, view, depth, active, probs):
+    scores = jax.vmap(scores_fn, in_axes=(0, None, 0))(view, depth, probs)
     num_actions = scores.shape[-1]
 
     def noisy(_):
@@ -993,7 +1036,7 @@ def muzero_policy(
       root_select=select, interior_select=select,
       num_simulations=num_simulations, max_depth=max_depth,
       invalid_actions=invalid_actions, loop_fn=loop_fn, mesh=mesh,
-      batch_axis=batch_axis)
+      batch_axis=batch_axis, prior_probs=True)
   action, weights = _act_by_visits(rng_key, tree, temperature)
   return mctx.PolicyOutput(action=action, action_weights=weights,
                            search_tree=tree)
@@ -1098,10 +1141,11 @@ def _batched_stochastic(num_actions: int, *, pb_c_init, pb_c_base,
     probs = jax.nn.softmax(chance.children_prior_logits[0])
     return _argmax(probs / (chance.children_visits[0] + 1)) + num_actions
 
-  def select(keys, view, depth, active):
+  def select(keys, view, depth, active, probs):
+    del probs  # (not kept: the store of this search holds logits)
     is_decision = view.embeddings.is_decision_node[:, 0]
     decision = puct(keys, _split_actions(view, num_actions, "decision"), depth,
-                    active & is_decision)
+                    active & is_decision, None)
     return jnp.where(is_decision, decision, jax.vmap(chance_action)(view))
 
   return select

@@ -100,6 +100,7 @@ CASES = [
     ("gumbel_raw_value", 3, 5, 4, True, None, 0.95),
     ("gumbel", 8, 17, 20, True, 2, -1.0),
     ("gumbel", 8, 1, 4, False, None, 0.95),
+    ("muzero_prior_qtransform", 3, 9, 5, True, None, 0.95),
 ]
 
 
@@ -111,6 +112,11 @@ def _policies(name):
                           max_value=2.)
     return (mctx.muzero_policy, _fast_search.muzero_policy,
             dict(qtransform=q, temperature=0.5))
+  if name == "muzero_prior_qtransform":
+    # A qtransform that reads the prior logits, which a MuZero search keeps
+    # apart from the edge records (`_Store.logits`).
+    return (mctx.muzero_policy, _fast_search.muzero_policy,
+            dict(qtransform=mctx.qtransform_completed_by_mix_value))
   if name == "gumbel":
     return (mctx.gumbel_muzero_policy, _fast_search.gumbel_muzero_policy,
             dict(max_num_considered_actions=4))
