@@ -24,10 +24,13 @@ CPU), but runs every phase batch-first:
 * with a ``mesh``, the batch is split over devices and each device runs this
   search on its examples alone (``shard_map``, see ``search``).
 
-Further CPU-specific choices, none of which changes a result bit:
+Further choices made for speed on CPU, none of which changes a result bit:
 
 * the tree is stored packed (see "Packed tree storage" below) and unpacked
   into a ``mctx.Tree`` once, at the end;
+* for MuZero, the edge records hold the softmax of the prior logits, computed
+  once per node when it is expanded, instead of at every visit of the node
+  (the logits are kept apart, see ``_Store.logits``; on every platform);
 * on CPU, the PUCT tie-breaking noise (``1e-7 * uniform``) of MuZero and of
   Stochastic MuZero's decision nodes is only drawn in the steps where it can
   change an argmax (see ``_batched_puct``, ``_batched_stochastic``);
