@@ -96,8 +96,9 @@ __all__ = [
 # `_node_view`).  `depth` is the Python int 0 at the root and a traced scalar
 # (the depth of the node, in the tree's float dtype, as in mctx) below it.
 # Actions of examples that are not `active` are discarded by the caller.
-# `probs` is `softmax(view.children_prior_logits[:, 0])` ([B, A] float32)
-# where the store keeps it (MuZero's PUCT, see `_Store.logits`), else None.
+# `probs` ([B, A] float32) is the search's `prior_probs` of the nodes'
+# prior logits where the store keeps them (MuZero's PUCT, Stochastic MuZero;
+# see `_Store.logits`), else None.
 BatchedSelectFn = Callable[[chex.PRNGKey, Tree, Any, chex.Array,
                             Optional[chex.Array]], chex.Array]
 
@@ -144,12 +145,13 @@ class _Store(NamedTuple):
   links: chex.Array  # int32 [B, N, 4]
   embeddings: Any  # [B, N, ...]
   # None, or float32 [B, N, A]: the prior logits, while the edge records hold
-  # their softmax instead (`_E_LOGIT` then holds probabilities).  MuZero's
-  # PUCT reads the probabilities at every level of every descent; this way
-  # they are computed once per node, at its expansion, and the records keep
-  # their size (the logits are read only by a qtransform that uses them and
-  # by `_to_tree`).  With 64 actions this made muzero 1.12x-1.18x faster on
-  # CPU, with 9 actions 1.02x-1.04x (same outputs).
+  # their probabilities instead (`_E_LOGIT` then holds `prior_probs(logits)`,
+  # see `search`).  The PUCT selections read the probabilities at every level
+  # of every descent; this way they are computed once per node, at its
+  # expansion, and the records keep their size (the logits are read only by
+  # a qtransform that uses them and by `_to_tree`).  With 64 actions this
+  # made muzero 1.12x-1.25x faster on CPU, with 9 actions 1.00x-1.09x (same
+  # outputs).
   logits: Any = None
 
 
@@ -166,11 +168,11 @@ def _f32(x):
 
 
 def _init_store(root: mctx.RootFnOutput, num_simulations: int,
-                prior_probs: bool = False) -> _Store:
+                prior_probs: Optional[Callable] = None) -> _Store:
   """Allocates storage for `S + 1` nodes and writes the root (node 0).
 
-  `prior_probs`: keep the softmax of the prior logits in the edge records and
-  the logits in `_Store.logits`.
+  With `prior_probs`, the edge records hold `prior_probs(logits)` and the
+  logits go to `_Store.logits`.
   """
   chex.assert_rank(root.prior_logits, 2)
   batch_size, num_actions = root.prior_logits.shape
@@ -179,7 +181,8 @@ def _init_store(root: mctx.RootFnOutput, num_simulations: int,
 
   edge0 = jnp.zeros([batch_size, num_actions, 6], jnp.int32)
   edge0 = edge0.at[..., _E_LOGIT].set(_bits(
-      jax.nn.softmax(root.prior_logits) if prior_probs else root.prior_logits))
+      root.prior_logits if prior_probs is None
+      else prior_probs(root.prior_logits)))
   edges = jnp.zeros([batch_size, n, num_actions, 6], jnp.int32)
   edges = edges.at[:, 0].set(edge0)
   stat0 = jnp.stack([jnp.ones([batch_size], jnp.int32), _bits(root.value),
@@ -192,8 +195,8 @@ def _init_store(root: mctx.RootFnOutput, num_simulations: int,
 
   return _Store(edges=edges, stats=stats, links=links,
                 embeddings=jax.tree.map(first_node, root.embedding),
-                logits=(first_node(root.prior_logits) if prior_probs
-                        else None))
+                logits=(None if prior_probs is None
+                        else first_node(root.prior_logits)))
 
 
 def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
@@ -568,8 +571,9 @@ def _after_read(new, old, holds):
 
 
 def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
-            action: chex.Array, child: chex.Array) -> _Store:
-  """Evaluates `(parent, action)` and writes the result at node `child`."""
+            action: chex.Array, child: chex.Array, prior_probs=None) -> _Store:
+  """Evaluates `(parent, action)` and writes the result at node `child`
+  (`prior_probs`: as `_init_store`)."""
   batch_size, _, num_actions, _ = store.edges.shape
   b = jnp.arange(batch_size)
   parent_embedding = jax.tree.map(lambda x: _rows(x, b, parent),
@@ -597,7 +601,7 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
                 _E_LOGIT)
   else:
     logits = put(store.logits, step.prior_logits, child)
-    edges = put(store.edges, _bits(jax.nn.softmax(step.prior_logits)), child,
+    edges = put(store.edges, _bits(prior_probs(step.prior_logits)), child,
                 slice(None), _E_LOGIT)
   edge = jnp.stack([_bits(step.reward), _bits(step.discount), child + 1], -1)
   edges = put(edges, edge, parent, action, slice(_E_REWARD, _E_CHILD + 1))
@@ -690,12 +694,13 @@ def search(params: chex.ArrayTree,
            loop_fn: mctx.LoopFn = jax.lax.fori_loop,
            mesh: Optional[jax.sharding.Mesh] = None,
            batch_axis: str = "batch",
-           prior_probs: bool = False) -> Tree:
+           prior_probs: Optional[Callable] = None) -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
   `root_select` / `interior_select` are batched selection functions (see
-  `BatchedSelectFn`); with `prior_probs` they get the softmax of the
-  prior logits of the nodes, computed once per node (see `_Store.logits`).  Requires float32 `root.prior_logits` and `root.value`
+  `BatchedSelectFn`).  `prior_probs` (`[B, A]` logits -> `[B, A]`
+  probabilities, row by row): if given, the selections get it of the nodes'
+  prior logits, computed once per node (see `_Store.logits`).  Requires float32 `root.prior_logits` and `root.value`
   (the recurrent outputs are stored as float32 as well).
 
   With a `mesh`, the batch is split over its axis `batch_axis` and every
@@ -774,7 +779,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       # A node created by simulation `sim` gets index `sim + 1`.
       child = jnp.where(child == Tree.UNVISITED, sim + 1, child)
       store = _expand(params, expand_key, store, recurrent_fn, parent, action,
-                      child)
+                      child, prior_probs)
       store = _backup(store, child)
       return rng_key, store
 
@@ -1039,7 +1044,7 @@ def muzero_policy(
       root_select=select, interior_select=select,
       num_simulations=num_simulations, max_depth=max_depth,
       invalid_actions=invalid_actions, loop_fn=loop_fn, mesh=mesh,
-      batch_axis=batch_axis, prior_probs=True)
+      batch_axis=batch_axis, prior_probs=jax.nn.softmax)
   action, weights = _act_by_visits(rng_key, tree, temperature)
   return mctx.PolicyOutput(action=action, action_weights=weights,
                            search_tree=tree)
@@ -1139,19 +1144,27 @@ def _batched_stochastic(num_actions: int, *, pb_c_init, pb_c_base,
   puct = _batched_puct(pb_c_init=pb_c_init, pb_c_base=pb_c_base,
                        qtransform=qtransform)
 
-  def chance_action(view):
+  def chance_action(view, probs):
     chance = _split_actions(view, num_actions, "chance")
-    probs = jax.nn.softmax(chance.children_prior_logits[0])
     return _argmax(probs / (chance.children_visits[0] + 1)) + num_actions
 
   def select(keys, view, depth, active, probs):
-    del probs  # (not kept: the store of this search holds logits)
+    # `probs`: per part (`_softmax_per_part`), as mctx's selections compute
+    # them from the decision or chance columns.
     is_decision = view.embeddings.is_decision_node[:, 0]
     decision = puct(keys, _split_actions(view, num_actions, "decision"), depth,
-                    active & is_decision, None)
-    return jnp.where(is_decision, decision, jax.vmap(chance_action)(view))
+                    active & is_decision, probs[:, :num_actions])
+    chance = jax.vmap(chance_action)(view, probs[:, num_actions:])
+    return jnp.where(is_decision, decision, chance)
 
   return select
+
+
+def _softmax_per_part(logits, *, num_actions: int):
+  """`[B, A + C]` joint logits -> the softmax of the decision columns
+  (`[:A]`) beside the softmax of the chance columns (`[A:]`)."""
+  return jnp.concatenate([jax.nn.softmax(logits[:, :num_actions]),
+                          jax.nn.softmax(logits[:, num_actions:])], axis=-1)
 
 
 def _stochastic_recurrent_fn(decision_fn, chance_fn, num_actions,
@@ -1252,7 +1265,9 @@ def stochastic_muzero_policy(
       root_select=select, interior_select=select,
       num_simulations=num_simulations, max_depth=max_depth,
       invalid_actions=invalid_actions, loop_fn=loop_fn, mesh=mesh,
-      batch_axis=batch_axis)
+      batch_axis=batch_axis,
+      prior_probs=functools.partial(_softmax_per_part,
+                                    num_actions=num_actions))
 
   tree = _split_actions(tree, num_actions, "decision")
   action, weights = _act_by_visits(rng_key, tree, temperature)

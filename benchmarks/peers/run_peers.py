@@ -113,15 +113,23 @@ def peer_command(peer: str, args, jsonl: str, check_dir: str) -> List[str]:
 def peer_thread_env(peer: str, args) -> Dict[str, str]:
   """Thread settings of a peer process (recorded in its rows)."""
   if peer in ("fast", "mctx"):
-    if args.jax_single_thread:
+    if args.jax_single_thread:  # (and pinned: `_pinned_to_one_cpu`)
       return dict(XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                             " --xla_cpu_multi_thread_eigen=false"
-                             " intra_op_parallelism_threads=1").strip())
+                             " --xla_cpu_multi_thread_eigen=false").strip())
     return {}
   if args.numpy_threads <= 0:
     return {}
   n = str(args.numpy_threads)
   return dict(OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
+
+
+def _pinned_to_one_cpu(cmd: List[str]) -> List[str]:
+  """`cmd` run on one CPU: its interpreter pins itself to the first CPU this
+  process may use, then execs `cmd` (the affinity survives the exec)."""
+  cpu = min(os.sched_getaffinity(0))
+  return [cmd[0], "-c",
+          "import os, sys; os.sched_setaffinity(0, {%d}); "
+          "os.execv(sys.argv[1], sys.argv[1:])" % cpu, *cmd]
 
 
 def run_peer(peer: str, args, jsonl: str, check_dir: str) -> Tuple[int, float]:
@@ -141,6 +149,9 @@ def run_peer(peer: str, args, jsonl: str, check_dir: str) -> Tuple[int, float]:
              TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
   env.update(peer_thread_env(peer, args))
   t0 = time.perf_counter()
+  if (args.jax_single_thread and peer in ("fast", "mctx") and
+      hasattr(os, "sched_setaffinity")):
+    cmd = _pinned_to_one_cpu(cmd)
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1)
   noisy = ("Warning", "warn(", "register_for_torch", "Gym has been",
@@ -330,9 +341,10 @@ def main() -> None:
                  "default: multi-threaded OpenBLAS on a loaded CPU makes "
                  "small matmuls 10-100x slower and very noisy")
   p.add_argument("--jax-single-thread", action="store_true",
-                 help="run XLA:CPU single-threaded too (XLA_FLAGS "
-                 "--xla_cpu_multi_thread_eigen=false "
-                 "intra_op_parallelism_threads=1); default: XLA's threads")
+                 help="run the JAX peers on one CPU, as the others: the "
+                 "process pinned to one CPU (sched_setaffinity) and XLA_FLAGS "
+                 "--xla_cpu_multi_thread_eigen=false; default: XLA's threads "
+                 "on every CPU")
   p.add_argument("--lz-gather", choices=["vectorized", "lightzero"],
                  default="vectorized",
                  help="LightZero peer: gather leaf latents with one fancy "
