@@ -28,9 +28,10 @@ Further choices made for speed on CPU, none of which changes a result bit:
 
 * the tree is stored packed (see "Packed tree storage" below) and unpacked
   into a ``mctx.Tree`` once, at the end;
-* for MuZero, the edge records hold the softmax of the prior logits, computed
-  once per node when it is expanded, instead of at every visit of the node
-  (the logits are kept apart, see ``_Store.logits``; on every platform);
+* for MuZero and Stochastic MuZero, the edge records hold the softmax of the
+  prior logits, computed once per node when it is expanded, instead of at
+  every visit of the node (the logits are kept apart, see ``_Store.logits``;
+  on every platform);
 * on CPU, the PUCT tie-breaking noise (``1e-7 * uniform``) of MuZero and of
   Stochastic MuZero's decision nodes is only drawn in the steps where it can
   change an argmax (see ``_batched_puct``, ``_batched_stochastic``);
@@ -313,10 +314,11 @@ def _set_fields(x, row, fields: slice, value):
 
 
 def _node_view(store: _Store, ex: chex.Array, node: chex.Array,
-               invalid_actions, extra_data) -> Tree:
+               invalid_actions,
+               extra_data) -> Tuple[Optional[chex.Array], Tree]:
   """`(probs, view)`: a `Tree` of one node per example (node `node[i]` of
-  example `ex[i]`) and the softmax of its prior logits if the store keeps
-  it (`[K, A]`, else None).
+  example `ex[i]`), and its prior probabilities if the store keeps them
+  (`[K, A]`, see `_Store.logits`; else None).
 
   Leaves are `[K, 1, ...]` (`root_invalid_actions` and `extra_data` are the
   rows of the examples), so mctx-style per-example functions can be vmapped
@@ -700,8 +702,9 @@ def search(params: chex.ArrayTree,
   `root_select` / `interior_select` are batched selection functions (see
   `BatchedSelectFn`).  `prior_probs` (`[B, A]` logits -> `[B, A]`
   probabilities, row by row): if given, the selections get it of the nodes'
-  prior logits, computed once per node (see `_Store.logits`).  Requires float32 `root.prior_logits` and `root.value`
-  (the recurrent outputs are stored as float32 as well).
+  prior logits, computed once per node (see `_Store.logits`).  Requires
+  float32 `root.prior_logits` and `root.value` (the recurrent outputs are
+  stored as float32 as well).
 
   With a `mesh`, the batch is split over its axis `batch_axis` and every
   device searches its examples on its own (`shard_map`: no communication
@@ -839,7 +842,7 @@ def _puct_scores(view: Tree, depth, probs, *, pb_c_init, pb_c_base,
                  qtransform):
   """PUCT scores before the tie-breaking noise; invalid root actions -inf.
 
-  `probs`: the softmax of the prior logits if known (else None).
+  `probs`: the softmax of the prior logits if known (else None: computed).
 
   `scores + noise` equals mctx's masked `value + policy + noise`, because
   mctx adds the noise last and `-inf + noise == -inf`.
