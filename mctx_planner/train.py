@@ -95,22 +95,24 @@ class Agent(NamedTuple):
 
 
 def _unshare_buffers(tree: Any) -> Any:
-    """``tree`` with a copy for every array whose device buffer an earlier
-    leaf already holds (JAX cannot donate one buffer twice; a domain's
+    """``tree`` with a copy for every array that holds a device buffer an
+    earlier leaf already holds (JAX cannot donate one buffer twice; a domain's
     ``init`` may put one array in two fields, ``init`` puts the parameters in
-    ``params`` and ``target_params``)."""
+    ``params`` and ``target_params``). Buffers are compared shard by shard:
+    ``jax.device_put`` of one array into two replicated leaves gives two
+    arrays that share the first device's buffer only."""
     seen = set()
 
     def own(x):
         if not isinstance(x, jax.Array):
             return x
         try:
-            key = tuple(s.data.unsafe_buffer_pointer() for s in x.addressable_shards)
+            buffers = [s.data.unsafe_buffer_pointer() for s in x.addressable_shards]
         except Exception:  # pylint: disable=broad-except
-            key = ("object", id(x))  # (a backend without buffer pointers)
-        if key in seen:
+            buffers = [("object", id(x))]  # (a backend without buffer pointers)
+        if any(b in seen for b in buffers):
             return jnp.copy(x)
-        seen.add(key)
+        seen.update(buffers)
         return x
 
     return jax.tree_util.tree_map(own, tree)
@@ -285,12 +287,13 @@ def make_agent(config: TrainConfig, *, mesh: Optional[jax.sharding.Mesh] = None,
     def init(key: chex.PRNGKey) -> TrainState:
         key, params_key, env_key = jax.random.split(key, 3)
         params = init_params(net, params_key, domain.observation_shape)
-        return _unshare_buffers(TrainState(
+        # (`params` twice: the iteration gives the second its own buffers.)
+        return TrainState(
             params=params, target_params=params, opt_state=optimizer.init(params),
             replay=replay.init(example_shape, B),
             env_states=init_states(domain, env_key, B, config.opening_moves), key=key,
             iteration=jnp.zeros((), jnp.int32), env_steps=jnp.zeros((), jnp.int32),
-            updates=jnp.zeros((), jnp.int32)))
+            updates=jnp.zeros((), jnp.int32))
 
     num_reanalyzed = int(round(config.reanalyze_fraction * config.batch_size))
 
