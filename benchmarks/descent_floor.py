@@ -20,8 +20,22 @@ give a floor on search time, next to the network-only time measured in the
 same process (the same ``lax.scan`` of S network calls as in
 ``search_overhead.py``). When
 ``floor / network-only > 2`` the issue's "search / network-only <= 2" target
-cannot be met by any search written as XLA loops on this CPU, whatever it
-fuses.
+cannot be met by a search that selects one level per loop iteration, as mctx
+and this library's ``fast`` backend do.
+
+A second, design-independent floor (``rows``) counts arithmetic instead of
+iterations.  An exact search must compute the selection scores of the node
+at every level of every descent: a node's scores depend on its own visit
+count, which its previous visit changed, so no result can be reused from an
+earlier simulation (a search may batch these rows differently, e.g. all
+levels of a path at once, but it cannot skip them).  ``row_seconds`` times
+the policy's own interior selection arithmetic (this library's PUCT scores
+with mctx's default qtransform and the tie test of its lazy noise for
+muzero; mctx's deterministic interior selection for gumbel) on 16384
+``[A]`` rows in one call, and the floor is
+``rows per search * time per row`` with ``mean node depth * S * B`` rows.
+Reading the rows from the tree is not counted (they are gathered before the
+timed call), so the true cost is higher still.
 
     python benchmarks/descent_floor.py              # every record of the overhead JSON
     python benchmarks/descent_floor.py --batch 64 256 1024 --actions 9 64
@@ -38,10 +52,13 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import mctx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import search_overhead as so  # pylint: disable=g-import-not-at-top,wrong-import-position
+sys.path.insert(0, os.path.dirname(HERE))
+from mctx_planner import _fast_search as fs  # pylint: disable=g-import-not-at-top,wrong-import-position
 DEFAULT_RECORDS = os.path.join(HERE, "results", "search_overhead_fast.json")
 
 
@@ -86,6 +103,74 @@ def backup_loop(n, parents, values, counts):
   return jax.lax.while_loop(lambda c: c[0] < n, body, init)[3]
 
 
+def _random_rows(batch, actions, nodes=257):
+  """Node rows of a random tree store: ``batch * nodes`` rows, a ``Tree`` of
+  ``[M, 1, ...]`` leaves (one node each, as the fast backend's views)."""
+  m = batch * nodes
+  keys = jax.random.split(jax.random.PRNGKey(1), 6)
+  visits = jax.random.randint(keys[0], (m, 1, actions), 0, 5)
+  return mctx.Tree(
+      node_visits=jnp.sum(visits, -1) + 1,
+      raw_values=jax.random.normal(keys[1], (m, 1)),
+      node_values=jax.random.normal(keys[1], (m, 1)),
+      parents=jnp.zeros((m, 1), jnp.int32),
+      action_from_parent=jnp.zeros((m, 1), jnp.int32),
+      children_index=jnp.where(visits > 0, 1, -1),
+      # Probabilities, which muzero's rows hold in the fast backend's store
+      # (gumbel reads them as logits: the arithmetic is the same).
+      children_prior_logits=jax.nn.softmax(
+          jax.random.normal(keys[2], (m, 1, actions))),
+      children_visits=visits,
+      children_rewards=jax.random.normal(keys[3], (m, 1, actions)),
+      children_discounts=jnp.full((m, 1, actions), 0.997),
+      children_values=jax.random.normal(keys[4], (m, 1, actions)),
+      embeddings=jnp.zeros((m, 1)),
+      root_invalid_actions=jnp.zeros((m, actions)),
+      extra_data=None)
+
+
+def _interior_scores(policy):
+  """``rows -> action`` per row: the policy's interior selection arithmetic
+  as the fast backend computes it (one node per row, depth > 0)."""
+  if policy == "gumbel":
+    one = functools.partial(fs._gumbel_interior_action,  # pylint: disable=protected-access
+                            qtransform=mctx.qtransform_completed_by_mix_value)
+    return jax.vmap(lambda view: one(None, view, 1))
+  scores = functools.partial(
+      fs._puct_scores, pb_c_init=1.25, pb_c_base=19652.,  # pylint: disable=protected-access
+      qtransform=mctx.qtransform_by_parent_and_siblings)
+
+  def select(view):
+    # The fast backend stores muzero's prior probabilities (no softmax here).
+    probs = view.children_prior_logits[:, 0]
+    s = jax.vmap(scores, in_axes=(0, None, 0))(view, 1, probs)
+    greedy = fs._argmax(s)  # pylint: disable=protected-access
+    # The lazy noise's test: does the runner-up come within 1e-7?
+    others = jnp.where(jnp.arange(s.shape[-1]) == greedy[:, None], -jnp.inf, s)
+    best = jnp.take_along_axis(s, greedy[:, None], axis=-1)[:, 0]
+    return jnp.where(best > jnp.max(others, -1) + 1e-7, greedy, -1)
+  return select
+
+
+def row_seconds(policy, actions, rows=16384, reps=15):
+  """Time per row of the interior selection arithmetic alone: ``rows`` rows
+  of a random tree store, gathered beforehand (reading them
+  from the store is not counted, which keeps this a lower bound), in one
+  call."""
+  store = _random_rows(64, actions)
+  index = jax.random.randint(jax.random.PRNGKey(2), (rows,), 0,
+                             store.node_visits.shape[0])
+  gathered = jax.tree.map(lambda x: x[index], store)
+  compiled = jax.jit(_interior_scores(policy)).lower(gathered).compile()
+  jax.block_until_ready(compiled(gathered))
+  ts = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(gathered))
+    ts.append(time.perf_counter() - t0)
+  return min(ts) / rows
+
+
 def per_iteration_seconds(fn, args, n_small=200, n_large=4200, reps=7):
   """Slope of wall time vs iterations (removes the call overhead)."""
   compiled = jax.jit(fn).lower(jnp.int32(0), *args).compile()
@@ -115,6 +200,20 @@ def network_only_seconds(hidden, actions, batch, sims, reps=7):
   return statistics.median(ts)
 
 
+def fast_and_network_seconds(policy, hidden, actions, batch, sims, budget_s=2.0):
+  """``(fast search, network-only)`` median times, measured interleaved in
+  this process (``search_overhead.py``'s MLP, roots and key)."""
+  params, root, key = so.make_inputs(hidden, actions, batch)
+  fast = so.POLICIES[policy][1]
+  search, _, _ = so.compile_fn(
+      lambda p_, k, r: fast(p_, k, r, so.recurrent_fn, sims), params, key, root)
+  net, _, _ = so.compile_fn(
+      functools.partial(so.network_only, num_simulations=sims), params, root)
+  return tuple(so.time_interleaved(
+      [(search, (params, key, root)), (net, (params, root))], budget_s,
+      min_reps=5))
+
+
 def measure(batch, actions, nodes=257):
   key = jax.random.PRNGKey(0)
   visits = jax.random.randint(key, (batch, nodes, actions), 0, 5).astype(jnp.float32)
@@ -136,6 +235,11 @@ def main():
   p.add_argument("--batch", nargs="+", type=int, default=None)
   p.add_argument("--actions", nargs="+", type=int, default=None)
   p.add_argument("--hidden", type=int, default=256)
+  p.add_argument("--time-fast", action="store_true",
+                 help="also time the fast search in this process (interleaved with "
+                      "the network-only run) and compare it with network + rows floor")
+  p.add_argument("--budget", type=float, default=2.0,
+                 help="seconds of timing per configuration with --time-fast")
   p.add_argument("--out", default=os.path.join(HERE, "results", "descent_floor_cpu.json"))
   args = p.parse_args()
   with open(args.records) as f:
@@ -146,27 +250,49 @@ def main():
     records = [r for r in records if r["actions"] in args.actions]
   cache, rows = {}, []
   print("| policy | A | B | S | mean depth | levels | select+backup us | floor ms |"
-        " net-only ms | floor / net | fast / net (overhead JSON) |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+        " net-only ms | floor / net | row ns | rows floor ms | rows floor / net |"
+        + (" fast / net | fast / (net + rows floor) |" if args.time_fast else
+           " fast / net (overhead JSON) |"))
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        + ("---|---|" if args.time_fast else "---|"))
+  row_cache = {}
   for r in records:
     k = (r["batch"], r["actions"])
     if k not in cache:
       cache[k] = measure(*k)
     bare, step = cache[k]
+    kr = (r["policy"], r["actions"])
+    if kr not in row_cache:
+      row_cache[kr] = row_seconds(*kr)
+    per_row = row_cache[kr]
     # One selection and one backup step per level per simulation.
     steps = r["mean_depth"] * r["sims"]
     floor = steps * step
-    net = network_only_seconds(r["hidden"], r["actions"], r["batch"], r["sims"])
+    rows_floor = steps * r["batch"] * per_row
+    if args.time_fast:
+      fast, net = fast_and_network_seconds(r["policy"], r["hidden"], r["actions"],
+                                           r["batch"], r["sims"], args.budget)
+      fast_cols = f"{fast / net:.2f} | {fast / (net + rows_floor):.2f} |"
+    else:
+      fast = None
+      net = network_only_seconds(r["hidden"], r["actions"], r["batch"], r["sims"])
+      fast_cols = f"{r['ratio_fast']:.2f} |"
     row = dict(policy=r["policy"], actions=r["actions"], batch=r["batch"], sims=r["sims"],
                hidden=r["hidden"], mean_depth=r["mean_depth"], descent_steps=steps,
                bare_iteration_s=bare, step_iteration_s=step, floor_s=floor,
-               net_s=net, floor_over_net=floor / net,
-               fast_over_net=r["ratio_fast"], device=jax.devices()[0].device_kind,
+               net_s=net, floor_over_net=floor / net, row_s=per_row,
+               rows_floor_s=rows_floor, rows_floor_over_net=rows_floor / net,
+               fast_over_net=r["ratio_fast"] if fast is None else fast / net,
+               fast_s=fast, fast_measured_here=fast is not None,
+               fast_over_net_plus_rows_floor=(None if fast is None
+                                              else fast / (net + rows_floor)),
+               device=jax.devices()[0].device_kind,
                jax=jax.__version__, cpus=os.cpu_count(), load=os.getloadavg()[0])
     rows.append(row)
     print(f"| {r['policy']} | {r['actions']} | {r['batch']} | {r['sims']} | "
           f"{r['mean_depth']:.1f} | {steps:.0f} | {step * 1e6:.1f} | {floor * 1e3:.1f} | "
-          f"{net * 1e3:.1f} | {floor / net:.2f} | {r['ratio_fast']:.2f} |",
+          f"{net * 1e3:.1f} | {floor / net:.2f} | {per_row * 1e9:.0f} | "
+          f"{rows_floor * 1e3:.1f} | {rows_floor / net:.2f} | {fast_cols}",
           flush=True)
   with open(args.out, "w") as f:
     json.dump(dict(bare_and_select_backup_us={f"B={b},A={a}": [x * 1e6 for x in v]

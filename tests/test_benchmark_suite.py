@@ -210,3 +210,22 @@ def test_stochastic_benchmark_model_matches_mctx(monkeypatch):
     emb, values = jax.jit(lambda p, r: so.network_only(p, r, 6, "stochastic"))(
         params, root)
     assert emb.shape == (4, so.EMBED) and values.shape == (6, 4)
+
+
+def test_descent_floor_script_tiny(tmp_path):
+    records = tmp_path / "overhead.json"
+    records.write_text(json.dumps({"results": [dict(
+        policy="muzero", hidden=16, actions=9, batch=4, sims=4, mean_depth=2.0,
+        ratio_fast=3.0)]}))
+    result = tmp_path / "floor.json"
+    stdout = _run_script("benchmarks/descent_floor.py", "--records", str(records),
+                         "--hidden", "16", "--time-fast", "--budget", "0.05",
+                         "--out", str(result))
+    assert "| fast / (net + rows floor) |" in stdout
+    (row,) = json.loads(result.read_text())["rows"]
+    assert row["descent_steps"] == 8.0  # mean depth 2 * 4 simulations
+    for field in ("row_s", "step_iteration_s", "net_s", "fast_s"):
+        assert row[field] > 0, field
+    assert row["rows_floor_s"] == pytest.approx(8.0 * 4 * row["row_s"])
+    assert row["fast_over_net_plus_rows_floor"] == pytest.approx(
+        row["fast_s"] / (row["net_s"] + row["rows_floor_s"]))
