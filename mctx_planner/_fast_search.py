@@ -270,6 +270,13 @@ def _platform() -> str:
   traced = getattr(_TRACING, "platform", None)
   if traced is not None:
     return traced
+  return default_platform()
+
+
+def default_platform() -> str:
+  """The platform JAX places a computation on by default: that of the
+  `jax.default_device` in effect (a device or a platform name), else the
+  default backend (`"cpu"`, `"gpu"`, `"tpu"`, ...)."""
   device = jax.config.jax_default_device
   if device is None:
     return jax.default_backend()

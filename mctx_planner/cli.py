@@ -103,7 +103,7 @@ def _add_train(sub):
     p.add_argument("--devices", type=int, default=1,
                    help="split the environments and self-play's searches over N "
                         "devices (on a CPU: N devices, one per core; needs "
-                        "search_backend=fast, the default)")
+                        "search_backend=fast or auto, the default)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config and exit")
 

@@ -66,10 +66,13 @@ class TrainConfig:
         ``"min_max"`` (with values bounded in ``[-1, 1]``).
       value_scale, maxvisit_init: completed-Q constants (Gumbel MuZero, eq. 8).
       max_depth: maximum search-tree depth (None = unbounded).
-      search_backend: ``"fast"`` (default: the library's batched backend,
-        same results as mctx; 1.2x to 22x quicker than mctx on CPU; on an
-        H100 0.96x to 4.7x, slower only for muzero at batch 64) or ``"mctx"``
-        (the reference). See docs/benchmarks.md.
+      search_backend: ``"auto"`` (default: ``"fast"`` on CPU and GPU and
+        with ``mesh``, ``"mctx"`` on other platforms such as TPU, where the
+        fast backend is not measured), ``"fast"`` (the library's batched
+        backend, same results as mctx; 1.2x to 22x quicker than mctx on CPU;
+        on an H100 0.96x to 4.7x, slower only for muzero at batch 64) or
+        ``"mctx"`` (the reference). See ``SearchConfig.backend`` and
+        docs/benchmarks.md.
       opening_moves: self-play episodes start after a random number (0..k)
         of random legal moves, to cover positions self-play rarely reaches.
       eval_simulations: simulations per move in evaluation (temperature 0,
@@ -126,7 +129,7 @@ class TrainConfig:
     value_scale: float = 0.1
     maxvisit_init: float = 50.0
     max_depth: Optional[int] = None
-    search_backend: str = "fast"
+    search_backend: str = "auto"
     opening_moves: int = 0
     eval_simulations: int = 16
     eval_search_algorithm: Optional[str] = None
@@ -307,7 +310,7 @@ _PRESETS: Dict[Tuple[str, str], Dict[str, Any]] = {
         iterations=1800, num_envs=256, unroll_length=32, num_simulations=32,
         eval_simulations=1024, eval_search_algorithm="muzero",
         td_steps=4, augment_symmetries=True,
-        batch_size=512, updates_per_iteration=64, search_backend="fast",
+        batch_size=512, updates_per_iteration=64,
         replay_capacity=262144, learning_rate=2e-3, opening_moves=2,
         network=_net(hidden_size=256, num_layers=3,
                      value_support=Support(size=1, transform=False))),

@@ -176,7 +176,7 @@ def search_player(planner: search_lib.Planner, params: chex.ArrayTree,
 
 def pure_search_player(domain: Domain, num_simulations: int, *,
                        algorithm: str = "gumbel_muzero",
-                       backend: str = "fast",
+                       backend: str = "auto",
                        **config_overrides: Any) -> Player:
     """Search over the true model with an uninformed network (jittable).
 
@@ -188,7 +188,8 @@ def pure_search_player(domain: Domain, num_simulations: int, *,
       domain: the domain (its ``step`` is the model).
       num_simulations: simulations per move.
       algorithm: ``"gumbel_muzero"``, ``"muzero"`` or ``"stochastic_muzero"``.
-      backend: ``"fast"`` (default) or ``"mctx"``: the same results.
+      backend: ``"auto"`` (default), ``"fast"`` or ``"mctx"``
+        (``SearchConfig.backend``): the same results.
       **config_overrides: more :class:`~mctx_planner.search.SearchConfig` fields.
     """
     args = (domain, int(num_simulations), algorithm, backend,

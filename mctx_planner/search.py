@@ -38,7 +38,15 @@ from mctx_planner.networks import AlphaZeroNet, MuZeroNet
 
 ALGORITHMS = ("muzero", "gumbel_muzero", "stochastic_muzero")
 QTRANSFORMS = ("default", "parent_and_siblings", "min_max", "completed_by_mix_value")
-BACKENDS = ("mctx", "fast")
+BACKENDS = ("auto", "fast", "mctx")
+
+# Platforms where the fast backend was measured against mctx and kept:
+# XLA:CPU (1.2x to 22x) and NVIDIA GPUs (H100: 1.02x to 4.7x in 33 of 36
+# cells, 0.96x to 0.99x in 3; docs/benchmarks.md).  `backend="auto"` runs
+# mctx itself anywhere else (TPU is not measured, and its gathers and
+# scatters, which the fast backend is made of, are slow where mctx's dense
+# whole-tree selects are not).
+_FAST_PLATFORMS = ("cpu", "gpu", "cuda")
 
 _MASKED_SCORE = -1e9
 
@@ -66,11 +74,14 @@ class SearchConfig:
       value_bounds: ``(min, max)`` for the ``"min_max"`` transform.
       value_scale, maxvisit_init: completed_by_mix_value constants (sigma of
         the Gumbel MuZero paper, eq. 8).
-      backend: ``"fast"`` (default: the library's batched search with mctx's
+      backend: ``"auto"`` (default: ``"fast"`` on CPU and GPU, where it was
+        measured, ``"mctx"`` on other platforms such as TPU; ``"fast"`` with
+        a mesh), ``"fast"`` (the library's batched search with mctx's
         semantics: the same trees and actions, floats equal to rounding;
         1.2x to 22x quicker than mctx on CPU at batch 64 and more, 0.9x to
         1.6x at batch 1; on an H100 0.96x to 4.7x, slower only for muzero at
         batch 64) or ``"mctx"`` (DeepMind's implementation, the reference).
+        The platform is the default device's when the search is traced.
         See docs/benchmarks.md.
     """
 
@@ -88,7 +99,7 @@ class SearchConfig:
     value_bounds: Tuple[float, float] = (-1.0, 1.0)
     value_scale: float = 0.1
     maxvisit_init: float = 50.0
-    backend: str = "fast"
+    backend: str = "auto"
 
     def __post_init__(self):
         def bad(field, expected):
@@ -393,6 +404,18 @@ class PlanOutput:
     tree: mctx.Tree
 
 
+def _resolve_backend(backend: str, mesh: Any = None) -> str:
+    """``"fast"`` or ``"mctx"``: what ``SearchConfig.backend`` stands for
+    here (see its docstring): ``"auto"`` is ``"fast"`` with a mesh (only the
+    fast backend splits a search) or on a platform of ``_FAST_PLATFORMS``."""
+    if backend != "auto":
+        return backend
+    from mctx_planner._fast_search import default_platform  # pylint: disable=g-import-not-at-top
+    if mesh is not None or default_platform() in _FAST_PLATFORMS:
+        return "fast"
+    return "mctx"
+
+
 def _policy_functions(backend: str):
     if backend == "fast":
         from mctx_planner import _fast_search as impl  # pylint: disable=g-import-not-at-top
@@ -475,10 +498,10 @@ def search(params: chex.ArrayTree, rng_key: chex.PRNGKey, root_input: Any, *,
         ``observation [B, ...]`` and ``legal_action_mask [B, A]``.
       model: a :class:`SearchModel`.
       config: a :class:`SearchConfig`.
-      mesh: optional (``backend="fast"`` only): the tree search is split over
-        the devices of mesh axis ``batch_axis``, each device searching its
-        ``B / n`` examples on its own (``shard_map``; see make_planner for
-        how its result relates to one device's).
+      mesh: optional (``backend`` ``"fast"`` or ``"auto"``): the tree search
+        is split over the devices of mesh axis ``batch_axis``, each device
+        searching its ``B / n`` examples on its own (``shard_map``; see
+        make_planner for how its result relates to one device's).
       batch_axis: the mesh axis the batch is split over.
 
     Returns:
@@ -489,7 +512,8 @@ def search(params: chex.ArrayTree, rng_key: chex.PRNGKey, root_input: Any, *,
     legal = root_input.legal_action_mask
     root = root.replace(prior_logits=_mask_logits(root.prior_logits, legal))
     invalid = jnp.logical_not(legal)
-    muzero, gumbel, stochastic = _policy_functions(config.backend)
+    muzero, gumbel, stochastic = _policy_functions(
+        _resolve_backend(config.backend, mesh))
     is_stochastic = config.algorithm == "stochastic_muzero"
     qtransform = _qtransform(config, model.knows_legal_moves, is_stochastic)
     common = dict(params=params, rng_key=search_key, root=root,
@@ -561,7 +585,7 @@ def make_planner(model: SearchModel, config: SearchConfig = SearchConfig(), *,
         bit differently on the per-device batch, which flips near-ties (rare
         with a trained network; with an untrained Connect Four network, 26
         to 40% of the actions changed, see examples/search_on_all_cores.py).
-        Needs ``config.backend == "fast"`` and a batch that
+        Needs ``config.backend`` ``"fast"`` or ``"auto"`` and a batch that
         divides evenly. Use it whenever the root inputs are sharded over
         devices (several GPUs, or a CPU's cores exposed as devices with
         ``jax.config.update("jax_num_cpu_devices", n)``): left to XLA's
@@ -573,7 +597,7 @@ def make_planner(model: SearchModel, config: SearchConfig = SearchConfig(), *,
       TypeError: ``model`` is not a SearchModel, ``config`` not a
         SearchConfig, or ``mesh`` not a ``jax.sharding.Mesh``.
       ValueError: the algorithm needs what the model lacks (stochastic_muzero
-        over a deterministic model); a mesh without ``backend="fast"`` or
+        over a deterministic model); a mesh with ``backend="mctx"`` or
         without the axis ``batch_axis``.
     """
     if not isinstance(model, SearchModel):
@@ -619,15 +643,15 @@ def _check_mesh(mesh: Any, batch_axis: str, config: SearchConfig) -> None:
     if batch_axis not in mesh.axis_names:
         raise ValueError(f"batch_axis {batch_axis!r} is not an axis of the mesh "
                          f"(axes: {mesh.axis_names})")
-    if config.backend != "fast":
+    if config.backend == "mctx":
         # Measured (benchmarks/mctx_partitioned.py, 2 CPU devices): raw mctx
         # left to XLA's partitioning took 1.3x to 2.3x one device's time at
         # B = 256 and 0.95x at B = 1024 (docs/benchmarks.md, "Search split
         # over a CPU's cores").
-        raise ValueError("a mesh needs SearchConfig.backend='fast' (the mctx "
-                         "backend has no split search: left to XLA's "
-                         "partitioning it is no faster than on one device), "
-                         f"got {config.backend!r}")
+        raise ValueError("a mesh needs SearchConfig.backend='fast' or 'auto' "
+                         "(the mctx backend has no split search: left to "
+                         "XLA's partitioning it is no faster than on one "
+                         f"device), got {config.backend!r}")
 
 
 def check_root_input(model: SearchModel, params: chex.ArrayTree,

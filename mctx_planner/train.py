@@ -201,8 +201,8 @@ def make_agent(config: TrainConfig, *, mesh: Optional[jax.sharding.Mesh] = None,
         :func:`~mctx_planner.search.make_planner`) instead of leaving the
         search's loops to XLA's automatic partitioning (the same results as
         that, much faster).
-        Needs ``search_backend="fast"`` (the default) and ``num_envs``
-        divisible by the number of devices on that axis.
+        Needs ``search_backend`` ``"fast"`` or ``"auto"`` (the default) and
+        ``num_envs`` divisible by the number of devices on that axis.
       batch_axis: the mesh axis name.
 
     Raises:

@@ -303,8 +303,9 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
       mesh: optional device mesh with an axis ``"batch"``: the environments,
         the replay and self-play's searches are split over its devices
         (:func:`~mctx_planner.train.shard_state` and ``make_agent(mesh=...)``;
-        needs ``search_backend="fast"``, the default). On a CPU, one device per core
-        makes self-play use every core (``mctx-planner train --devices N``).
+        needs ``search_backend`` ``"fast"`` or ``"auto"``, the default). On
+        a CPU, one device per core makes self-play use every core
+        (``mctx-planner train --devices N``).
 
     Returns:
       A :class:`TrainResult`.

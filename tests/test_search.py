@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from jax.sharding import Mesh
 
 from mctx_planner import explanation as explain
+from mctx_planner.config import TrainConfig
 from mctx_planner.domains import ConnectFour, TicTacToe
 from mctx_planner.domains.base import Domain
 from mctx_planner.networks import AlphaZeroNet, MuZeroNet, NetworkConfig, init_params
@@ -278,9 +280,41 @@ def test_learned_model_and_explain():
     assert line and all(0 <= a < 9 for a in line)
 
 
+def test_auto_backend_is_fast_where_measured(monkeypatch):
+    """backend="auto" (the default) plans with the fast backend on CPU and
+    NVIDIA GPUs, with mctx elsewhere (TPU is not measured), and with the fast
+    backend whenever a mesh splits the search; an explicit backend wins."""
+    from mctx_planner import search as search_mod
+    assert SearchConfig().backend == "auto"
+    assert TrainConfig().search_backend == "auto"
+    chosen = []
+    original = search_mod._policy_functions
+    monkeypatch.setattr(search_mod, "_policy_functions",
+                        lambda backend: chosen.append(backend) or original(backend))
+    d = TicTacToe()
+    model = true_model(d, uniform_predict_fn(d.num_actions))
+    states = _stack([_play(d, [])])
+    cfg = SearchConfig(num_simulations=2, max_num_considered_actions=2)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    # The platform decides when the search is traced (the planner's jit).
+    for platform, with_mesh, expected in [("cpu", False, "fast"),
+                                          ("tpu", False, "mctx"),
+                                          ("tpu", True, "fast")]:
+        monkeypatch.setattr(jax, "default_backend", lambda p=platform: p)
+        chosen.clear()
+        make_planner(model, cfg, mesh=mesh if with_mesh else None).plan(
+            {}, jax.random.PRNGKey(0), states)
+        assert chosen == [expected], (platform, with_mesh)
+    for platform, expected in [("gpu", "fast"), ("cuda", "fast"), ("rocm", "mctx")]:
+        monkeypatch.setattr(jax, "default_backend", lambda p=platform: p)
+        assert search_mod._resolve_backend("auto") == expected, platform
+        for explicit in ("fast", "mctx"):
+            assert search_mod._resolve_backend(explicit) == explicit
+
+
 @pytest.mark.parametrize("algorithm", ["muzero", "gumbel_muzero"])
 def test_mctx_and_fast_backends_plan_alike(algorithm):
-    """The default backend ("fast") and mctx itself give the same search
+    """The fast backend (the default's choice on CPU) and mctx itself give the same search
     through the planner: actions, visit counts and tree links exactly, floats
     to rounding."""
     d = TicTacToe()
@@ -292,7 +326,6 @@ def test_mctx_and_fast_backends_plan_alike(algorithm):
         algorithm=algorithm, num_simulations=10, max_num_considered_actions=4,
         backend=backend)).plan(params, jax.random.PRNGKey(3), states)
         for backend in ("mctx", "fast")}
-    assert SearchConfig().backend == "fast"
     fast, ref = outs["fast"], outs["mctx"]
     np.testing.assert_array_equal(fast.action, ref.action)
     for name in ("node_visits", "parents", "children_index"):
