@@ -45,7 +45,8 @@ BACKENDS = ("auto", "fast", "mctx")
 # cells, 0.96x to 0.99x in 3; docs/benchmarks.md).  `backend="auto"` runs
 # mctx itself anywhere else (TPU is not measured, and its gathers and
 # scatters, which the fast backend is made of, are slow where mctx's dense
-# whole-tree selects are not).
+# whole-tree selects are not).  JAX names AMD GPUs "gpu" as well, so they
+# get the fast backend too (not measured there).
 _FAST_PLATFORMS = ("cpu", "gpu", "cuda")
 
 _MASKED_SCORE = -1e9
