@@ -271,8 +271,11 @@ def _to_float(tree) -> Dict[str, float]:
 
 #: Fields a resumed run may change: the schedule's length and what neither the
 #: parameters nor any training key depend on (evaluation and checkpointing).
+# `search_backend` gives the same searches (floats to rounding) whatever its
+# value, and its default changed from "fast" to "auto" (2026-11-26).
 RESUME_MAY_CHANGE = ("iterations", "eval_simulations", "eval_search_algorithm",
-                     "eval_every", "eval_games", "checkpoint_every")
+                     "eval_every", "eval_games", "checkpoint_every",
+                     "search_backend")
 
 
 def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = False,
@@ -288,8 +291,9 @@ def train(config: TrainConfig, *, out_dir: Optional[str] = None, resume: bool = 
         (None: nothing is written).
       resume: continue from the newest checkpoint in ``out_dir``; its saved
         config must equal ``config`` except for the fields in
-        ``RESUME_MAY_CHANGE`` (``iterations``, which may grow, and the
-        evaluation and checkpoint settings).
+        ``RESUME_MAY_CHANGE`` (``iterations``, which may grow, the
+        evaluation and checkpoint settings, and ``search_backend``, which
+        gives the same searches).
       overwrite: delete the checkpoints and metrics of an earlier run in
         ``out_dir`` (without it, such a directory is an error).
       progress: show a progress bar.

@@ -187,16 +187,18 @@ def test_evaluation_against_the_previous_parameters(tmp_path):
 
 # ------------------------------------------------------------------ resume
 def test_resume_equals_uninterrupted(tmp_path):
-    cfg = tiny(iterations=4, checkpoint_every=1)
+    # (A run saved before "auto" became the default names "fast".)
+    cfg = tiny(iterations=4, checkpoint_every=1, search_backend="fast")
     full = train(cfg, out_dir=str(tmp_path / "full"), progress=False,
                  evaluate=False, verbose=False)
     part = train(cfg, out_dir=str(tmp_path / "part"), progress=False,
                  evaluate=False, verbose=False, stop_after=2)
     assert int(part.state.iteration) == 2
-    # Evaluation and checkpoint settings may change on resume; they touch
-    # neither the parameters nor any training key.
+    # Evaluation and checkpoint settings and the search backend may change on
+    # resume; they touch neither the parameters nor any training key.
     resumed = train(cfg.replace(eval_simulations=cfg.eval_simulations + 1,
-                                eval_games=2, checkpoint_every=3),
+                                eval_games=2, checkpoint_every=3,
+                                search_backend="auto"),
                     out_dir=str(tmp_path / "part"), resume=True,
                     progress=False, evaluate=False, verbose=False)
     assert int(resumed.state.iteration) == 4
