@@ -30,8 +30,9 @@ count, which its previous visit changed, so no result can be reused from an
 earlier simulation (a search may batch these rows differently, e.g. all
 levels of a path at once, but it cannot skip them).  ``row_seconds`` times
 the policy's own interior selection arithmetic (this library's PUCT scores
-with mctx's default qtransform and the tie test of its lazy noise for
-muzero; mctx's deterministic interior selection for gumbel) on 16384
+with mctx's default qtransform and their argmax for muzero, without the
+tie-breaking noise or the fast backend's test that it cannot matter; mctx's
+deterministic interior selection for gumbel) on 16384
 ``[A]`` rows in one call, and the floor is
 ``rows per search * time per row`` with ``mean node depth * S * B`` rows.
 Reading the rows from the tree is not counted (they are gathered before the
@@ -142,13 +143,11 @@ def _interior_scores(policy):
 
   def select(view):
     # The fast backend stores muzero's prior probabilities (no softmax here).
+    # Scores and their argmax only: the tie-breaking noise (mctx) or the test
+    # that it cannot matter (the fast backend) would come on top.
     probs = view.children_prior_logits[:, 0]
     s = jax.vmap(scores, in_axes=(0, None, 0))(view, 1, probs)
-    greedy = fs._argmax(s)  # pylint: disable=protected-access
-    # The lazy noise's test: does the runner-up come within 1e-7?
-    others = jnp.where(jnp.arange(s.shape[-1]) == greedy[:, None], -jnp.inf, s)
-    best = jnp.take_along_axis(s, greedy[:, None], axis=-1)[:, 0]
-    return jnp.where(best > jnp.max(others, -1) + 1e-7, greedy, -1)
+    return fs._argmax(s)  # pylint: disable=protected-access
   return select
 
 
