@@ -220,12 +220,15 @@ def test_descent_floor_script_tiny(tmp_path):
     result = tmp_path / "floor.json"
     stdout = _run_script("benchmarks/descent_floor.py", "--records", str(records),
                          "--hidden", "16", "--time-fast", "--budget", "0.05",
-                         "--out", str(result))
+                         "--row-processes", "1", "--out", str(result))
     assert "| fast / (net + rows floor) |" in stdout
     (row,) = json.loads(result.read_text())["rows"]
     assert row["descent_steps"] == 8.0  # mean depth 2 * 4 simulations
     for field in ("row_s", "step_iteration_s", "net_s", "fast_s"):
         assert row[field] > 0, field
     assert row["rows_floor_s"] == pytest.approx(8.0 * 4 * row["row_s"])
+    # The least time per row of this process and one fresh process.
+    assert len(row["row_s_per_process"]) == 2
+    assert row["row_s"] == min(row["row_s_per_process"])
     assert row["fast_over_net_plus_rows_floor"] == pytest.approx(
         row["fast_s"] / (row["net_s"] + row["rows_floor_s"]))
