@@ -1,4 +1,5 @@
-"""Lower bound on tree-search time from XLA's per-iteration loop cost on CPU.
+"""Two lower bounds on tree-search time on CPU: XLA's per-iteration loop
+cost, and the selection arithmetic any exact search must do.
 
 A tree search's descent is sequential in depth: the child picked at one level
 decides the node read at the next. Any search written as XLA loops (mctx, or
@@ -32,16 +33,17 @@ levels of a path at once, but it cannot skip them).  ``row_seconds`` times
 the policy's own interior selection arithmetic (this library's PUCT scores
 with mctx's default qtransform and their argmax for muzero, without the
 tie-breaking noise or the fast backend's test that it cannot matter; mctx's
-deterministic interior selection for gumbel) on 16384
-``[A]`` rows in one call, and the floor is
-``rows per search * time per row`` with ``mean node depth * S * B`` rows,
-taking the least time per row of this process and ``--row-processes`` fresh
-ones.
-Reading the rows from the tree is not counted (they are gathered before the
-timed call), so the true cost is higher still.
+deterministic interior selection for gumbel) on 16384 ``[A]`` rows in one
+call, and the floor is ``rows per search * time per row`` with
+``mean node depth * S * B`` rows, taking the least time per row of this
+process and ``--row-processes`` fresh ones.  Reading the rows from the tree
+is not counted (they are gathered before the timed call), so the true cost
+is higher still.  The search takes at least ``network-only + rows floor``;
+``--time-fast`` times the fast search beside them.
 
     python benchmarks/descent_floor.py              # every record of the overhead JSON
     python benchmarks/descent_floor.py --batch 64 256 1024 --actions 9 64
+    python benchmarks/descent_floor.py --time-fast --row-processes 5
 """
 
 import argparse
