@@ -109,15 +109,15 @@ def backup_loop(n, parents, values, counts):
   return jax.lax.while_loop(lambda c: c[0] < n, body, init)[3]
 
 
-def _random_rows(batch, actions, nodes=257):
-  """Node rows of a random tree store: ``batch * nodes`` rows, a ``Tree`` of
-  ``[M, 1, ...]`` leaves (one node each, as the fast backend's views)."""
-  m = batch * nodes
+def _random_rows(num_rows, actions):
+  """``num_rows`` random node rows: a ``Tree`` of ``[num_rows, 1, ...]``
+  leaves (one node each, as the fast backend's views)."""
+  m = num_rows
   keys = jax.random.split(jax.random.PRNGKey(1), 6)
   visits = jax.random.randint(keys[0], (m, 1, actions), 0, 5)
   return mctx.Tree(
       node_visits=jnp.sum(visits, -1) + 1,
-      raw_values=jax.random.normal(keys[1], (m, 1)),
+      raw_values=jax.random.normal(keys[5], (m, 1)),
       node_values=jax.random.normal(keys[1], (m, 1)),
       parents=jnp.zeros((m, 1), jnp.int32),
       action_from_parent=jnp.zeros((m, 1), jnp.int32),
@@ -157,20 +157,16 @@ def _interior_scores(policy):
 
 
 def row_seconds(policy, actions, rows=16384, reps=15):
-  """Time per row of the interior selection arithmetic alone: ``rows`` rows
-  of a random tree store, gathered beforehand (reading them
-  from the store is not counted, which keeps this a lower bound), in one
-  call."""
-  store = _random_rows(64, actions)
-  index = jax.random.randint(jax.random.PRNGKey(2), (rows,), 0,
-                             store.node_visits.shape[0])
-  gathered = jax.tree.map(lambda x: x[index], store)
-  compiled = jax.jit(_interior_scores(policy)).lower(gathered).compile()
-  jax.block_until_ready(compiled(gathered))
+  """Time per row of the interior selection arithmetic alone, on ``rows``
+  random rows in one call (the rows are inputs: reading them from a tree
+  store is not counted, which keeps this a lower bound)."""
+  view = _random_rows(rows, actions)
+  compiled = jax.jit(_interior_scores(policy)).lower(view).compile()
+  jax.block_until_ready(compiled(view))
   ts = []
   for _ in range(reps):
     t0 = time.perf_counter()
-    jax.block_until_ready(compiled(gathered))
+    jax.block_until_ready(compiled(view))
     ts.append(time.perf_counter() - t0)
   return min(ts) / rows
 
@@ -202,12 +198,19 @@ def per_iteration_seconds(fn, args, n_small=200, n_large=4200, reps=7):
   return (timed(n_large) - timed(n_small)) / (n_large - n_small)
 
 
-def network_only_seconds(hidden, actions, batch, sims, reps=7):
-  """Median time of S chained network calls on the batch (no tree), as in
-  ``search_overhead.py``, measured in this process."""
-  params, root, _ = so.make_inputs(hidden, actions, batch)
+def _network_only(hidden, actions, batch, sims):
+  """``(compiled, params, root, key)``: S chained network calls on the batch
+  (no tree), as in ``search_overhead.py``, and that cell's inputs."""
+  params, root, key = so.make_inputs(hidden, actions, batch)
   compiled, _, _ = so.compile_fn(
       functools.partial(so.network_only, num_simulations=sims), params, root)
+  return compiled, params, root, key
+
+
+def network_only_seconds(hidden, actions, batch, sims, reps=7):
+  """Median time of the network-only program (``_network_only``), measured
+  in this process."""
+  compiled, params, root, _ = _network_only(hidden, actions, batch, sims)
   jax.block_until_ready(compiled(params, root))
   ts = []
   for _ in range(reps):
@@ -220,12 +223,10 @@ def network_only_seconds(hidden, actions, batch, sims, reps=7):
 def fast_and_network_seconds(policy, hidden, actions, batch, sims, budget_s=2.0):
   """``(fast search, network-only)`` median times, measured interleaved in
   this process (``search_overhead.py``'s MLP, roots and key)."""
-  params, root, key = so.make_inputs(hidden, actions, batch)
+  net, params, root, key = _network_only(hidden, actions, batch, sims)
   fast = so.POLICIES[policy][1]
   search, _, _ = so.compile_fn(
       lambda p_, k, r: fast(p_, k, r, so.recurrent_fn, sims), params, key, root)
-  net, _, _ = so.compile_fn(
-      functools.partial(so.network_only, num_simulations=sims), params, root)
   return tuple(so.time_interleaved(
       [(search, (params, key, root)), (net, (params, root))], budget_s,
       min_reps=5))
