@@ -37,7 +37,7 @@ deterministic interior selection for gumbel) on 16384 ``[A]`` rows in one
 call, and the floor is ``rows per search * time per row`` with
 ``mean node depth * S * B`` rows, taking the least time per row of this
 process and ``--row-processes`` fresh ones.  Reading the rows from the tree
-is not counted (they are gathered before the timed call), so the true cost
+is not counted (the rows are inputs of the timed call), so the true cost
 is higher still.  The search takes at least ``network-only + rows floor``;
 ``--time-fast`` times the fast search beside them.
 

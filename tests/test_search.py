@@ -314,9 +314,9 @@ def test_auto_backend_is_fast_where_measured(monkeypatch):
 
 @pytest.mark.parametrize("algorithm", ["muzero", "gumbel_muzero"])
 def test_mctx_and_fast_backends_plan_alike(algorithm):
-    """The fast backend (the default's choice on CPU) and mctx itself give the same search
-    through the planner: actions, visit counts and tree links exactly, floats
-    to rounding."""
+    """The fast backend (the default's choice on CPU) and mctx itself give
+    the same search through the planner: actions, visit counts and tree links
+    exactly, floats to rounding."""
     d = TicTacToe()
     net = MuZeroNet(9, NetworkConfig(hidden_size=16, latent_size=8))
     params = init_params(net, jax.random.PRNGKey(0), d.observation_shape)
