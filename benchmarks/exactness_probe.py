@@ -12,7 +12,7 @@ in effect, so the same cell can be probed with and without a compiler
 option, e.g. on a GPU:
 
     python benchmarks/exactness_probe.py --cell muzero 9 1024 256
-    XLA_FLAGS=--xla_gpu_asm_extra_flags=--fmad=false \\
+    XLA_FLAGS=--xla_gpu_enable_triton_gemm=false \\
         python benchmarks/exactness_probe.py --cell muzero 9 1024 256
 
 Prints one line per output leaf that is not bit-equal, then a summary line;
@@ -63,7 +63,10 @@ def compare(fast_out, raw_out):
                 (x != y).reshape(x.shape[0], -1).any(axis=1)))
         if np.issubdtype(x.dtype, np.floating):
             x64, y64 = x.astype(np.float64), y.astype(np.float64)
-            d = np.abs(x64 - y64)
+            # Equal entries count as 0, so that -inf (a masked logit) in both
+            # outputs does not become inf - inf = NaN.
+            with np.errstate(invalid="ignore"):
+                d = np.where(x64 == y64, 0.0, np.abs(x64 - y64))
             row["max_abs_diff"] = float(np.max(d))
             # Relative to the larger magnitude, over entries not both zero.
             scale = np.maximum(np.abs(x64), np.abs(y64))

@@ -177,6 +177,11 @@ def test_exactness_probe_locates_a_difference(monkeypatch):
     assert row["leaf"] == "['visits']" and row["entries_differing"] == 2
     assert row["batch_rows_differing"] == 2 and row["first_index_differing_min"] == 3
     assert row["max_abs_diff"] == 2.0 and row["max_rel_diff"] == 1.0
+    # -inf (a masked logit) in both outputs is equal, not NaN.
+    a["logits"] = np.array([[-np.inf, 0.5]])
+    b["logits"] = np.array([[-np.inf, 1.5]])
+    logits = [r for r in exactness_probe.compare(a, b) if r["leaf"] == "['logits']"]
+    assert logits[0]["max_abs_diff"] == 1.0
 
 
 def test_mctx_partitioned_script_tiny(tmp_path):
