@@ -226,7 +226,8 @@ def fast_and_network_seconds(policy, hidden, actions, batch, sims, budget_s=2.0)
   net, params, root, key = _network_only(hidden, actions, batch, sims)
   fast = so.POLICIES[policy][1]
   search, _, _ = so.compile_fn(
-      lambda p_, k, r: fast(p_, k, r, so.recurrent_fn, sims), params, key, root)
+      lambda p_, k, r: fast(p_, k, r, so.recurrent_fn, sims), params, key, root,
+      single_task=so.fast_single_task(batch, sims, actions))
   return tuple(so.time_interleaved(
       [(search, (params, key, root)), (net, (params, root))], budget_s,
       min_reps=5))

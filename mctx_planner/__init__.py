@@ -6,6 +6,7 @@ on-device self-play training loop. See README.md and docs/.
 """
 
 from mctx_planner import domains
+from mctx_planner._cpu_tasks import single_task_compile
 from mctx_planner.config import TrainConfig, apply_overrides, preset
 from mctx_planner.domains import Domain, StochasticDomain, Symmetry, make as make_domain
 from mctx_planner.evaluate import (ArenaResult, AuditResult, EpisodeStats, Player,
@@ -99,6 +100,7 @@ __all__ = (
     "shard_state",
     "signed_hyperbolic",
     "signed_parabolic",
+    "single_task_compile",
     "tictactoe_solver_player",
     "to_dot",
     "train",

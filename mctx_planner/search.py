@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import mctx
 
+from mctx_planner import _cpu_tasks
 from mctx_planner.domains.base import Domain, StochasticDomain, fresh_rng_keys
 from mctx_planner.networks import AlphaZeroNet, MuZeroNet
 
@@ -561,6 +562,10 @@ class Planner(NamedTuple):
         (no input checks) to call inside your own jitted code (self-play).
       plan: the checked, jitted entry point with the same signature; it
         validates shapes before tracing and compiles once per input shape.
+        On CPU, a fast search of at most 256 examples with a tree big enough
+        for XLA to split its kernels is compiled with one task per kernel
+        (:func:`~mctx_planner.single_task_compile`): 1.06x to 1.53x faster
+        in 21 of 24 measured cells, same outputs.
     """
 
     model: SearchModel
@@ -625,6 +630,8 @@ def make_planner(model: SearchModel, config: SearchConfig = SearchConfig(), *,
         return pure(params, rng_key, root_input)
 
     jitted = jax.jit(checked)
+    compiled_signatures = set()
+    may_compile_unsplit = mesh is None and _resolve_backend(config.backend) == "fast"
 
     def plan(params, rng_key, root_input):
         for field in ("observation", "legal_action_mask"):
@@ -632,9 +639,40 @@ def make_planner(model: SearchModel, config: SearchConfig = SearchConfig(), *,
                 raise TypeError(
                     f"root_input must have a '{field}' field (a batched domain state "
                     f"or RootInput), got {type(root_input).__name__}")
+        if may_compile_unsplit:
+            _compile_unsplit_once(jitted, compiled_signatures, config.num_simulations,
+                                  (params, rng_key, root_input))
         return jitted(params, rng_key, root_input)
 
     return Planner(model=model, config=config, search=pure, plan=plan)
+
+
+def _compile_unsplit_once(jitted: Any, seen: set, num_simulations: int,
+                          args: Tuple[Any, ...]) -> None:
+    """Compiles ``jitted`` for ``args`` with one task per XLA:CPU kernel the
+    first time it sees their shapes, where that was measured faster
+    (``_cpu_tasks.prefers_single_task``: CPU, batch up to 256, a tree big
+    enough for XLA to split its kernels; see ``mctx_planner._cpu_tasks``).
+    JAX's compilation cache then serves the call that follows and every later
+    one with the same shapes. Inside an outer trace (tracers), the outer
+    program's compile decides instead."""
+    from mctx_planner._fast_search import default_platform  # pylint: disable=g-import-not-at-top
+    mask_shape = getattr(args[2].legal_action_mask, "shape", ())
+    if len(mask_shape) != 2 or not _cpu_tasks.prefers_single_task(
+            default_platform(), mask_shape[0], num_simulations, mask_shape[1]):
+        return
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return
+    # What JAX's own cache tells programs apart by: shapes, dtypes, placement.
+    signature = (treedef, tuple((getattr(x, "shape", None), getattr(x, "dtype", type(x)),
+                                 getattr(x, "sharding", None)) for x in leaves))
+    if signature in seen:
+        return
+    seen.add(signature)
+    lowered = jitted.lower(*args)
+    with _cpu_tasks.single_task_compile():
+        lowered.compile()
 
 
 def _check_mesh(mesh: Any, batch_axis: str, config: SearchConfig) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import pathlib
 
 import jax
@@ -237,3 +238,14 @@ def test_descent_floor_script_tiny(tmp_path):
     assert row["row_s"] == min(row["row_s_per_process"])
     assert row["fast_over_net_plus_rows_floor"] == pytest.approx(
         row["fast_s"] / (row["net_s"] + row["rows_floor_s"]))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="one task per kernel differs from the default only with two CPUs")
+def test_single_task_ab_script_tiny(tmp_path):
+    result = tmp_path / "ab.json"
+    stdout = _run_script("benchmarks/single_task_ab.py", "--cells", "gumbel,4,64,16",
+                         "--hidden", "8", "--budget", "0.05", "--out", str(result))
+    assert "identical=True" in stdout
+    (row,) = json.loads(result.read_text())["rows"]
+    assert row["same"] and row["single_ms"] > 0 and row["default_ms"] > 0

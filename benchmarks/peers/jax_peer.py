@@ -16,7 +16,6 @@ import argparse
 import functools
 import os
 import sys
-import time
 from typing import Callable, Dict
 
 import numpy as np
@@ -52,10 +51,9 @@ def _inputs(work: common.Work, batch: int):
   return params, root
 
 
-def _compile(fn, *args):
-  t0 = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  return compiled, time.perf_counter() - t0
+def _compile(fn, *args, single_task=False):
+  compiled, seconds, _ = so.compile_fn(fn, *args, single_task=single_task)
+  return compiled, seconds
 
 
 def _search_fn(backend: str, policy: str, sims: int):
@@ -81,8 +79,9 @@ def run_config(backend: str, policy: str, hidden: int, num_actions: int,
     return row
   params, root = _inputs(work, batch)
   key = jax.random.PRNGKey(42)
-  search, row["compile_s"] = _compile(_search_fn(backend, policy, sims),
-                                      params, key, root)
+  search, row["compile_s"] = _compile(
+      _search_fn(backend, policy, sims), params, key, root,
+      single_task=backend == "fast" and so.fast_single_task(batch, sims, num_actions))
   net, row["net_compile_s"] = _compile(
       functools.partial(so.network_only, num_simulations=sims), params, root)
   search_times, net_times = common.time_interleaved(

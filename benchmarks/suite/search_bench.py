@@ -114,9 +114,12 @@ def run_case(case: SearchCase, device, backends=BACKENDS, budget_s: float = 3.0,
             params, root)
         compiled, compile_s, mem = {}, {}, {}
         for backend in measured:
+            single_task = backend == "fast" and search_overhead.fast_single_task(
+                case.batch, case.sims, case.actions, device.platform)
             compiled[backend], compile_s[backend], mem[backend] = (
                 search_overhead.compile_fn(
-                    _search_fn(policy_fns[backend], case.sims), params, key, root))
+                    _search_fn(policy_fns[backend], case.sims), params, key, root,
+                    single_task=single_task))
         fns = [(net, (params, root))] + [(compiled[b], (params, key, root))
                                          for b in measured]
         times = search_overhead.time_interleaved(fns, budget_s)
