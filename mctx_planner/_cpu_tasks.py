@@ -30,7 +30,8 @@ from typing import Dict, Iterator, Set
 
 # Largest batch (per device) at which a search compiled with one task per
 # kernel was measured faster on CPU: B = 64 and 256 gained up to 1.53x
-# (0.97x to 1.01x in 3 of 24 cells), B = 1024 lost (0.78x to 0.98x); docs/benchmarks.md, "One task per kernel".
+# (0.97x to 1.01x in 3 of 24 cells), B = 512 did not (0.92x to 1.01x) and
+# B = 1024 lost (0.78x to 0.98x); docs/benchmarks.md, "One task per kernel".
 SINGLE_TASK_MAX_BATCH = 256
 
 # Fewest tree entries (batch x nodes x actions) at which XLA splits the
@@ -76,7 +77,8 @@ def single_task_compile() -> Iterator[bool]:
 
   A no-op (yields ``False``) where threads' CPU sets cannot be read or set
   (not Linux, a sandbox that forbids it), when the process may use one CPU
-  only, or when nested. Yields ``True`` when it took effect.
+  only, when nested, or while another thread is inside it. Yields ``True``
+  when it took effect.
 
   Example::
 
