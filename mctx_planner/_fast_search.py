@@ -881,8 +881,9 @@ def _batched_puct(*, pb_c_init, pb_c_base, qtransform) -> BatchedSelectFn:
   draw is one fused kernel, and the `lax.cond` that skips it is not free:
   XLA:GPU reads a conditional's predicate back to the host, one more
   device-to-host synchronisation per descent level, the likely cause of
-  muzero's 0.96x-0.99x against mctx at B = 64 on an H100 (not measured since;
-  see docs/benchmarks.md, "GPU after the fix").
+  muzero's 0.96x-0.99x against mctx at B = 64 on an H100. Without it those
+  cells ran 1.18x-1.29x on an H200 (docs/benchmarks.md, "GPU, current
+  code").
   """
   scores_fn = functools.partial(_puct_scores, pb_c_init=pb_c_init,
                                 pb_c_base=pb_c_base, qtransform=qtransform)

@@ -70,7 +70,7 @@ class TrainConfig:
         with ``mesh``, ``"mctx"`` on other platforms such as TPU, where the
         fast backend is not measured), ``"fast"`` (the library's batched
         backend, same results as mctx; 1.2x to 22x quicker than mctx on CPU;
-        on an H100 0.96x to 4.7x, slower only for muzero at batch 64) or
+        1.08x to 4.5x on an H200) or
         ``"mctx"`` (the reference). See ``SearchConfig.backend`` and
         docs/benchmarks.md.
       opening_moves: self-play episodes start after a random number (0..k)

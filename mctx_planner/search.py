@@ -81,8 +81,8 @@ class SearchConfig:
         a mesh), ``"fast"`` (the library's batched search with mctx's
         semantics: the same trees and actions, floats equal to rounding;
         1.2x to 22x quicker than mctx on CPU at batch 64 and more, 0.9x to
-        1.6x at batch 1; on an H100 0.96x to 4.7x, slower only for muzero at
-        batch 64) or ``"mctx"`` (DeepMind's implementation, the reference).
+        1.6x at batch 1; 1.08x to 4.5x on an H200 at batch 64 to 1024) or
+        ``"mctx"`` (DeepMind's implementation, the reference).
         The platform is the default device's when the search is traced.
         See docs/benchmarks.md.
     """
