@@ -61,8 +61,12 @@ def _cpu_time(tid: int) -> int:
     return 0
 
 
-def _supported() -> bool:
-  return hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")
+def can_take_effect() -> bool:
+  """Whether :func:`single_task_compile` can change anything here: threads'
+  CPU sets can be read and set (Linux), and the calling thread may use two
+  CPUs or more (with one, XLA splits nothing anyway)."""
+  return (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")
+          and len(os.sched_getaffinity(0)) >= 2)
 
 
 @contextlib.contextmanager
@@ -87,16 +91,13 @@ def single_task_compile() -> Iterator[bool]:
           compiled = lowered.compile()
       out = compiled(params, key, root)   # runs on all CPUs
   """
-  if not _supported() or not _lock.acquire(blocking=False):
+  if not can_take_effect() or not _lock.acquire(blocking=False):
     yield False
     return
   saved: Dict[int, Set[int]] = {}
   tids = []
   try:
     mine = os.sched_getaffinity(0)
-    if len(mine) < 2:
-      yield False
-      return
     cpus = sorted(mine)
     # One CPU per thread, spread round-robin, busiest threads first: the
     # thread that runs XLA's passes sees one CPU, while the compiler's

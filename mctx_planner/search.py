@@ -42,8 +42,8 @@ QTRANSFORMS = ("default", "parent_and_siblings", "min_max", "completed_by_mix_va
 BACKENDS = ("auto", "fast", "mctx")
 
 # Platforms where the fast backend was measured against mctx and kept:
-# XLA:CPU (1.2x to 22x) and NVIDIA GPUs (H100: 1.02x to 4.7x in 33 of 36
-# cells, 0.96x to 0.99x in 3; docs/benchmarks.md).  `backend="auto"` runs
+# XLA:CPU (1.2x to 22x) and NVIDIA GPUs (H200: 1.08x to 4.48x in all 54
+# cells of the hidden-256 grid; docs/benchmarks.md, "GPU, current code").  `backend="auto"` runs
 # mctx itself anywhere else (TPU is not measured, and its gathers and
 # scatters, which the fast backend is made of, are slow where mctx's dense
 # whole-tree selects are not).  JAX names AMD GPUs "gpu" as well, so they
