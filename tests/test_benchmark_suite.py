@@ -87,6 +87,31 @@ def test_suite_tiny_search_and_merge(tmp_path):
     assert any(p.startswith("search_ratio_cpu_") for p in plots)
 
 
+def test_suite_tiny_train(tmp_path):
+    # The training part calls the compiled (donating) iteration directly, so
+    # it must unshare the state's buffers itself; this once failed with
+    # "Attempt to donate the same buffer twice" and no test noticed.
+    run_suite = _load_run_suite()
+    out = tmp_path / "results"
+    tiny = ["num_envs=2", "unroll_length=2", "num_simulations=2", "eval_simulations=2",
+            "batch_size=4", "updates_per_iteration=1", "replay_capacity=16",
+            "network.hidden_size=8"]
+    argv = ["--platforms", "cpu", "--only", "train", "--presets",
+            "tictactoe/gumbel_alphazero", "--train-iterations", "1",
+            "--out-dir", str(out), "--no-plots"]
+    for field in tiny:
+        argv += ["--set", field]
+    assert run_suite.main(argv) == 0
+    (path,) = out.glob("suite_cpu_*.json")
+    (record,) = json.loads(path.read_text())["records"]
+    assert record["kind"] == "train" and record["status"] == "ok", record.get("status")
+    assert (record["num_envs"], record["unroll_length"], record["updates_more"]) == (2, 2, 4)
+    assert record["selfplay_steps_per_s"] > 0 and record["iteration_s"] > 0
+    assert len(record["iteration_times_s"]) == 1
+    assert "| cpu |" in "\n".join(
+        _table_rows((out / "suite.md").read_text(), "| platform | device | preset |"))
+
+
 def _run_script(*argv: str) -> str:
     import subprocess
     import sys

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from mctx_planner import config as config_lib
 from mctx_planner.selfplay import rollout
-from mctx_planner.train import make_agent
+from mctx_planner.train import _unshare_buffers, make_agent
 
 #: The suite's presets: each domain's default algorithm plus tic-tac-toe
 #: Gumbel MuZero (the learned-model tic-tac-toe preset).
@@ -156,7 +156,12 @@ def run_preset(preset: Tuple[str, str], device, iterations: int = 3,
             if name == "selfplay":
                 s = states["iteration"]
                 return _timed(compiled[name], s.params, s.env_states, keys[i])[1]
-            (states[name], _), seconds = _timed(compiled[name], states[name])
+            # The compiled iteration donates its state, and JAX cannot donate
+            # one buffer twice: give shared leaves (``init`` puts the
+            # parameters in ``params`` and ``target_params``) their own copy,
+            # as ``agent.iteration`` does before each call, outside the timing.
+            state = _unshare_buffers(states[name])
+            (states[name], _), seconds = _timed(compiled[name], state)
             return seconds
 
         names = list(compiled)
