@@ -4,7 +4,10 @@ Runs the suite's ``main`` in-process on the tiniest search configuration
 (cpu, B=4, S=4, A=9, H=16, gumbel, both backends, no training) into a
 temporary directory, then ``--markdown-only`` after copying in a second
 device's file (as a GPU machine's results would be), and checks the JSON
-records, the merged markdown table and the plots.
+records, the merged markdown table and the plots; then the suite's training
+part on one shrunken preset, and the other benchmark scripts (peers driver,
+search_throughput, search_devices, profile_search, ...) each in a tiny
+configuration, so that none of them breaks unnoticed.
 """
 
 from __future__ import annotations
@@ -275,3 +278,43 @@ def test_single_task_ab_script_tiny(tmp_path):
     assert "identical=True" in stdout
     (row,) = json.loads(result.read_text())["rows"]
     assert row["same"] and row["single_ms"] > 0 and row["default_ms"] > 0
+
+
+def test_peers_driver_tiny(tmp_path):
+    # The JAX and NumPy peers (LightZero needs its own virtual environment),
+    # each in its own process, on the tiniest configuration; the sanity check
+    # compares root visits with raw mctx on a 4 x 4 batch.
+    result = tmp_path / "peers.json"
+    stdout = _run_script("benchmarks/peers/run_peers.py", "--peers", "fast", "mctx",
+                         "numpy", "--policies", "muzero", "--hidden", "16",
+                         "--actions", "9", "--batch", "4", "--sims", "4",
+                         "--budget", "0.05", "--check", "4x4",
+                         "--work-dir", str(tmp_path / "work"), "--out", str(result))
+    assert "| peer | policy |" in stdout
+    data = json.loads(result.read_text())
+    assert {p: s["rc"] for p, s in data["peer_status"].items()} == dict(
+        fast=0, mctx=0, numpy=0)
+    rows = {r["peer"]: r for r in data["results"]}
+    assert set(rows) == {"fast", "mctx", "numpy"}
+    for peer, row in rows.items():
+        assert (row["batch"], row["sims"]) == (4, 4), peer
+        assert row["search_s"] > 0 and row["net_s"] > 0, peer
+    checks = {c["peer"]: c for c in data["checks"]}
+    # fast is mctx's search, so its root visits equal raw mctx's.
+    assert checks["fast"]["visits_equal_pct"] == 100.0
+    assert checks["numpy"]["visit_sums_eq_S_pct"] == 100.0
+
+
+def test_search_throughput_script_tiny(tmp_path):
+    result = tmp_path / "throughput.json"
+    _run_script("benchmarks/search_throughput.py", "--algorithms", "gumbel_muzero",
+                "--batch", "2", "--sims", "2", "--platforms", "cpu", "--repeats", "2",
+                "--min-repeats", "1", "--budget", "0.05", "--out", str(result),
+                "--markdown", str(tmp_path / "throughput.md"))
+    (row,) = json.loads(result.read_text())["results"]
+    assert (row["algorithm"], row["batch"], row["sims"]) == ("gumbel_muzero", 2, 2)
+    assert row["planner_raw_actions_identical"] is True
+    assert row["fast_raw_actions_identical"] is True
+    assert row["planner_raw_weights_max_abs_diff"] == 0.0
+    for field in ("planner_s", "raw_s", "fast_s"):
+        assert row[field] > 0, field
