@@ -23,6 +23,10 @@ backend; ``--platforms`` to choose), inputs placed there with
    difference between the preset's iteration and one with 4x its updates)
    and the end-to-end iteration time, after one warm-up iteration.
 
+A configuration that fails is recorded with ``status="error"`` and its
+reason, and the run goes on; at the end the failures are listed and the exit
+status is 1.
+
 Output (``--out-dir``, default ``benchmarks/results``; ``--quick`` defaults to
 ``benchmarks/results/quick`` so that it never overwrites a full run):
 ``suite_<platform>_<device>.json`` per device, rewritten after every
@@ -232,6 +236,8 @@ def describe(task, recs) -> str:
             parts.append("%s %s sims/s (x%.2f net, compile %.1f s)" % (
                 r["backend"], report._rate(r["sims_per_s"]), r["ratio_vs_net"],  # pylint: disable=protected-access
                 r["compile_s"]))
+        elif r["status"] == "error":
+            parts.append("%s error (%s)" % (r["backend"], r.get("reason")))
         else:
             parts.append("%s %s" % (r["backend"], r["status"]))
     return "%s %s: %s" % (dev, task["case"].label(), "; ".join(parts))
@@ -260,8 +266,9 @@ class DeviceFile:
         common.write_file(self.path, self.meta, list(self.records.values()))
 
 
-def measure(args, devices) -> int:
-    """Runs every task; returns the number of tasks not run (time limit)."""
+def measure(args, devices) -> List[str]:
+    """Runs every task (one that fails is recorded with ``status="error"``
+    and the run goes on); returns one line per failed task."""
     tasks = plan(args, devices)
     progress = Progress(tasks)
     files = {}
@@ -281,6 +288,7 @@ def measure(args, devices) -> int:
         len(tasks), ", ".join("%s (%s)" % (p, common.device_slug(d))
                               for p, d in devices.items()), args.out_dir), flush=True)
     not_run = 0
+    failed: List[str] = []
     try:
         for i, task in enumerate(tasks):
             if (args.max_minutes is not None
@@ -297,6 +305,8 @@ def measure(args, devices) -> int:
             recs = runner(task, args, base)
             progress.finish(task, time.perf_counter() - t0)
             print(progress.line(describe(task, recs)), flush=True)
+            if any(r["status"] == "error" for r in recs):
+                failed.append(describe(task, recs))
             files[device.platform].add(recs)
             files[device.platform].write()
     except KeyboardInterrupt:
@@ -307,7 +317,7 @@ def measure(args, devices) -> int:
                       stopped_early=bool(not_run), not_run=not_run)
         f.write()
         print("wrote %s (%d records)" % (f.path, len(f.records)), flush=True)
-    return not_run
+    return failed
 
 
 def merge(args) -> None:
@@ -332,8 +342,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("none of the platforms %s is available" % args.platforms,
                   file=sys.stderr)
             return 2
-        measure(args, devices)
+        failed = measure(args, devices)
+    else:
+        failed = []
     merge(args)
+    if failed:
+        # The other configurations' results are written; the exit status
+        # still tells a script (CI, a GPU check) that something broke.
+        print("%d configuration(s) failed:" % len(failed), file=sys.stderr)
+        for line in failed:
+            print("  " + line, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -115,6 +115,22 @@ def test_suite_tiny_train(tmp_path):
         _table_rows((out / "suite.md").read_text(), "| platform | device | preset |"))
 
 
+def test_suite_failed_configuration_exits_nonzero(tmp_path, capsys):
+    # A configuration that fails is recorded with its reason, the run goes
+    # on, and the exit status says so (the bug above gave exit status 0).
+    run_suite = _load_run_suite()
+    out = tmp_path / "results"
+    rc = run_suite.main(["--platforms", "cpu", "--only", "train", "--presets",
+                         "tictactoe/gumbel_alphazero", "--set", "num_envs=0",
+                         "--out-dir", str(out), "--no-plots"])
+    assert rc == 1
+    (path,) = out.glob("suite_cpu_*.json")
+    (record,) = json.loads(path.read_text())["records"]
+    assert record["status"] == "error" and "num_envs" in record["reason"]
+    assert "1 configuration(s) failed" in capsys.readouterr().err
+    assert "error: ValueError" in (out / "suite.md").read_text()
+
+
 def _run_script(*argv: str) -> str:
     import subprocess
     import sys
