@@ -334,3 +334,20 @@ def test_search_throughput_script_tiny(tmp_path):
     assert row["planner_raw_weights_max_abs_diff"] == 0.0
     for field in ("planner_s", "raw_s", "fast_s"):
         assert row[field] > 0, field
+
+
+def test_peers_driver_fails_when_a_peer_fails(tmp_path):
+    # A peer process that exits non-zero (here: an interpreter that always
+    # fails) is reported, its status saved, and the driver exits non-zero.
+    import subprocess
+    import sys
+    result = tmp_path / "peers.json"
+    out = subprocess.run(
+        [sys.executable, "benchmarks/peers/run_peers.py", "--peers", "numpy",
+         "--policies", "muzero", "--hidden", "16", "--actions", "9", "--batch", "4",
+         "--sims", "4", "--check", "4x4", "--lib-python", "/bin/false",
+         "--work-dir", str(tmp_path / "work"), "--out", str(result)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "peers that failed" in out.stderr
+    assert json.loads(result.read_text())["peer_status"]["numpy"]["rc"] == 1

@@ -20,7 +20,9 @@ reported apart) and a network-only baseline (S chained calls of the network
 on the batch, in the peer's own framework), and writes one JSON row per
 configuration.  The driver then merges the rows, adds the speedup of `fast`
 over each peer (peer time / fast time on the same config), runs the sanity
-checks, and writes JSON + markdown.
+checks, and writes JSON + markdown.  It exits with status 1 when a peer
+process failed or was killed by ``--peer-timeout`` (a peer whose interpreter
+is missing is skipped, with a message).
 
   python benchmarks/peers/run_peers.py --quick          # ~2-4 min on 2 cores
   python benchmarks/peers/run_peers.py                  # full grid (long)
@@ -43,6 +45,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -157,14 +160,29 @@ def run_peer(peer: str, args, jsonl: str, check_dir: str) -> Tuple[int, float]:
   noisy = ("Warning", "warn(", "register_for_torch", "Gym has been",
            "Please upgrade", "Users of this version", "See the migration",
            "pyecharts", "numba", "If you want to use")
+  # The relay below blocks until the peer closes its output, so the time
+  # limit is a timer that kills the peer (a hung peer would hang the driver).
+  timed_out = threading.Event()
+
+  def kill():
+    timed_out.set()
+    proc.kill()
+
+  timer = (threading.Timer(args.peer_timeout, kill)
+           if args.peer_timeout is not None else None)
+  if timer:
+    timer.start()
   try:
     for line in proc.stdout:
       if args.verbose or not any(s in line for s in noisy):
         print("   " + line.rstrip(), flush=True)
-    rc = proc.wait(timeout=args.peer_timeout)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    rc = -9
+    rc = proc.wait()
+  finally:
+    if timer:
+      timer.cancel()
+  if timed_out.is_set():
+    print("!! %s: killed after --peer-timeout %g s" % (peer, args.peer_timeout),
+          flush=True)
   seconds = time.perf_counter() - t0
   print("== %s done: rc=%d in %.0f s" % (peer, rc, seconds), flush=True)
   return rc, seconds
@@ -430,6 +448,12 @@ def main() -> None:
   print()
   print(md)
   print("written to %s and %s" % (out, md_path))
+  # A peer whose interpreter is missing was skipped (rc -1, said above); one
+  # that crashed or timed out fails the command, after its results are saved.
+  failed = {p: s["rc"] for p, s in status.items() if s["rc"] not in (0, -1)}
+  if failed:
+    print("peers that failed (return codes): %s" % failed, file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":
