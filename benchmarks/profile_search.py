@@ -35,6 +35,7 @@ import jax
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import search_overhead as so  # pylint: disable=g-import-not-at-top
+from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
 
 
 def _computations(hlo: str):
@@ -160,7 +161,9 @@ def main():
   # `[B, S + 1, ...]` per simulation (or per level), the kind of waste that
   # cost stochastic_muzero up to 3.4x before its stores were updated in place.
   store_copies = []
-  for name, shape in _copies(hlo, args.batch, args.sims + 1):
+  copies = _fast_search._store_copies(  # pylint: disable=protected-access
+      hlo, args.batch, args.sims + 1)
+  for name, shape in copies:
     computation = owner.get(name)
     if computation and computation != "ENTRY":
       phase = phases.get(computation) or _phase(computation, loops, sim_loop,
@@ -172,15 +175,6 @@ def main():
   for line in store_copies:
     print("  " + line)
   return 0
-
-
-def _copies(hlo: str, batch: int, num_nodes: int):
-  """(instruction, shape) of every copy of a `[batch, num_nodes, ...]` array."""
-  pattern = re.compile(rf"^\s*(?:ROOT )?%(\S+) = (\w+\[{batch},{num_nodes}[,\]][^ ]*) copy\(")
-  for line in hlo.split("\n"):
-    m = pattern.match(line)
-    if m:
-      yield m.group(1), m.group(2)
 
 
 if __name__ == "__main__":

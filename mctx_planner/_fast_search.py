@@ -66,8 +66,9 @@ other dtypes the policies delegate to mctx.
 import contextlib
 import functools
 import math
+import re
 import threading
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 import chex
 import jax
@@ -682,6 +683,22 @@ def _backup(store: _Store, leaf: chex.Array) -> _Store:
       (store.stats, store.edges),
       (leaf_value, leaf_value, leaf_stat[:, _S_VISITS], leaf), batch_size)
   return store._replace(stats=stats, edges=edges)
+
+
+def _store_copies(hlo_text: str, batch: int,
+                  num_nodes: int) -> List[Tuple[str, str]]:
+  """`(instruction, shape)` of every `copy` of a `[batch, num_nodes, ...]`
+  array of rank 3 or more (the tree stores) in a compiled program's HLO text
+  (`compiled.as_text()`).
+
+  A diagnostic for tests and `benchmarks/profile_search.py`: inside the
+  simulation loop, each such copy is a pass over a whole tree store per
+  simulation (or per level), the waste that cost stochastic_muzero up to
+  3.4x before its embedding stores were updated in place (`_after_read`).
+  """
+  pattern = re.compile(rf"^\s*(?:ROOT )?%(\S+) = (\w+\[{batch},{num_nodes},"
+                       rf"[^ ]*) copy\(")
+  return [m.groups() for m in map(pattern.match, hlo_text.splitlines()) if m]
 
 
 def _packable(root: mctx.RootFnOutput) -> bool:

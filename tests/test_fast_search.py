@@ -1,7 +1,6 @@
 """Golden equivalence of `mctx_planner._fast_search` against raw mctx."""
 
 import functools
-import re
 
 import chex
 import jax
@@ -298,13 +297,6 @@ def test_stochastic_matches_mctx():
                  ref_fn(params, key, root, invalid))
 
 
-def _store_copies(compiled_text, batch, num_nodes):
-  """Lines of the compiled HLO that copy a `[batch, num_nodes, ...]` array."""
-  store = re.compile(rf"= \w+\[{batch},{num_nodes},[^=]* copy\(")
-  return [line.strip() for line in compiled_text.splitlines()
-          if store.search(line)]
-
-
 def _swapping_recurrent_fn(params, rng_key, action, embedding):
   # Each new leaf comes from the *other* leaf only (as Stochastic MuZero's
   # state and afterstate do).
@@ -331,8 +323,22 @@ def test_embedding_leaves_computed_from_other_leaves(name):
     compiled = run.lower(params, key, root).compile()
     outputs.append(compiled(params, key, root))
     if fn is fast_fn:
-      assert not _store_copies(compiled.as_text(), batch, sims + 1)
+      assert not _fast_search._store_copies(compiled.as_text(), batch, sims + 1)
   _assert_same(*outputs)
+
+
+def test_store_copies_finds_copies_of_tree_stores():
+  # The check the two tests around this one rely on can fail: it finds a
+  # copy of a `[B, N, ...]` store (rank >= 3), and nothing else.
+  hlo = "\n".join([
+      "  %copy.1 = s32[8,18,4,6]{3,2,1,0} copy(%p)",
+      "  ROOT %copy.2 = f32[8,18,32]{2,1,0} copy(%q)",
+      "  %copy.3 = pred[8,18]{1,0} copy(%c)",        # rank 2: not a store
+      "  %copy.4 = f32[8,19,32]{2,1,0} copy(%r)",    # other node count
+      "  %add.5 = f32[8,18,32]{2,1,0} add(%q, %q)",  # not a copy
+  ])
+  assert _fast_search._store_copies(hlo, 8, 18) == [
+      ("copy.1", "s32[8,18,4,6]{3,2,1,0}"), ("copy.2", "f32[8,18,32]{2,1,0}")]
 
 
 def test_stochastic_updates_the_embedding_stores_in_place():
@@ -350,7 +356,7 @@ def test_stochastic_updates_the_embedding_stores_in_place():
 
   text = jax.jit(run).lower(params, jax.random.PRNGKey(0),
                             root).compile().as_text()
-  copies = _store_copies(text, batch, sims + 1)
+  copies = _fast_search._store_copies(text, batch, sims + 1)
   assert not copies, copies
 
 
