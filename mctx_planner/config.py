@@ -69,7 +69,7 @@ class TrainConfig:
       search_backend: ``"auto"`` (default: ``"fast"`` on CPU and GPU and
         with ``mesh``, ``"mctx"`` on other platforms such as TPU, where the
         fast backend is not measured), ``"fast"`` (the library's batched
-        backend, same results as mctx; 1.2x to 22x quicker than mctx on CPU;
+        backend, same results as mctx; 1.2x to 47x quicker than mctx on CPU;
         1.08x to 4.5x on an H200) or
         ``"mctx"`` (the reference). See ``SearchConfig.backend`` and
         docs/benchmarks.md.

@@ -42,8 +42,9 @@ QTRANSFORMS = ("default", "parent_and_siblings", "min_max", "completed_by_mix_va
 BACKENDS = ("auto", "fast", "mctx")
 
 # Platforms where the fast backend was measured against mctx and kept:
-# XLA:CPU (1.2x to 22x) and NVIDIA GPUs (H200: 1.08x to 4.48x in all 54
-# cells of the hidden-256 grid; docs/benchmarks.md, "GPU, current code").  `backend="auto"` runs
+# XLA:CPU (1.2x to 47x) and NVIDIA GPUs (H200: 1.08x to 4.48x in all 90
+# cells of the hidden-256 and hidden-64 grids; docs/benchmarks.md, "GPU,
+# current code").  `backend="auto"` runs
 # mctx itself anywhere else (TPU is not measured, and its gathers and
 # scatters, which the fast backend is made of, are slow where mctx's dense
 # whole-tree selects are not).  JAX names AMD GPUs "gpu" as well, so they
@@ -80,7 +81,7 @@ class SearchConfig:
         measured, ``"mctx"`` on other platforms such as TPU; ``"fast"`` with
         a mesh), ``"fast"`` (the library's batched search with mctx's
         semantics: the same trees and actions, floats equal to rounding;
-        1.2x to 22x quicker than mctx on CPU at batch 64 and more, 0.9x to
+        1.2x to 47x quicker than mctx on CPU at batch 64 and more, 0.9x to
         1.6x at batch 1; 1.08x to 4.5x on an H200 at batch 64 to 1024) or
         ``"mctx"`` (DeepMind's implementation, the reference).
         The platform is the default device's when the search is traced.
