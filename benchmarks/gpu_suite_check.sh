@@ -7,8 +7,9 @@
 # Each part stops starting new configurations after its minutes (default 6.8
 # and 1.2) and is killed 40 s later (at most 9.4 minutes in all, inside a
 # 10-minute device call); the device JSON is rewritten after every
-# configuration, so a stopped part keeps what it measured.
-set -u
+# configuration, so a stopped part keeps what it measured. The script exits
+# non-zero when either part failed or was killed.
+set -u -o pipefail
 out=${1:?usage: gpu_suite_check.sh OUT_DIR [SEARCH_MINUTES] [TRAIN_MINUTES]}
 search_minutes=${2:-6.8}
 train_minutes=${3:-1.2}
@@ -21,7 +22,13 @@ common=(--out-dir "$out" --no-plots)
 timeout "$(limit "$search_minutes")" python3 benchmarks/run_suite.py --platforms "$platform" \
   --only search --hidden 256 --actions 9 64 --budget 0.5 --max-minutes "$search_minutes" \
   "${common[@]}" 2>&1 | tee "$out/search.log"
+search_status=$?
 timeout "$(limit "$train_minutes")" python3 benchmarks/run_suite.py --platforms "$platform" \
   --only train --presets tictactoe/gumbel_alphazero connect4/gumbel_alphazero \
   --max-minutes "$train_minutes" "${common[@]}" 2>&1 | tee "$out/train.log"
+train_status=$?
 python3 benchmarks/run_suite.py --markdown-only --out-dir "$out" --no-plots
+# Non-zero when a part failed (a configuration raised: run_suite exits 1) or
+# was killed by its time limit (124); each part's results are kept either way.
+echo "search part: exit $search_status; training part: exit $train_status"
+[ "$search_status" -eq 0 ] && [ "$train_status" -eq 0 ]
