@@ -160,7 +160,7 @@ def run_preset(preset: Tuple[str, str], device, iterations: int = 3,
             # one buffer twice: give shared leaves (``init`` puts the
             # parameters in ``params`` and ``target_params``) their own copy,
             # as ``agent.iteration`` does before each call, outside the timing.
-            state = _unshare_buffers(states[name])
+            state = jax.block_until_ready(_unshare_buffers(states[name]))
             (states[name], _), seconds = _timed(compiled[name], state)
             return seconds
 
