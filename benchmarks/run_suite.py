@@ -304,9 +304,10 @@ def measure(args, devices) -> List[str]:
             runner = run_search_task if task["kind"] == "search" else run_train_task
             recs = runner(task, args, base)
             progress.finish(task, time.perf_counter() - t0)
-            print(progress.line(describe(task, recs)), flush=True)
+            line = describe(task, recs)
+            print(progress.line(line), flush=True)
             if any(r["status"] == "error" for r in recs):
-                failed.append(describe(task, recs))
+                failed.append(line)
             files[device.platform].add(recs)
             files[device.platform].write()
     except KeyboardInterrupt:

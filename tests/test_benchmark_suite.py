@@ -131,13 +131,18 @@ def test_suite_failed_configuration_exits_nonzero(tmp_path, capsys):
     assert "error: ValueError" in (out / "suite.md").read_text()
 
 
-def _run_script(*argv: str) -> str:
+def _run(*argv: str, returncode: int = 0):
+    """Runs a script of the repository with this Python; checks its exit status."""
     import subprocess
     import sys
     out = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
+    assert out.returncode == returncode, out.stderr[-3000:]
+    return out
+
+
+def _run_script(*argv: str) -> str:
+    return _run(*argv).stdout
 
 
 def test_search_devices_script_tiny(tmp_path):
@@ -339,15 +344,11 @@ def test_search_throughput_script_tiny(tmp_path):
 def test_peers_driver_fails_when_a_peer_fails(tmp_path):
     # A peer process that exits non-zero (here: an interpreter that always
     # fails) is reported, its status saved, and the driver exits non-zero.
-    import subprocess
-    import sys
     result = tmp_path / "peers.json"
-    out = subprocess.run(
-        [sys.executable, "benchmarks/peers/run_peers.py", "--peers", "numpy",
-         "--policies", "muzero", "--hidden", "16", "--actions", "9", "--batch", "4",
-         "--sims", "4", "--check", "4x4", "--lib-python", "/bin/false",
-         "--work-dir", str(tmp_path / "work"), "--out", str(result)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 1, out.stderr[-2000:]
+    out = _run("benchmarks/peers/run_peers.py", "--peers", "numpy",
+               "--policies", "muzero", "--hidden", "16", "--actions", "9",
+               "--batch", "4", "--sims", "4", "--check", "4x4",
+               "--lib-python", "/bin/false", "--work-dir", str(tmp_path / "work"),
+               "--out", str(result), returncode=1)
     assert "peers that failed" in out.stderr
     assert json.loads(result.read_text())["peer_status"]["numpy"]["rc"] == 1
