@@ -11,8 +11,11 @@ compilation included) on the machine it runs on.
     python benchmarks/train_targets.py throughput         # self-play steps/s per preset
 
 Each target prints one ``RESULT`` line and appends a JSON record to
-``benchmarks/results/train_targets.jsonl``. Extra ``--set field=value``
-arguments override the preset (as on the ``mctx-planner train`` command line).
+``train_targets.jsonl`` in ``--results-dir`` (default ``benchmarks/results``),
+where the Connect Four and maze targets also keep their runs (``runs/``).
+Extra ``--set field=value`` arguments override the preset (as on the
+``mctx-planner train`` command line); ``--games N`` shrinks a target's
+evaluation (games, episodes or mazes) for a quick check.
 """
 
 from __future__ import annotations
@@ -32,15 +35,16 @@ from mctx_planner import config as config_lib
 from mctx_planner import evaluate as ev
 from mctx_planner.trainer import train
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "train_targets.jsonl"
+#: Where records and runs go (``--results-dir``).
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def _record(name: str, record: dict) -> None:
     record = dict(target=name, date=datetime.datetime.now().isoformat(timespec="seconds"),
                   device=jax.devices()[0].device_kind, cpus=os.cpu_count(),
                   jax=jax.__version__, python=platform.python_version(), **record)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as f:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS_DIR / "train_targets.jsonl", "a") as f:
         f.write(json.dumps(record, default=float) + "\n")
     print("RESULT", json.dumps(record, default=float), flush=True)
 
@@ -91,7 +95,7 @@ def target_connect4(overrides, games=200, depth=4, opening_moves=2,
                     eval_sims=None, eval_keys=(2,)):
     cfg = _config("connect4", None, overrides)
     t0 = time.time()
-    out = RESULTS.parent / "runs" / "connect4"
+    out = RESULTS_DIR / "runs" / "connect4"
     result = train(cfg, out_dir=str(out), overwrite=True, progress=False,
                    log_every=10, evaluate=False)
     train_s = time.time() - t0
@@ -131,7 +135,8 @@ def evaluate_connect4(agent, params, overrides, train_s, t0, *, games, depth,
                                      draws=r.draws.tolist(), losses=r.losses.tolist()))
 
 
-def target_connect4_eval(overrides, eval_sims=None, eval_keys=(2,), run=None):
+def target_connect4_eval(overrides, eval_sims=None, eval_keys=(2,), run=None,
+                         games=200):
     """Re-scores a saved Connect Four run (default: the ``connect4`` target's).
 
     Only the evaluation fields of the saved config may be overridden
@@ -144,7 +149,7 @@ def target_connect4_eval(overrides, eval_sims=None, eval_keys=(2,), run=None):
         raise SystemExit("connect4_eval re-scores a saved run: only --set "
                          f"{' / '.join(sorted(allowed))} (or --eval-sims) apply, got "
                          f"{sorted(fields)}")
-    run = run or str(RESULTS.parent / "runs" / "connect4")
+    run = run or str(RESULTS_DIR / "runs" / "connect4")
     agent, state, info = load_run(run)
     if fields:
         agent = agent._replace(config=config_lib.apply_overrides(agent.config, overrides))
@@ -153,7 +158,7 @@ def target_connect4_eval(overrides, eval_sims=None, eval_keys=(2,), run=None):
     t0 = time.time()
     evaluate_connect4(agent, state.params,
                       [f"(saved run {run}, seed {agent.config.seed})", *overrides],
-                      info["metadata"].get("wall_time_s", float("nan")), t0, games=200,
+                      info["metadata"].get("wall_time_s", float("nan")), t0, games=games,
                       depth=4, opening_moves=2, eval_sims=eval_sims, eval_keys=eval_keys)
 
 
@@ -163,7 +168,7 @@ def target_maze(overrides, mazes=500, eval_sims=(64, 256)):
     from mctx_planner.trainer import maze_optimality  # pylint: disable=g-import-not-at-top
     cfg = _config("maze", None, overrides)
     t0 = time.time()
-    result = train(cfg, out_dir=str(RESULTS.parent / "runs" / "maze"), overwrite=True,
+    result = train(cfg, out_dir=str(RESULTS_DIR / "runs" / "maze"), overwrite=True,
                    progress=False, log_every=10, evaluate=False)
     train_s = time.time() - t0
     for sims in eval_sims:
@@ -235,7 +240,7 @@ TARGETS = dict(tictactoe=target_tictactoe, tictactoe_muzero=target_tictactoe_muz
                throughput=target_throughput)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", choices=sorted(TARGETS))
@@ -248,11 +253,29 @@ def main():
     parser.add_argument("--eval-keys", type=int, nargs="+", default=None,
                         help="connect4, connect4_eval: keys of the random openings, "
                              "200 games each (default 2)")
+    parser.add_argument("--games", type=int, default=None,
+                        help="evaluation size: games (tictactoe_muzero, connect4, "
+                             "connect4_eval), mazes (maze) or episodes (2048); "
+                             "default each target's own")
+    parser.add_argument("--results-dir", default=None,
+                        help="where train_targets.jsonl and the runs go "
+                             "(default benchmarks/results)")
     parser.add_argument("--run", default=None,
                         help="connect4_eval: the saved run directory "
-                             "(default benchmarks/results/runs/connect4)")
-    args = parser.parse_args()
+                             "(default runs/connect4 in --results-dir)")
+    args = parser.parse_args(argv)
+    if args.results_dir:
+        global RESULTS_DIR  # pylint: disable=global-statement
+        RESULTS_DIR = pathlib.Path(args.results_dir)
     kwargs = {}
+    if args.games is not None:
+        size_arg = dict(tictactoe_muzero="games", connect4="games",
+                        connect4_eval="games", maze="mazes", **{"2048": "episodes"})
+        if args.target not in size_arg:
+            parser.error(f"--games does not apply to the {args.target} target")
+        if args.games < 1:
+            parser.error(f"--games must be >= 1, got {args.games}")
+        kwargs[size_arg[args.target]] = args.games
     if args.eval_sims and args.target in ("maze", "connect4", "connect4_eval"):
         kwargs["eval_sims"] = tuple(args.eval_sims)
     if args.eval_keys and args.target in ("connect4", "connect4_eval"):

@@ -352,3 +352,34 @@ def test_peers_driver_fails_when_a_peer_fails(tmp_path):
                "--out", str(result), returncode=1)
     assert "peers that failed" in out.stderr
     assert json.loads(result.read_text())["peer_status"]["numpy"]["rc"] == 1
+
+
+_TINY_TRAIN = ["--set", "iterations=1", "--set", "num_envs=8", "--set", "unroll_length=4",
+               "--set", "num_simulations=4", "--set", "eval_simulations=2",
+               "--set", "replay_capacity=64", "--set", "batch_size=16",
+               "--set", "updates_per_iteration=2", "--set", "network.hidden_size=16",
+               "--set", "network.num_layers=1"]
+
+
+def test_train_targets_script_tiny(tmp_path, capsys):
+    # The maze target end to end on a shrunken preset: training, its run
+    # directory and the held-out evaluation, recorded in --results-dir (never
+    # in the repository's results file).
+    spec = importlib.util.spec_from_file_location(
+        "train_targets", ROOT / "benchmarks" / "train_targets.py")
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
+    targets.main(["maze", *_TINY_TRAIN, "--games", "2", "--eval-sims", "2",
+                  "--results-dir", str(tmp_path)])
+    lines = (tmp_path / "train_targets.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["target"] == "maze" and record["mazes"] == 2
+    assert record["eval_simulations"] == 2 and record["train_s"] > 0
+    assert 0.0 <= record["maze_optimal_fraction"] <= record["maze_solved_fraction"] <= 1.0
+    assert (tmp_path / "runs" / "maze").is_dir()
+    assert "RESULT " in capsys.readouterr().out
+    # --games is refused where a target has no evaluation size to shrink.
+    with pytest.raises(SystemExit):
+        targets.main(["throughput", "--games", "2", "--results-dir", str(tmp_path)])
+    assert "--games does not apply to the throughput target" in capsys.readouterr().err
