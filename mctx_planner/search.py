@@ -42,9 +42,9 @@ QTRANSFORMS = ("default", "parent_and_siblings", "min_max", "completed_by_mix_va
 BACKENDS = ("auto", "fast", "mctx")
 
 # Platforms where the fast backend was measured against mctx and kept:
-# XLA:CPU (1.2x to 47x) and NVIDIA GPUs (H200: 1.08x to 4.48x in all 90
-# cells of the hidden-256 and hidden-64 grids; docs/benchmarks.md, "GPU,
-# current code").  `backend="auto"` runs
+# XLA:CPU (1.2x to 47x) and NVIDIA GPUs (H200: 1.08x to 4.48x in all 108
+# cells of the hidden-256 and hidden-64 grids, 1.6x to 2.3x at B = 4096 and
+# 16384; docs/benchmarks.md, "GPU, current code").  `backend="auto"` runs
 # mctx itself anywhere else (TPU is not measured, and its gathers and
 # scatters, which the fast backend is made of, are slow where mctx's dense
 # whole-tree selects are not).  JAX names AMD GPUs "gpu" as well, so they
