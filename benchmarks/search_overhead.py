@@ -149,13 +149,19 @@ def network_only(params, root, num_simulations, policy="muzero"):
 
 
 def compile_fn(fn, *args, single_task=False):
-  """``(compiled, seconds, peak bytes)`` of ``jax.jit(fn)`` for ``args``;
-  ``single_task``: compiled as the planner compiles a fast search where
-  ``fast_single_task`` says so (``mctx_planner.single_task_compile``)."""
+  """``(compiled, seconds, peak bytes)`` of ``jax.jit(fn)`` for ``args``
+  (seconds: tracing, lowering and compiling); ``single_task``: compiled as
+  the planner compiles a fast search where ``fast_single_task`` says so
+  (``mctx_planner.single_task_compile``); ``"require"``: the same, and
+  SystemExit where it cannot take effect here (one CPU, or CPU sets that
+  cannot be changed)."""
   t0 = time.perf_counter()
   lowered = jax.jit(fn).lower(*args)
-  with (single_task_compile() if single_task else contextlib.nullcontext()):
+  with (single_task_compile() if single_task else contextlib.nullcontext()) as took:
     compiled = lowered.compile()
+  if single_task == "require" and not took:
+    raise SystemExit("single_task_compile had no effect here (one CPU, or CPU "
+                     "sets cannot be changed): nothing to compare")
   seconds = time.perf_counter() - t0
   try:  # XLA's buffer assignment: temporaries + outputs of one call.
     mem = compiled.memory_analysis()
@@ -165,10 +171,13 @@ def compile_fn(fn, *args, single_task=False):
   return compiled, seconds, peak
 
 
-def fast_single_task(batch, sims, num_actions, platform=None):
-  """Whether ``make_planner``'s ``plan`` compiles this fast search with one
-  task per XLA:CPU kernel (``_cpu_tasks.prefers_single_task``), so that the
-  benchmarks time the program a user of the planner gets."""
+def fast_single_task(batch, sims, num_actions, platform=None, backend="fast"):
+  """Whether ``make_planner``'s ``plan`` compiles this search with one task
+  per XLA:CPU kernel (``_cpu_tasks.prefers_single_task``; the fast backend
+  only, so False for any other ``backend``), so that the benchmarks time the
+  program a user of the planner gets."""
+  if backend != "fast":
+    return False
   platform = platform or jax.default_backend()
   return _cpu_tasks.prefers_single_task(platform, batch, sims, num_actions)
 

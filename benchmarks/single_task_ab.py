@@ -20,7 +20,6 @@ import functools
 import json
 import os
 import sys
-import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(_HERE), _HERE]
@@ -29,22 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import search_overhead as so  # noqa: E402
-from mctx_planner import single_task_compile  # noqa: E402
 from suite import search_bench  # noqa: E402
-
-
-def _timed_compile(fn, args, single_task):
-  lowered = jax.jit(fn).lower(*args)
-  t0 = time.perf_counter()
-  if single_task:
-    with single_task_compile() as took_effect:
-      compiled = lowered.compile()
-    if not took_effect:
-      raise SystemExit("single_task_compile had no effect here (one CPU, "
-                       "or CPU sets cannot be changed): nothing to compare")
-  else:
-    compiled = lowered.compile()
-  return compiled, time.perf_counter() - t0
 
 
 def run_cell(policy, actions, batch, sims, hidden, budget_s):
@@ -59,8 +43,9 @@ def run_cell(policy, actions, batch, sims, hidden, budget_s):
   net, _, _ = so.compile_fn(functools.partial(
       so.network_only, num_simulations=sims, policy=policy), params, root)
   args = (params, key, root)
-  default, compile_default_s = _timed_compile(search, args, False)
-  single, compile_single_s = _timed_compile(single_task_search, args, True)
+  default, compile_default_s, _ = so.compile_fn(search, *args)
+  single, compile_single_s, _ = so.compile_fn(single_task_search, *args,
+                                              single_task="require")
   same = all(np.array_equal(x, y) for x, y in zip(
       jax.tree.leaves(default(*args)), jax.tree.leaves(single(*args))))
   net_s, default_s, single_s = so.time_interleaved(

@@ -81,7 +81,7 @@ def run_config(backend: str, policy: str, hidden: int, num_actions: int,
   key = jax.random.PRNGKey(42)
   search, row["compile_s"] = _compile(
       _search_fn(backend, policy, sims), params, key, root,
-      single_task=backend == "fast" and so.fast_single_task(batch, sims, num_actions))
+      single_task=so.fast_single_task(batch, sims, num_actions, backend=backend))
   net, row["net_compile_s"] = _compile(
       functools.partial(so.network_only, num_simulations=sims), params, root)
   search_times, net_times = common.time_interleaved(

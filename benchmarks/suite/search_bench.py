@@ -114,8 +114,8 @@ def run_case(case: SearchCase, device, backends=BACKENDS, budget_s: float = 3.0,
             params, root)
         compiled, compile_s, mem = {}, {}, {}
         for backend in measured:
-            single_task = backend == "fast" and search_overhead.fast_single_task(
-                case.batch, case.sims, case.actions, device.platform)
+            single_task = search_overhead.fast_single_task(
+                case.batch, case.sims, case.actions, device.platform, backend)
             compiled[backend], compile_s[backend], mem[backend] = (
                 search_overhead.compile_fn(
                     _search_fn(policy_fns[backend], case.sims), params, key, root,
