@@ -8,7 +8,8 @@ on-device self-play training loop. See README.md and docs/.
 from mctx_planner import domains
 from mctx_planner._cpu_tasks import single_task_compile
 from mctx_planner.config import TrainConfig, apply_overrides, preset
-from mctx_planner.domains import Domain, StochasticDomain, Symmetry, make as make_domain
+from mctx_planner.domains import (Domain, StochasticDomain, Symmetry, make as make_domain,
+                                  select_state)
 from mctx_planner.evaluate import (ArenaResult, AuditResult, EpisodeStats, Player,
                                    alphabeta_player, arena, audit_tictactoe,
                                    evaluate_single_player, evaluation_config,
@@ -97,6 +98,7 @@ __all__ = (
     "rollout",
     "search_config",
     "search_player",
+    "select_state",
     "shard_state",
     "signed_hyperbolic",
     "signed_parabolic",

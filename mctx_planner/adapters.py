@@ -76,7 +76,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from mctx_planner.domains.base import Domain
+from mctx_planner.domains.base import Domain, select_state
 from mctx_planner._compat import typeof
 
 __all__ = ["PgxState", "PgxDomain", "from_pgx", "GymnaxState", "GymnaxDomain",
@@ -97,12 +97,6 @@ def _strong(tree: Any) -> Any:
             return jax.lax.convert_element_type(x, x.dtype)
         return x
     return jax.tree_util.tree_map(fix, tree)
-
-
-def _select(pred: chex.Array, on_true: Any, on_false: Any) -> Any:
-    """Leaf-wise ``jnp.where(pred, on_true, on_false)`` over two states."""
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b),
-                                  on_true, on_false)
 
 
 def _import(module: str):
@@ -254,7 +248,7 @@ class PgxDomain(Domain):
             first_player=state.first_player,
             rng_key=rng_key,
             env_state=env_state)
-        return _select(ended, state.replace(reward=jnp.float32(0.0)), new)
+        return select_state(ended, state.replace(reward=jnp.float32(0.0)), new)
 
     def render(self, state: PgxState) -> str:
         s = jax.device_get(state)
@@ -424,7 +418,7 @@ class GymnaxDomain(Domain):
             step_count=step_count,
             rng_key=rng_key,
             env_state=_strong(env_state))
-        return _select(ended, state.replace(reward=jnp.float32(0.0)), new)
+        return select_state(ended, state.replace(reward=jnp.float32(0.0)), new)
 
     def render(self, state: GymnaxState) -> str:
         s = jax.device_get(state)

@@ -539,9 +539,7 @@ class Toy(Domain):
     def step(self, state, action):
         ended = state.terminated | state.truncated
         new = self._move(state, action)
-        return jax.tree_util.tree_map(
-            lambda a, b: jnp.where(ended, a, b),
-            state.replace(reward=jnp.float32(0.0)), new)
+        return domains.select_state(ended, state.replace(reward=jnp.float32(0.0)), new)
 
 
 class WrongObservationShape(Toy):
@@ -648,9 +646,7 @@ class CoinWalk(StochasticDomain):
         ended = state.terminated | state.truncated
         new = state.replace(step_count=state.step_count + 1,
                             reward=jnp.float32(0.0))
-        return jax.tree_util.tree_map(lambda a, b: jnp.where(ended, a, b),
-                                      state.replace(reward=jnp.float32(0.0)),
-                                      new)
+        return domains.select_state(ended, state.replace(reward=jnp.float32(0.0)), new)
 
     def chance_probs(self, afterstate):
         return jnp.array([0.5, 0.5], jnp.float32)
@@ -665,8 +661,7 @@ class CoinWalk(StochasticDomain):
             pos=pos, observation=jax.nn.one_hot(pos, 4, dtype=jnp.float32),
             reward=jnp.where(terminated, 1.0, 0.0).astype(jnp.float32),
             terminated=terminated, truncated=truncated)
-        return jax.tree_util.tree_map(lambda a, b: jnp.where(ended, a, b),
-                                      afterstate, new)
+        return domains.select_state(ended, afterstate, new)
 
     def step(self, state, action):
         key, sub = jax.random.split(state.rng_key)

@@ -249,9 +249,8 @@ class _FakePgxNim:
             legal_action_mask=jnp.where(done, True, jnp.arange(1, 3) <= stones),
             stones=stones)
         ended = state.terminated | state.truncated
-        return jax.tree_util.tree_map(
-            lambda a, b: jnp.where(ended, a, b),
-            state.replace(rewards=jnp.zeros(2, jnp.float32)), new)
+        return mp.select_state(ended, state.replace(rewards=jnp.zeros(2, jnp.float32)),
+                               new)
 
 
 @chex.dataclass(frozen=True)

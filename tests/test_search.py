@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 from mctx_planner import explanation as explain
 from mctx_planner.config import TrainConfig
 from mctx_planner.domains import ConnectFour, TicTacToe
-from mctx_planner.domains.base import Domain
+from mctx_planner.domains.base import Domain, select_state
 from mctx_planner.networks import AlphaZeroNet, MuZeroNet, NetworkConfig, init_params
 from mctx_planner.search import (RootInput, SearchConfig, learned_model, make_planner,
                                  network_predict_fn, true_model, uniform_predict_fn)
@@ -67,9 +67,8 @@ class GameTree(Domain):
         reward = jnp.asarray(self.rewards)[state.node, action]
         nxt = self._state(node, reward, (state.current_player + 1) % self.num_players,
                           state.step_count + 1)
-        return jax.tree_util.tree_map(
-            lambda a, b: jnp.where(state.terminated, a, b),
-            state.replace(reward=jnp.float32(0.0)), nxt)
+        return select_state(state.terminated,
+                            state.replace(reward=jnp.float32(0.0)), nxt)
 
 
 def bandit():

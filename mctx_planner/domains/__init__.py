@@ -7,7 +7,8 @@ Use :func:`make` to build a built-in domain by name::
 """
 from typing import Any, Callable, Dict, Tuple
 
-from mctx_planner.domains.base import Domain, StochasticDomain, STATE_FIELDS, Symmetry
+from mctx_planner.domains.base import (Domain, StochasticDomain, STATE_FIELDS, Symmetry,
+                                       select_state)
 from mctx_planner.domains.connect4 import ConnectFour
 from mctx_planner.domains.game2048 import Game2048
 from mctx_planner.domains.knowledge_graph import KnowledgeGraphWalk
@@ -87,6 +88,7 @@ __all__ = [
     "StochasticDomain",
     "STATE_FIELDS",
     "Symmetry",
+    "select_state",
     "TicTacToe",
     "ConnectFour",
     "Maze",

@@ -33,7 +33,7 @@ step_count           [] int32     moves made since ``init``.
 ===================  ===========  ==============================================
 
 Ended states absorb: ``step`` on a terminated or truncated state returns the
-same state with ``reward = 0``.
+same state with ``reward = 0`` (:func:`select_state` writes that in one line).
 
 Two-player sign convention (used by the planner and the learner): a *value* is
 always from the point of view of the player to move at that state; a *reward*
@@ -61,6 +61,7 @@ from typing import Any, Callable, NamedTuple, Tuple
 
 import chex
 import jax
+import jax.numpy as jnp
 
 State = Any  # A frozen chex.dataclass with at least the StateFields.
 
@@ -88,6 +89,20 @@ def fresh_rng_keys(key: chex.PRNGKey, like: chex.Array) -> chex.Array:
         bits = jax.random.bits(key, data.shape, data.dtype)
         return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(like))
     return jax.random.bits(key, like.shape, like.dtype)
+
+
+def select_state(pred: chex.Array, on_true: Any, on_false: Any) -> Any:
+    """Leaf-wise ``jnp.where(pred, on_true, on_false)`` over two pytrees of the
+    same structure, e.g. two states of a domain.
+
+    ``pred`` is a boolean scalar for one example (or broadcasts against every
+    leaf). A domain's ``step`` uses it to make ended states absorb::
+
+        ended = state.terminated | state.truncated
+        return select_state(ended, state.replace(reward=jnp.float32(0.0)), new)
+    """
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b),
+                                  on_true, on_false)
 
 
 class Symmetry(NamedTuple):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mctx_planner.domains.base import Domain, Symmetry
+from mctx_planner.domains.base import Domain, Symmetry, select_state
 
 ROWS = 6
 COLS = 7
@@ -74,12 +74,6 @@ class ConnectFourState:
 def _mark(player: chex.Array) -> chex.Array:
     """The board mark (int8 ``1`` or ``-1``) of ``player`` (0 or 1)."""
     return jnp.where(player == 0, 1, -1).astype(jnp.int8)
-
-
-def _select(pred: chex.Array, on_true, on_false):
-    """Leaf-wise ``jnp.where(pred, on_true, on_false)`` over two states."""
-    return jax.tree_util.tree_map(
-        lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 class ConnectFour(Domain):
@@ -163,7 +157,7 @@ class ConnectFour(Domain):
             step_count=step_count,
             board=board,
         )
-        return _select(ended, state.replace(reward=jnp.float32(0.0)), new)
+        return select_state(ended, state.replace(reward=jnp.float32(0.0)), new)
 
     # -- helpers ------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mctx_planner.domains.base import StochasticDomain
+from mctx_planner.domains.base import StochasticDomain, select_state
 
 #: Action names, indexed by action.
 ACTION_NAMES = ("up", "right", "down", "left")
@@ -49,12 +49,6 @@ class Game2048State:
     score: chex.Array
     chance_pending: chex.Array
     rng_key: chex.PRNGKey
-
-
-def _select(pred: chex.Array, on_true, on_false):
-    """Leaf-wise ``jnp.where(pred, on_true, on_false)`` over two states."""
-    return jax.tree_util.tree_map(
-        lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 def _compress(row: chex.Array) -> chex.Array:
@@ -255,7 +249,7 @@ class Game2048(StochasticDomain):
         )
         absorbed = state.replace(reward=jnp.float32(0.0),
                                  chance_pending=jnp.bool_(False))
-        return _select(ended, absorbed, new)
+        return select_state(ended, absorbed, new)
 
     def chance_probs(self, afterstate: Game2048State) -> chex.Array:
         """``[2 * size**2]`` float32 spawn probabilities (see class doc)."""
@@ -283,7 +277,7 @@ class Game2048(StochasticDomain):
             board=board,
             chance_pending=jnp.bool_(False),
         )
-        return _select(ended, afterstate, new)
+        return select_state(ended, afterstate, new)
 
     # -- helpers ------------------------------------------------------------
 

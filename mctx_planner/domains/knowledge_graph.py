@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mctx_planner.domains.base import Domain
+from mctx_planner.domains.base import Domain, select_state
 
 #: Names of the base relations (edge types), indexed by relation id.
 BASE_RELATIONS: Tuple[str, ...] = ("parent_of", "child_of", "sibling_of",
@@ -485,12 +485,6 @@ class KGWalkState:
     path: chex.Array
 
 
-def _select(pred: chex.Array, on_true, on_false):
-    """Leaf-wise ``jnp.where(pred, on_true, on_false)`` over two states."""
-    return jax.tree_util.tree_map(
-        lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
 class KnowledgeGraphWalk(Domain):
     """Answer a knowledge-graph query by walking the graph (M-Walk).
 
@@ -650,7 +644,7 @@ class KnowledgeGraphWalk(Domain):
             entity=entity,
             path=path,
         )
-        return _select(ended, state.replace(reward=jnp.float32(0.0)), new)
+        return select_state(ended, state.replace(reward=jnp.float32(0.0)), new)
 
     # -- helpers ------------------------------------------------------------
 

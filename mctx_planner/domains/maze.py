@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mctx_planner.domains.base import Domain
+from mctx_planner.domains.base import Domain, select_state
 
 #: Row/column offsets of the actions up, down, left, right; ``[4, 2]``.
 _DELTAS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], np.int32)
@@ -46,12 +46,6 @@ class MazeState:
     walls: chex.Array
     agent: chex.Array
     goal: chex.Array
-
-
-def _select(pred: chex.Array, on_true, on_false):
-    """Leaf-wise ``jnp.where(pred, on_true, on_false)`` over two states."""
-    return jax.tree_util.tree_map(
-        lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 def distance_map(walls: chex.Array, target: chex.Array) -> chex.Array:
@@ -214,7 +208,7 @@ class Maze(Domain):
             step_count=step_count,
             agent=agent,
         )
-        return _select(ended, state.replace(reward=jnp.float32(0.0)), new)
+        return select_state(ended, state.replace(reward=jnp.float32(0.0)), new)
 
     # -- helpers ------------------------------------------------------------
 

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from mctx_planner.domains.base import StochasticDomain, fresh_rng_keys
+from mctx_planner.domains.base import StochasticDomain, fresh_rng_keys, select_state
 
 ActFn = Callable[[chex.PRNGKey, "RecommendationState"], chex.Array]
 
@@ -194,12 +194,6 @@ class RecommendationState:
     pending_item: chex.Array
     click_prob: chex.Array
     rng_key: chex.PRNGKey
-
-
-def _select(pred: chex.Array, on_true, on_false):
-    """Leaf-wise ``jnp.where(pred, on_true, on_false)`` over two states."""
-    return jax.tree_util.tree_map(
-        lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 class Recommendation(StochasticDomain):
@@ -422,7 +416,7 @@ class Recommendation(StochasticDomain):
         )
         absorbed = state.replace(reward=jnp.float32(0.0),
                                  chance_pending=jnp.bool_(False))
-        return _select(ended, absorbed, new)
+        return select_state(ended, absorbed, new)
 
     def chance_probs(self, afterstate: RecommendationState) -> chex.Array:
         """``[2]`` float32 ``(P(skip), P(click))``; ``(1, 0)`` if nothing is
@@ -464,7 +458,7 @@ class Recommendation(StochasticDomain):
             similarity=similarity,
             chance_pending=jnp.bool_(False),
         )
-        return _select(ended | ~s.chance_pending, s, new)
+        return select_state(ended | ~s.chance_pending, s, new)
 
     # -- helpers ------------------------------------------------------------
 
