@@ -23,7 +23,7 @@ from mctx_planner.networks import (AlphaZeroNet, MuZeroNet, NetworkConfig,
 from mctx_planner.plotting import plot_learning_curves, plot_search_tree
 from mctx_planner.replay import Replay, ReplayState, make_replay
 from mctx_planner.search import (PlanOutput, Planner, RootInput, SearchConfig,
-                                 SearchModel, learned_model, make_planner,
+                                 SearchModel, gpu_loop_graphs, learned_model, make_planner,
                                  network_predict_fn, true_model,
                                  uniform_predict_fn)
 from mctx_planner.selfplay import Trajectory, init_states, rollout
@@ -74,6 +74,7 @@ __all__ = (
     "evaluate_single_player",
     "evaluation_config",
     "explain",
+    "gpu_loop_graphs",
     "greedy_one_step_player",
     "init_batch",
     "init_params",

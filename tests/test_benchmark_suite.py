@@ -383,3 +383,16 @@ def test_train_targets_script_tiny(tmp_path, capsys):
     with pytest.raises(SystemExit):
         targets.main(["throughput", "--games", "2", "--results-dir", str(tmp_path)])
     assert "--games does not apply to the throughput target" in capsys.readouterr().err
+
+
+def test_command_buffer_ab_script_tiny(tmp_path):
+    # On the CPU the GPU options change nothing: both variants of both
+    # backends must give the same outputs, and every time must be recorded.
+    result = tmp_path / "cb.json"
+    stdout = _run_script("benchmarks/command_buffer_ab.py", "--cells", "gumbel,9,8,4",
+                         "--hidden", "16", "--budget", "0.05", "--out", str(result))
+    assert "gumbel A=9 B=8 S=4" in stdout
+    (row,) = json.loads(result.read_text())["rows"]
+    assert row["mctx_loops_identical"] == row["fast_loops_identical"] == [True, True]
+    for tag in ("mctx_default", "mctx_loops", "fast_default", "fast_loops"):
+        assert row[f"{tag}_ms"] > 0 and row[f"{tag}_compile_s"] > 0, tag

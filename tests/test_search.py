@@ -179,6 +179,27 @@ def ttt_planners():
                for alg in ("muzero", "gumbel_muzero")}
 
 
+def test_gpu_loop_graphs_change_no_result(ttt_planners):
+    # The options name XLA enums that the installed XLA must know: compiled
+    # with them (the CPU ignores GPU options), a search gives exactly the
+    # plan's result. An XLA that does not know them gets {}.
+    from mctx_planner import search as search_lib  # pylint: disable=g-import-not-at-top
+    options = search_lib.gpu_loop_graphs()
+    d, planners = ttt_planners
+    planner = planners["gumbel_muzero"]
+    states = _stack([_play(d, m) for m, _ in TTT_CASES])
+    lowered = jax.jit(planner.search).lower(None, jax.random.PRNGKey(3), states)
+    if options:
+        assert options == search_lib._GPU_LOOP_GRAPHS  # pylint: disable=protected-access
+        assert "WHILE" in options["xla_gpu_enable_command_buffer"].split(",")
+    else:  # only where XLA rejects them
+        with pytest.raises(Exception, match="xla_gpu_enable_command_buffer"):
+            lowered.compile(compiler_options=search_lib._GPU_LOOP_GRAPHS)  # pylint: disable=protected-access
+    out = lowered.compile(compiler_options=options)(None, jax.random.PRNGKey(3), states)
+    ref = planner.plan(None, jax.random.PRNGKey(3), states)
+    chex.assert_trees_all_equal(out, ref)
+
+
 @pytest.mark.parametrize("algorithm", ["muzero", "gumbel_muzero"])
 def test_tictactoe_takes_wins_and_blocks(ttt_planners, algorithm):
     d, planners = ttt_planners
