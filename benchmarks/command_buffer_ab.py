@@ -9,7 +9,7 @@ it launches the body's kernels, and a search is loops of small kernels
 in ``xla_gpu_enable_command_buffer`` put whole loops in the graph (CUDA
 conditional nodes; ``mctx_planner.gpu_loop_graphs()``). This script compiles
 the same search with XLA's default and with those options, per program
-(``compiler_options``; other platforms ignore them), for raw mctx
+(``compiler_options``; XLA:CPU ignores them), for raw mctx
 and the fast backend, checks that the outputs are bit-identical, and times
 all four with the network-only program, interleaved in one process.
 

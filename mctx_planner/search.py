@@ -683,10 +683,10 @@ def gpu_loop_graphs() -> Dict[str, str]:
     Measured on an H200 (``benchmarks/command_buffer_ab.py``;
     docs/benchmarks.md, "GPU: whole loops as CUDA graphs"): the fast search
     1.57x to 1.80x faster and raw mctx 1.39x to 1.65x, outputs bit-identical.
-    Other platforms ignore them. They are not the default of ``plan`` or of
-    training, which were not measured with them yet; for a whole process,
-    ``XLA_FLAGS=--xla_gpu_enable_command_buffer=`` followed by the value
-    returned here.
+    XLA:CPU ignores them (tested); a TPU was not tried. They are not the
+    default of ``plan`` or of training, which were not measured with them
+    yet; for a whole process, ``XLA_FLAGS=--xla_gpu_enable_command_buffer=``
+    followed by the value returned here.
 
     Returns:
       ``{"xla_gpu_enable_command_buffer": "FUSION,...,WHILE,CONDITIONAL"}``,
