@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(_HERE), _HERE]
@@ -32,15 +31,7 @@ import jax  # noqa: E402
 
 import search_overhead as so  # noqa: E402
 from mctx_planner import gpu_loop_graphs  # noqa: E402
-from suite import search_bench  # noqa: E402
-
-
-
-def _compile(fn, args, options):
-  lowered = jax.jit(fn).lower(*args)
-  t0 = time.perf_counter()
-  compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
-  return compiled, time.perf_counter() - t0
+from suite import cells, search_bench  # noqa: E402
 
 
 def run_cell(policy, actions, batch, sims, hidden, budget_s):
@@ -50,13 +41,14 @@ def run_cell(policy, actions, batch, sims, hidden, budget_s):
                             params, root)
   row = dict(policy=policy, actions=actions, batch=batch, sims=sims, hidden=hidden)
   fns, outs = [], {}
+  variants = (("default", None), ("loops", gpu_loop_graphs()))
   for backend, fn in (("mctx", so.POLICIES[policy][0]), ("fast", so.POLICIES[policy][1])):
-    for name, options in (("default", None), ("loops", gpu_loop_graphs() or None)):
+    for name, options in variants:
       # A function of its own per variant: JAX caches compiled programs by
       # function, and the options must not be served from that cache.
       def search(*a, fn=fn):
         return search_bench._search_fn(fn, sims)(*a)  # pylint: disable=protected-access
-      compiled, seconds = _compile(search, args, options)
+      compiled, seconds, _ = so.compile_fn(search, *args, compiler_options=options)
       tag = f"{backend}_{name}"
       row[f"{tag}_compile_s"] = seconds
       outs[tag] = jax.block_until_ready(compiled(*args))
@@ -96,11 +88,9 @@ def main():
                        rows=rows), f, indent=1, default=str)
 
   for cell in args.cells:
-    policy, a, b, s = cell.split(",")
-    if policy not in so.POLICIES:
-      parser.error(f"unknown policy {policy!r} (one of {sorted(so.POLICIES)})")
+    policy, a, b, s = cells.parse_cell(parser, cell.split(","), so.POLICIES)
     try:
-      r = run_cell(policy, int(a), int(b), int(s), args.hidden, args.budget)
+      r = run_cell(policy, a, b, s, args.hidden, args.budget)
     except Exception as e:  # pylint: disable=broad-except
       # Recorded, and the next cell runs: a variant XLA cannot compile here
       # is a result too.

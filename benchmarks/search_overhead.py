@@ -148,9 +148,10 @@ def network_only(params, root, num_simulations, policy="muzero"):
   return emb, values
 
 
-def compile_fn(fn, *args, single_task=False):
+def compile_fn(fn, *args, single_task=False, compiler_options=None):
   """``(compiled, seconds, peak bytes)`` of ``jax.jit(fn)`` for ``args``
-  (seconds: tracing, lowering and compiling); ``single_task``: compiled as
+  (seconds: tracing, lowering and compiling), with XLA's
+  ``compiler_options`` if given; ``single_task``: compiled as
   the planner compiles a fast search where ``fast_single_task`` says so
   (``mctx_planner.single_task_compile``); ``"require"``: the same, and
   SystemExit where it cannot take effect here (one CPU, or CPU sets that
@@ -158,7 +159,8 @@ def compile_fn(fn, *args, single_task=False):
   t0 = time.perf_counter()
   lowered = jax.jit(fn).lower(*args)
   with (single_task_compile() if single_task else contextlib.nullcontext()) as took:
-    compiled = lowered.compile()
+    compiled = (lowered.compile(compiler_options=compiler_options)
+                if compiler_options else lowered.compile())
   if single_task == "require" and not took:
     raise SystemExit("single_task_compile had no effect here (one CPU, or CPU "
                      "sets cannot be changed): nothing to compare")

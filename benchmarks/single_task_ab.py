@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import search_overhead as so  # noqa: E402
-from suite import search_bench  # noqa: E402
+from suite import cells as cell_args, search_bench  # noqa: E402
 
 
 def run_cell(policy, actions, batch, sims, hidden, budget_s):
@@ -76,10 +76,9 @@ def main():
   if not cells:
     parser.error("give --cells or --grid")
   rows = []
-  for policy, a, b, s in cells:
-    if policy not in so.POLICIES:
-      parser.error(f"unknown policy {policy!r} (one of {sorted(so.POLICIES)})")
-    r = run_cell(policy, int(a), int(b), int(s), args.hidden, args.budget)
+  for cell in cells:
+    policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell], so.POLICIES)
+    r = run_cell(policy, a, b, s, args.hidden, args.budget)
     rows.append(r)
     print("%s A=%d B=%d S=%d: network %.2f ms, default %.2f ms, one task %.2f ms"
           " (%.2fx); search/network %.2f -> %.2f; identical=%s; compile %.1f / %.1f s"

@@ -2,7 +2,8 @@
 simulations S (plus the MLP width and a JSON output file).
 
 Shared by the one-cell scripts `compaction_ab.py`, `exactness_probe.py` and
-`mctx_partitioned.py`.  Imports no JAX, so a script can parse its arguments
+`mctx_partitioned.py`; `parse_cell` also by the many-cell `single_task_ab.py`
+and `command_buffer_ab.py` (`--cells policy,A,B,S ...`).  Imports no JAX, so a script can parse its arguments
 before it sets `XLA_FLAGS`.
 """
 
