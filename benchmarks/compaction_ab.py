@@ -31,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import search_overhead  # noqa: E402
-from mctx_planner import _fast_search  # noqa: E402
+from mctx_planner import _fast_search, _native  # noqa: E402
 from suite import cells as cells_args  # noqa: E402
 from suite import search_bench  # noqa: E402
 
@@ -54,8 +54,11 @@ def measure(policy, actions, batch, sims, hidden, budget_s):
         compacting = ("cpu", _fast_search._ACCELERATOR)  # either platform
         for fn, backends in ((raw, saved), (fast, compacting), (fast, ())):
             _fast_search._COMPACT_BACKENDS = backends  # read when tracing
-            compiled, _, _ = search_overhead.compile_fn(
-                search_bench._search_fn(fn, sims), params, key, root)
+            # Compaction is a choice of the XLA loops, which the native CPU
+            # kernels replace (MuZero's descent, every backup).
+            with _native.disabled():
+                compiled, _, _ = search_overhead.compile_fn(
+                    search_bench._search_fn(fn, sims), params, key, root)
             fns.append((compiled, (params, key, root)))
             loops.append(compiled.as_text().count(" while("))  # XLA's loops
     finally:

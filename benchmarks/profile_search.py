@@ -17,11 +17,15 @@ lists every copy of a whole `[B, S + 1, ...]` tree array that XLA put inside
 the loops (there should be none: such a copy cost stochastic_muzero up to 3.4x
 until its embedding stores were updated in place).  The
 phase of a while loop is read from the HLO: the backup writes the tree store
-(scatters), the descent only reads it.
+(scatters), the descent only reads it.  Where the native CPU kernels are in
+use (`mctx_planner.native_cpu_kernels()`), MuZero's descent and every
+backup are one custom call each per simulation ("native descent", "native
+backup"); `--xla-loops` profiles the pure-XLA loops instead.
 """
 
 import argparse
 import collections
+import contextlib
 import glob
 import gzip
 import json
@@ -35,7 +39,7 @@ import jax
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import search_overhead as so  # pylint: disable=g-import-not-at-top
-from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
+from mctx_planner import _fast_search, _native  # pylint: disable=g-import-not-at-top
 
 
 def _computations(hlo: str):
@@ -91,6 +95,10 @@ def main():
   p.add_argument("--actions", type=int, default=9)
   p.add_argument("--batch", type=int, default=256)
   p.add_argument("--sims", type=int, default=128)
+  p.add_argument("--xla-loops", action="store_true",
+                 help="trace the search without the native CPU kernels "
+                      "(mctx_planner._native), i.e. with the pure-XLA tree "
+                      "loops")
   args = p.parse_args()
 
   params, root, _ = so.make_inputs(args.hidden, args.actions, args.batch)
@@ -98,6 +106,8 @@ def main():
   search = jax.jit(lambda p_, k, r: fast(p_, k, r, so.recurrent_fn, args.sims))
   net = jax.jit(lambda p_, r: so.network_only(p_, r, args.sims, args.policy))
   key = jax.random.PRNGKey(0)
+  with (_native.disabled() if args.xla_loops else contextlib.nullcontext()):
+    search.lower(params, key, root)  # traced now, with or without kernels
   search_s, net_s = so.time_interleaved(
       [(search, (params, key, root)), (net, (params, root))], 2.0)
   print(f"{args.policy} H={args.hidden} A={args.actions} B={args.batch} "
@@ -115,6 +125,13 @@ def main():
                    if w.startswith("while") and owner[w] in store_bodies
                    and any(v[0] == w for v in loops.values()
                            if _STORE.search(v[1]))), None)
+  # The native kernels (custom calls) replace the descent and backup loops;
+  # the simulation loop is then the store loop that calls them.
+  native = dict(re.findall(r'%([\w.\-]+) = .*custom_call_target='
+                           r'"mctx_planner_(\w+)"', hlo))
+  if sim_loop is None:
+    sim_loop = next((store_bodies[owner[n]] for n in native
+                     if owner.get(n) in store_bodies), None)
 
   writers = {owner[i] for i in owner if "scatter" in i}
   phases = {}  # computation -> phase, worked out once each
@@ -142,6 +159,8 @@ def main():
       phases[computation] = _phase(computation, loops, sim_loop, writers,
                                    args.batch)
     phase = phases[computation]
+    if name in native:
+      phase = f"native {native[name].replace('muzero_descend', 'descent')}"
     kernels[phase] += 1
     micros[phase] += e.get("dur", 0.0)
     if name.startswith(("ynn_fusion", "dot", "xnn_fusion")) and "simulation" in phase:

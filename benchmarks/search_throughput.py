@@ -380,6 +380,9 @@ def versions():
   try:
     import mctx_planner  # pylint: disable=g-import-not-at-top
     out["mctx_planner"] = mctx_planner.__version__
+    # Whether CPU searches ran the native tree kernels (the same results,
+    # not the same speed): "in use (...)" or "not in use: <why>".
+    out["native_cpu_kernels"] = mctx_planner.native_cpu_kernels()
   except Exception:  # pylint: disable=broad-except
     pass
   return out

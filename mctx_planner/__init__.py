@@ -24,7 +24,7 @@ from mctx_planner.plotting import plot_learning_curves, plot_search_tree
 from mctx_planner.replay import Replay, ReplayState, make_replay
 from mctx_planner.search import (PlanOutput, Planner, RootInput, SearchConfig,
                                  SearchModel, gpu_loop_graphs, learned_model, make_planner,
-                                 network_predict_fn, true_model,
+                                 native_cpu_kernels, network_predict_fn, true_model,
                                  uniform_predict_fn)
 from mctx_planner.selfplay import Trajectory, init_states, rollout
 from mctx_planner.targets import Example, make_examples, value_targets
@@ -88,6 +88,7 @@ __all__ = (
     "make_replay",
     "maze_optimality",
     "muzero_loss",
+    "native_cpu_kernels",
     "network_action_fn",
     "network_predict_fn",
     "plot_learning_curves",

@@ -76,6 +76,7 @@ import jax.numpy as jnp
 import mctx
 from mctx._src import base as _mctx_base
 
+from mctx_planner import _native
 from mctx_planner._compat import key_impl_name
 
 Tree = mctx.Tree
@@ -720,7 +721,8 @@ def search(params: chex.ArrayTree,
            loop_fn: mctx.LoopFn = jax.lax.fori_loop,
            mesh: Optional[jax.sharding.Mesh] = None,
            batch_axis: str = "batch",
-           prior_probs: Optional[Callable] = None) -> Tree:
+           prior_probs: Optional[Callable] = None,
+           native_puct: Optional[Tuple[Any, Any]] = None) -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
   `root_select` / `interior_select` are batched selection functions (see
@@ -737,6 +739,11 @@ def search(params: chex.ArrayTree,
   (the network's matmuls may round the last bit differently on the smaller
   per-device batch, which can flip near-ties), as long as `recurrent_fn` uses
   its key the same way on any batch size (or not at all).
+
+  On XLA:CPU the backup runs as one native kernel per simulation, and so
+  does the descent where `native_puct` (`(pb_c_init, pb_c_base)`) says that
+  both selections are MuZero's PUCT with mctx's default qtransform and
+  `prior_probs` is given (see `_native`), when the kernels are available.
   """
   if not _packable(root):
     raise ValueError(
@@ -752,7 +759,8 @@ def search(params: chex.ArrayTree,
       _search_shard, recurrent_fn=recurrent_fn, root_select=root_select,
       interior_select=interior_select, num_simulations=num_simulations,
       max_depth=max_depth, loop_fn=loop_fn, full_batch=batch_size,
-      prior_probs=prior_probs)
+      prior_probs=prior_probs,
+      native_puct=native_puct if prior_probs is not None else None)
   if mesh is None:
     return run(params, rng_key, root, invalid_actions, extra_data, offset=0)
   num_shards = mesh.shape[batch_axis]
@@ -787,12 +795,19 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
                   max_depth, loop_fn, full_batch, offset,
-                  prior_probs) -> Tree:
+                  prior_probs, native_puct) -> Tree:
   """The search of examples `offset ... offset + len(root.value)` of a batch
   of `full_batch` (all of it without a mesh)."""
   batch_size = root.value.shape[0]
 
   def run():
+    native = _on_cpu() and _native.available()
+    native_descent = (native and native_puct is not None and
+                      _own_threefry_ok() and
+                      _as_raw_keys(rng_key) is not None)
+    if native_descent:
+      scale = _native.puct_scale(num_simulations, *native_puct)
+
     # Defined anew for each platform's trace: JAX caches the traces of loop
     # bodies by function, which would hand one platform's layouts to both.
     def one_simulation(sim, state):
@@ -800,14 +815,25 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       rng_key, simulate_key, expand_key = jax.random.split(rng_key, 3)
       simulate_keys = _split_batch(simulate_key, full_batch, offset,
                                    batch_size)
-      parent, action, child = _descend(simulate_keys, store, invalid_actions,
-                                       extra_data, root_select,
-                                       interior_select, max_depth)
+      if native_descent:
+        parent, action, child = _native.muzero_descend(
+            store.edges, store.stats, invalid_actions,
+            _as_raw_keys(simulate_keys), scale, max_depth)
+      else:
+        parent, action, child = _descend(simulate_keys, store,
+                                         invalid_actions, extra_data,
+                                         root_select, interior_select,
+                                         max_depth)
       # A node created by simulation `sim` gets index `sim + 1`.
       child = jnp.where(child == Tree.UNVISITED, sim + 1, child)
       store = _expand(params, expand_key, store, recurrent_fn, parent, action,
                       child, prior_probs)
-      store = _backup(store, child)
+      if native:
+        stats, edges = _native.backup(store.stats, store.edges, store.links,
+                                      child)
+        store = store._replace(stats=stats, edges=edges)
+      else:
+        store = _backup(store, child)
       return rng_key, store
 
     store = _init_store(root, num_simulations, prior_probs)
@@ -1072,7 +1098,10 @@ def muzero_policy(
       root_select=select, interior_select=select,
       num_simulations=num_simulations, max_depth=max_depth,
       invalid_actions=invalid_actions, loop_fn=loop_fn, mesh=mesh,
-      batch_axis=batch_axis, prior_probs=jax.nn.softmax)
+      batch_axis=batch_axis, prior_probs=jax.nn.softmax,
+      native_puct=((pb_c_init, pb_c_base)
+                   if qtransform is mctx.qtransform_by_parent_and_siblings
+                   else None))
   action, weights = _act_by_visits(rng_key, tree, temperature)
   return mctx.PolicyOutput(action=action, action_weights=weights,
                            search_tree=tree)

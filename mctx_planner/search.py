@@ -698,6 +698,31 @@ def gpu_loop_graphs() -> Dict[str, str]:
     return dict(items) if _xla_accepts(items) else {}
 
 
+def native_cpu_kernels() -> str:
+    """Whether searches on XLA:CPU use the library's native tree kernels.
+
+    On a CPU, the fast backend runs MuZero's tree descent (with the default
+    ``qtransform``, ``"parent_and_siblings"``, and no legal-move masking
+    inside the tree) and every algorithm's backup as native XLA custom calls
+    instead of loops of small XLA kernels: the same trees, bit for bit, and
+    1.2x to 2.3x faster searches in the benchmark grid
+    (docs/benchmarks.md, "Native CPU kernels"). They are C++ compiled once
+    per machine on first use (a few seconds) with the system's C++ compiler
+    against the XLA FFI headers that jaxlib ships, and cached in
+    ``$MCTX_PLANNER_CACHE_DIR`` (default ``~/.cache/mctx_planner``). Without
+    a compiler (``$CXX``, else ``c++``), with jax older than ``jax.ffi``, or
+    with ``MCTX_PLANNER_NATIVE=0`` in the environment, searches use the
+    pure-XLA loops, with the same results.
+
+    Calling this builds the kernels if they are not built yet.
+
+    Returns:
+      ``"in use (<path of the library>)"`` or ``"not in use: <why>"``.
+    """
+    from mctx_planner import _native  # pylint: disable=g-import-not-at-top
+    return _native.status()
+
+
 def _compile_unsplit_once(jitted: Any, seen: set, num_simulations: int,
                           args: Tuple[Any, ...]) -> None:
     """Compiles ``jitted`` for ``args`` with one task per XLA:CPU kernel the

@@ -162,18 +162,23 @@ def test_search_devices_script_tiny(tmp_path):
     assert record["speedup"] == pytest.approx(record["fast_one_s"] / record["fast_split_s"])
 
 
-def test_profile_search_script_tiny():
+@pytest.mark.parametrize("xla_loops", [True, False])
+def test_profile_search_script_tiny(xla_loops):
+    from mctx_planner import _native
+    if not xla_loops and not _native.available():
+        pytest.skip(f"native CPU kernels {_native.status()}")
     stdout = _run_script("benchmarks/profile_search.py", "--policy", "muzero",
                          "--hidden", "16", "--actions", "9", "--batch", "4",
-                         "--sims", "4")
+                         "--sims", "4", *(["--xla-loops"] if xla_loops else []))
     assert "kernel launches" in stdout
     assert ("copies of [B, S + 1, ...] tree arrays inside the simulation loop: none"
             in stdout)
     if "\n0 kernel launches" in stdout and jax.__version_info__ < (0, 5):
         # (Only there: on a newer JAX, no kernels in the trace is a failure.)
         pytest.skip(f"jax {jax.__version__}'s profiler records no XLA:CPU kernels")
-    for phase in ("descent (full batch)", "backup (full batch)",
-                  "rest of the simulation"):
+    phases = (("descent (full batch)", "backup (full batch)") if xla_loops
+              else ("native descent", "native backup"))
+    for phase in phases + ("rest of the simulation",):
         assert phase in stdout, phase
 
 

@@ -9,7 +9,7 @@ import mctx
 import numpy as np
 import pytest
 
-from mctx_planner import _fast_search
+from mctx_planner import _fast_search, _native
 
 EMBED = 6
 
@@ -128,7 +128,10 @@ def _policies(name):
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(name, num_simulations, max_depth):
+def _jitted(name, num_simulations, max_depth, native=True):
+  """(mctx, fast) jitted; `native=False`: a fast search to trace inside
+  `_native.disabled()` (a function of its own, as JAX caches traces)."""
+  del native  # only part of the cache key
   ref_fn, fast_fn, kwargs = _policies(name)
 
   def run(fn, params, key, root, invalid):
@@ -141,9 +144,23 @@ def _jitted(name, num_simulations, max_depth):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
 def test_matches_mctx(case):
+  """With the native CPU kernels where they load (`mctx_planner._native`:
+  MuZero's descent with mctx's default qtransform, every backup)."""
+  _check_matches_mctx(case, native=True)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[6]],
+                         ids=lambda c: "-".join(map(str, c)))
+def test_matches_mctx_without_native_kernels(case):
+  """The pure-XLA tree loops, used where the native kernels do not load."""
+  with _native.disabled():
+    _check_matches_mctx(case, native=False)
+
+
+def _check_matches_mctx(case, native):
   name, batch, sims, num_actions, masked, max_depth, discount = case
   typed = name.endswith("typed_keys")  # new-style keys and a boolean mask
-  ref_fn, fast_fn = _jitted(name, sims, max_depth)
+  ref_fn, fast_fn = _jitted(name, sims, max_depth, native)
   for seed in range(3):
     # The last seed uses a model with flat priors (many exact ties).
     params = _params(num_actions, discount, flat_prior=seed == 2)
@@ -168,8 +185,10 @@ def _fresh_search(case, platform="cpu", **extra):
   fast = jax.jit(functools.partial(
       fast_fn, recurrent_fn=_recurrent_fn, num_simulations=sims,
       max_depth=max_depth, **kwargs, **extra))
-  traced = fast.trace(_params(num_actions, discount), jax.random.PRNGKey(0),
-                      _root(batch, num_actions, 0))
+  # The XLA layouts are the subject here, not the native kernels.
+  with _native.disabled():
+    traced = fast.trace(_params(num_actions, discount), jax.random.PRNGKey(0),
+                        _root(batch, num_actions, 0))
   return fast, traced.lower(lowering_platforms=(platform,)).as_text()
 
 

@@ -1,0 +1,499 @@
+// Native XLA:CPU kernels of the fast search backend (built and loaded by
+// mctx_planner/_native.py).
+//
+// Two XLA FFI handlers that run MuZero's tree descent and the backup of every
+// policy on the packed tree store of `_fast_search.py`, one example after the
+// other, instead of as ~20 XLA kernels per tree level.  They reproduce the
+// float operations of mctx (muzero_action_selection with
+// qtransform_by_parent_and_siblings; the backward pass) in the same order, so
+// that the search stays bit-identical to mctx:
+//   * no reassociation, and fused multiply-adds exactly where XLA:CPU fuses
+//     them (`MulAdd`; built with -ffp-contract=off, no fast-math);
+//   * the one transcendental term, pb_c * sqrt(n) of the PUCT formula, comes
+//     from a table computed by XLA (`scale`, indexed by the visit count);
+//   * the tie-breaking noise is drawn with JAX's threefry-2x32 (partitionable
+//     layout) from the same keys, only when it can change the argmax.
+//
+// Layouts (int32; floats are stored by their bit pattern; node indices and
+// actions are stored plus one, 0 meaning none):
+//   edges[B, N, A, 6]: logit-or-prob, value, visits, reward, discount, child
+//   stats[B, N, 3]:    visits, value, raw value
+//   links[B, N, 4]:    parent, action, reward, discount
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "xla/ffi/api/ffi.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum { kLogit = 0, kValue = 1, kVisits = 2, kReward = 3, kDiscount = 4,
+       kChild = 5, kEdgeFields = 6 };
+enum { kSVisits = 0, kSValue = 1, kStatFields = 3 };
+enum { kLParent = 0, kLAction = 1, kLReward = 2, kLDiscount = 3,
+       kLinkFields = 4 };
+
+inline float AsFloat(int32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline int32_t AsBits(float f) {
+  int32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+// `a * b + c` rounded as XLA:CPU rounds it: XLA lets LLVM contract a
+// multiply that feeds one add into a fused multiply-add where the CPU has
+// one (x86 with FMA, built with -march=native; aarch64), so the kernels
+// round exactly those expressions once as well.
+inline float MulAdd(float a, float b, float c) {
+#if defined(__FMA__) || defined(__aarch64__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// jnp.minimum / jnp.maximum / jnp.min / jnp.max propagate NaN.
+inline float NanMin(float a, float b) {
+  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<float>::quiet_NaN();
+  return a < b ? a : b;
+}
+inline float NanMax(float a, float b) {
+  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<float>::quiet_NaN();
+  return a > b ? a : b;
+}
+
+// jnp.argmax: the first maximum; a NaN wins (the first NaN).
+inline int32_t Argmax(const float* x, int32_t n) {
+  int32_t best = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    if (std::isnan(x[i])) return i;
+    if (x[i] > x[best]) best = i;
+  }
+  return best;
+}
+
+inline uint32_t Rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+// Threefry-2x32, 20 rounds (as jax.random and `_fast_search._threefry2x32`).
+inline void Threefry(uint32_t k1, uint32_t k2, uint32_t x1, uint32_t x2,
+                     uint32_t* o1, uint32_t* o2) {
+  static const int kRot[2][4] = {{13, 15, 26, 6}, {17, 29, 16, 24}};
+  const uint32_t ks[3] = {k1, k2, k1 ^ k2 ^ 0x1BD11BDAu};
+  x1 += ks[0];
+  x2 += ks[1];
+  for (int block = 0; block < 5; ++block) {
+    for (int r : kRot[block % 2]) {
+      x1 += x2;
+      x2 = Rotl(x2, r);
+      x2 ^= x1;
+    }
+    x1 += ks[(block + 1) % 3];
+    x2 += ks[(block + 2) % 3] + static_cast<uint32_t>(block + 1);
+  }
+  *o1 = x1;
+  *o2 = x2;
+}
+
+// `jax.random.split(key)[part]` for a raw threefry key.
+inline void SplitPart(const uint32_t key[2], uint32_t part, uint32_t out[2]) {
+  Threefry(key[0], key[1], 0u, part, &out[0], &out[1]);
+}
+
+// `jax.random.uniform(key, ())` for element `i` of a shape of `[A]`.
+inline float Uniform01(const uint32_t key[2], uint32_t i) {
+  uint32_t b1, b2;
+  Threefry(key[0], key[1], 0u, i, &b1, &b2);
+  const uint32_t mantissa = ((b1 ^ b2) >> 9) | 0x3F800000u;
+  float f;
+  std::memcpy(&f, &mantissa, sizeof f);
+  return f - 1.0f;
+}
+
+constexpr float kTieBreak = 1e-7f;
+constexpr float kQEpsilon = 1e-8f;
+
+// The PUCT scores of one node (mctx.muzero_action_selection with
+// mctx.qtransform_by_parent_and_siblings, before the tie-breaking noise) go
+// to `scores` (a row of `A`).  Returns the action if the noise `1e-7 * u`,
+// u in [0, 1), cannot change the argmax: the best score beats every other
+// one by more than 1e-7 (see `_fast_search._batched_puct`).  Else returns -1,
+// and the caller adds the noise (`NoisyArgmax`).
+inline int32_t PuctSelectScalar(const int32_t* rec, int32_t num_actions,
+                                float node_value, float scale,
+                                const bool* invalid, float* scores) {
+  // qtransform_by_parent_and_siblings.
+  float lo = node_value, hi = node_value;
+  bool nan = std::isnan(node_value);
+  for (int32_t a = 0; a < num_actions; ++a) {
+    const int32_t* e = rec + a * kEdgeFields;
+    const float q =
+        MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]), AsFloat(e[kReward]));
+    scores[a] = q;
+    const float safe = e[kVisits] > 0 ? q : node_value;
+    nan |= safe != safe;
+    lo = safe < lo ? safe : lo;
+    hi = safe > hi ? safe : hi;
+  }
+  if (nan) lo = hi = std::numeric_limits<float>::quiet_NaN();
+  // XLA rewrites the division by the per-node denominator as a product with
+  // its reciprocal (`x / broadcast(d)` -> `x * broadcast(1 / d)`), and LLVM
+  // then fuses that product with the add of the policy score.
+  const float inverse = 1.0f / NanMax(hi - lo, kQEpsilon);
+  float best = -std::numeric_limits<float>::infinity();
+  float runner_up = best;
+  int32_t greedy = 0;
+  nan = false;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    const int32_t* e = rec + a * kEdgeFields;
+    const float completed = e[kVisits] > 0 ? scores[a] : lo;
+    // jnp.sqrt(n) * pb_c * prior_probs / (visit_counts + 1), the first
+    // product (per node) from `scale`.
+    const float policy_score =
+        scale * AsFloat(e[kLogit]) / static_cast<float>(e[kVisits] + 1);
+    float s = MulAdd(completed - lo, inverse, policy_score);
+    if (invalid != nullptr && invalid[a]) {
+      s = -std::numeric_limits<float>::infinity();
+    }
+    scores[a] = s;
+    nan |= s != s;
+    if (a == 0 || s > best) {
+      runner_up = a == 0 ? runner_up : best;
+      best = s;
+      greedy = a;
+    } else if (s > runner_up) {
+      runner_up = s;
+    }
+  }
+  if (!nan && best > runner_up + kTieBreak) return greedy;
+  return -1;
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// `PuctSelectScalar` on 8 actions at a time (AVX2).  The same operations per
+// action, so the same bits: IEEE products, quotients and fused multiply-adds
+// round the same in every lane, and NaNs are tracked apart (vminps/vmaxps do
+// not propagate them as jnp.min/jnp.max do).  `scores` must hold
+// `num_actions` rounded up to a multiple of 8; so must `visits`.
+inline float HorizontalMin(__m256 v) {
+  __m128 x = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_min_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_min_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+inline float HorizontalMax(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+
+inline int32_t PuctSelect(const int32_t* rec, int32_t num_actions,
+                          float node_value, float scale, const bool* invalid,
+                          float* scores, int32_t* visits) {
+  const __m256i stride = _mm256_setr_epi32(0, 6, 12, 18, 24, 30, 36, 42);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256 minus_inf =
+      _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m256 nv = _mm256_set1_ps(node_value);
+  __m256 lo = nv, hi = nv;
+  __m256 nan = _mm256_cmp_ps(nv, nv, _CMP_UNORD_Q);
+  for (int32_t a0 = 0; a0 < num_actions; a0 += 8) {
+    const __m256i valid =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(num_actions - a0), lane);
+    const int32_t* base = rec + a0 * kEdgeFields;
+    const __m256 value = _mm256_castsi256_ps(
+        _mm256_mask_i32gather_epi32(zero, base + kValue, stride, valid, 4));
+    const __m256 reward = _mm256_castsi256_ps(
+        _mm256_mask_i32gather_epi32(zero, base + kReward, stride, valid, 4));
+    const __m256 discount = _mm256_castsi256_ps(
+        _mm256_mask_i32gather_epi32(zero, base + kDiscount, stride, valid, 4));
+    const __m256i visit =
+        _mm256_mask_i32gather_epi32(zero, base + kVisits, stride, valid, 4);
+    const __m256 q = _mm256_fmadd_ps(discount, value, reward);
+    _mm256_storeu_ps(scores + a0, q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(visits + a0), visit);
+    // Padding lanes have no visits: `safe` is the node value there.
+    const __m256 safe = _mm256_blendv_ps(
+        nv, q, _mm256_castsi256_ps(_mm256_cmpgt_epi32(visit, zero)));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(safe, safe, _CMP_UNORD_Q));
+    lo = _mm256_min_ps(lo, safe);
+    hi = _mm256_max_ps(hi, safe);
+  }
+  float lo_s = HorizontalMin(lo), hi_s = HorizontalMax(hi);
+  if (_mm256_movemask_ps(nan)) {
+    lo_s = hi_s = std::numeric_limits<float>::quiet_NaN();
+  }
+  // As in `PuctSelectScalar`: XLA's reciprocal, then a fused multiply-add.
+  const __m256 inverse = _mm256_set1_ps(1.0f / NanMax(hi_s - lo_s, kQEpsilon));
+  const __m256 low = _mm256_set1_ps(lo_s);
+  const __m256 scale_v = _mm256_set1_ps(scale);
+  const __m256i one = _mm256_set1_epi32(1);
+  __m256 best_v = minus_inf;
+  nan = _mm256_setzero_ps();
+  for (int32_t a0 = 0; a0 < num_actions; a0 += 8) {
+    const __m256i valid =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(num_actions - a0), lane);
+    const __m256 prob = _mm256_castsi256_ps(_mm256_mask_i32gather_epi32(
+        zero, rec + a0 * kEdgeFields + kLogit, stride, valid, 4));
+    const __m256i visit =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(visits + a0));
+    const __m256 completed = _mm256_blendv_ps(
+        low, _mm256_loadu_ps(scores + a0),
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(visit, zero)));
+    const __m256 policy =
+        _mm256_div_ps(_mm256_mul_ps(scale_v, prob),
+                      _mm256_cvtepi32_ps(_mm256_add_epi32(visit, one)));
+    __m256 s = _mm256_fmadd_ps(_mm256_sub_ps(completed, low), inverse, policy);
+    __m256i masked = _mm256_xor_si256(valid, _mm256_set1_epi32(-1));
+    if (invalid != nullptr) {
+      alignas(32) int32_t flags[8];
+      for (int i = 0; i < 8; ++i) {
+        flags[i] = (a0 + i < num_actions && invalid[a0 + i]) ? -1 : 0;
+      }
+      masked = _mm256_or_si256(
+          masked, _mm256_load_si256(reinterpret_cast<const __m256i*>(flags)));
+    }
+    s = _mm256_blendv_ps(s, minus_inf, _mm256_castsi256_ps(masked));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
+    _mm256_storeu_ps(scores + a0, s);
+    best_v = _mm256_max_ps(best_v, s);
+  }
+  if (_mm256_movemask_ps(nan)) return -1;
+  const float best = HorizontalMax(best_v);
+  const __m256 best_b = _mm256_set1_ps(best);
+  __m256 runner_up_v = minus_inf;
+  int32_t greedy = -1, ties = 0;
+  for (int32_t a0 = 0; a0 < num_actions; a0 += 8) {
+    const __m256 s = _mm256_loadu_ps(scores + a0);
+    const __m256 eq = _mm256_cmp_ps(s, best_b, _CMP_EQ_OQ);
+    const int tail = num_actions - a0 < 8 ? num_actions - a0 : 8;
+    const int bits = _mm256_movemask_ps(eq) & ((1 << tail) - 1);
+    if (bits) {
+      if (greedy < 0) greedy = a0 + __builtin_ctz(bits);
+      ties += __builtin_popcount(bits);
+    }
+    runner_up_v = _mm256_max_ps(runner_up_v,
+                                _mm256_blendv_ps(s, minus_inf, eq));
+  }
+  // Another action at the best score is a tie: the noise decides.
+  if (ties == 1 && best > HorizontalMax(runner_up_v) + kTieBreak) {
+    return greedy;
+  }
+  return -1;
+}
+#else
+inline int32_t PuctSelect(const int32_t* rec, int32_t num_actions,
+                          float node_value, float scale, const bool* invalid,
+                          float* scores, int32_t* /*visits*/) {
+  return PuctSelectScalar(rec, num_actions, node_value, scale, invalid,
+                          scores);
+}
+#endif
+
+// argmax(scores + 1e-7 * uniform(selection_key)), as mctx breaks ties.
+inline int32_t NoisyArgmax(float* scores, int32_t num_actions,
+                           const uint32_t level_key[2]) {
+  uint32_t selection_key[2];
+  SplitPart(level_key, 1u, selection_key);
+  for (int32_t a = 0; a < num_actions; ++a) {
+    scores[a] = MulAdd(kTieBreak,
+                       Uniform01(selection_key, static_cast<uint32_t>(a)),
+                       scores[a]);
+  }
+  return Argmax(scores, num_actions);
+}
+
+ffi::Error MuzeroDescendImpl(ffi::Buffer<ffi::S32> edges,
+                             ffi::Buffer<ffi::S32> stats,
+                             ffi::Buffer<ffi::PRED> invalid,
+                             ffi::Buffer<ffi::U32> keys,
+                             ffi::Buffer<ffi::F32> scale,
+                             ffi::ResultBuffer<ffi::S32> node_out,
+                             ffi::ResultBuffer<ffi::S32> action_out,
+                             ffi::ResultBuffer<ffi::S32> child_out,
+                             int32_t max_depth) {
+  const auto dims = edges.dimensions();
+  if (dims.size() != 4 || dims[3] != kEdgeFields) {
+    return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
+  }
+  const int64_t batch = dims[0], num_nodes = dims[1];
+  const int32_t num_actions = static_cast<int32_t>(dims[2]);
+  const int64_t table = scale.element_count();
+  const int32_t* e = edges.typed_data();
+  const int32_t* st = stats.typed_data();
+  const bool* inv = invalid.typed_data();
+  const uint32_t* k = keys.typed_data();
+  const float* sc = scale.typed_data();
+  int32_t* node_o = node_out->typed_data();
+  int32_t* action_o = action_out->typed_data();
+  int32_t* child_o = child_out->typed_data();
+  // Scratch rows, rounded up to whole 8-lane vectors.
+  const int64_t padded = (num_actions + 7) / 8 * 8;
+  float* scores = new float[padded];
+  int32_t* visits_row = new int32_t[padded];
+  const int64_t record = static_cast<int64_t>(num_actions) * kEdgeFields;
+  // The examples' paths are independent chains of dependent reads (a node's
+  // record gives its child).  `kGroup` of them advance in turns, each one
+  // prefetching its next record, so that their cache misses overlap.
+  constexpr int kGroup = 16;
+  // `key` is the descent's key at depth `key_depth`; the key of a deeper
+  // level is derived only when that level needs its noise (rarely).
+  struct Path {
+    uint32_t key[2];
+    int32_t key_depth, node, action, child, depth;
+    bool active;
+  };
+  auto prefetch = [&](int64_t at) {
+    const char* p = reinterpret_cast<const char*>(e + at * record);
+    for (int64_t off = 0; off < record * 4; off += 64) {
+      __builtin_prefetch(p + off);
+    }
+    __builtin_prefetch(st + at * kStatFields);
+  };
+  for (int64_t b0 = 0; b0 < batch; b0 += kGroup) {
+    const int group = static_cast<int>(batch - b0 < kGroup ? batch - b0
+                                                           : kGroup);
+    Path path[kGroup];
+    for (int i = 0; i < group; ++i) {
+      const int64_t b = b0 + i;
+      path[i] = Path{{k[2 * b], k[2 * b + 1]}, 0, 0, 0, -1, 0, true};
+      prefetch(b * num_nodes);
+    }
+    for (int remaining = group; remaining > 0;) {
+      for (int i = 0; i < group; ++i) {
+        Path& q = path[i];
+        if (!q.active) continue;
+        const int64_t b = b0 + i;
+        const int64_t at = b * num_nodes + q.node;
+        const int32_t visits = st[at * kStatFields + kSVisits];
+        if (visits < 0 || visits >= table) {
+          delete[] scores;
+          delete[] visits_row;
+          return ffi::Error::Internal(
+              "node visit count outside the PUCT table");
+        }
+        q.action = PuctSelect(e + at * record, num_actions,
+                              AsFloat(st[at * kStatFields + kSValue]),
+                              sc[visits],
+                              q.depth == 0 ? inv + b * num_actions : nullptr,
+                              scores, visits_row);
+        if (q.action < 0) {
+          for (; q.key_depth < q.depth; ++q.key_depth) {
+            uint32_t next[2];
+            SplitPart(q.key, 0u, next);
+            q.key[0] = next[0];
+            q.key[1] = next[1];
+          }
+          q.action = NoisyArgmax(scores, num_actions, q.key);
+        }
+        q.child = e[(at * num_actions + q.action) * kEdgeFields + kChild] - 1;
+        if (q.child < 0 || q.depth + 1 >= max_depth) {
+          q.active = false;
+          --remaining;
+          node_o[b] = q.node;
+          action_o[b] = q.action;
+          child_o[b] = q.child;
+          continue;
+        }
+        q.node = q.child;
+        ++q.depth;
+        prefetch(b * num_nodes + q.node);
+      }
+    }
+  }
+  delete[] scores;
+  delete[] visits_row;
+  return ffi::Error::Success();
+}
+
+// mctx's backward pass from `leaf[b]` to the root, for every example.
+ffi::Error BackupImpl(ffi::Buffer<ffi::S32> stats_in,
+                      ffi::Buffer<ffi::S32> edges_in,
+                      ffi::Buffer<ffi::S32> links,
+                      ffi::Buffer<ffi::S32> leaf,
+                      ffi::ResultBuffer<ffi::S32> stats_out,
+                      ffi::ResultBuffer<ffi::S32> edges_out) {
+  const auto dims = edges_in.dimensions();
+  if (dims.size() != 4 || dims[3] != kEdgeFields) {
+    return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
+  }
+  const int64_t batch = dims[0], num_nodes = dims[1], num_actions = dims[2];
+  int32_t* st = stats_out->typed_data();
+  int32_t* e = edges_out->typed_data();
+  // Updated in place when XLA aliases the buffers (it should); else copied.
+  if (st != stats_in.typed_data()) {
+    std::memcpy(st, stats_in.typed_data(), stats_in.size_bytes());
+  }
+  if (e != edges_in.typed_data()) {
+    std::memcpy(e, edges_in.typed_data(), edges_in.size_bytes());
+  }
+  const int32_t* ln = links.typed_data();
+  const int32_t* lf = leaf.typed_data();
+  for (int64_t b = 0; b < batch; ++b) {
+    int32_t node = lf[b];
+    const int32_t* leaf_stat = st + (b * num_nodes + node) * kStatFields;
+    float value = AsFloat(leaf_stat[kSValue]);
+    float node_value = value;
+    int32_t node_visit = leaf_stat[kSVisits];
+    while (node != 0) {
+      const int32_t* link = ln + (b * num_nodes + node) * kLinkFields;
+      const int32_t parent = link[kLParent] - 1;
+      const int32_t action = link[kLAction] - 1;
+      int32_t* parent_stat = st + (b * num_nodes + parent) * kStatFields;
+      const int32_t count = parent_stat[kSVisits];
+      const float new_value =
+          MulAdd(AsFloat(link[kLDiscount]), value, AsFloat(link[kLReward]));
+      const float parent_value =
+          MulAdd(AsFloat(parent_stat[kSValue]), static_cast<float>(count),
+                 new_value) / (static_cast<float>(count) + 1.0f);
+      parent_stat[kSVisits] = count + 1;
+      parent_stat[kSValue] = AsBits(parent_value);
+      int32_t* edge =
+          e + ((b * num_nodes + parent) * num_actions + action) * kEdgeFields;
+      edge[kValue] = AsBits(node_value);
+      edge[kVisits] = node_visit;
+      value = new_value;
+      node_value = parent_value;
+      node_visit = count + 1;
+      node = parent;
+    }
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerMuzeroDescend, MuzeroDescendImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int32_t>("max_depth"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerBackup, BackupImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());

@@ -1,0 +1,226 @@
+"""Native XLA:CPU kernels of the fast search (``_csrc/tree_kernels.cc``).
+
+On XLA:CPU a tree level of the fast search is about 20 small XLA kernels of
+about a microsecond each, whatever their arithmetic (docs/benchmarks.md,
+"Profile of one search").  Two XLA FFI custom calls replace the two loops
+over tree levels with one kernel each per simulation:
+
+* ``muzero_descend``: MuZero's descent (PUCT with mctx's default
+  ``qtransform_by_parent_and_siblings``), every example from the root to its
+  leaf;
+* ``backup``: the backward pass of every policy, in place.
+
+They compute the same floats in the same order as mctx (see the C++ file),
+so the search stays bit-identical to mctx; the golden tests check it.
+
+The C++ source is compiled once per machine, on first use, with the system's
+C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``) against the XLA FFI
+headers that jaxlib ships, into ``$MCTX_PLANNER_CACHE_DIR`` (default
+``~/.cache/mctx_planner``).  The file name carries a hash of the source, the
+flags and the jaxlib version, so an upgrade rebuilds it.  Where no compiler,
+no ``jax.ffi`` (jax < 0.4.38) or no build works, the search silently keeps
+its pure-XLA path (one log line says why).  ``MCTX_PLANNER_NATIVE=0`` turns
+the kernels off.
+"""
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["available", "status", "disabled", "puct_scale", "muzero_descend",
+           "backup"]
+
+_SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
+_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
+          # No implicit FMA contraction and no fast-math: the float
+          # operations must round as XLA's do (bit-identity with mctx).
+          "-ffp-contract=off", "-fno-fast-math",
+          # The host's instructions, as XLA:CPU compiles for them (FMA above
+          # all, see `MulAdd` in the C++ file).
+          "-march=native")
+_TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
+            "mctx_planner_backup": "MctxPlannerBackup"}
+
+_log = logging.getLogger(__name__)
+_LOCK = threading.Lock()
+_STATE = {"loaded": None, "reason": "not tried yet"}
+_OFF = threading.local()
+
+
+def _compiler() -> Optional[str]:
+  for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+    if name and shutil.which(name):
+      return shutil.which(name)
+  return None
+
+
+def _cache_dir() -> Path:
+  root = os.environ.get("MCTX_PLANNER_CACHE_DIR")
+  if root:
+    return Path(root)
+  base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+  return Path(base) / "mctx_planner"
+
+
+def _library_name(compiler: str) -> str:
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  digest.update(_SOURCE.read_bytes())
+  digest.update(" ".join(_FLAGS + (compiler, jaxlib.__version__)).encode())
+  # Built for the host's instruction set: a cache shared by machines of
+  # different CPUs keeps one library per instruction set.
+  digest.update(_cpu_flags().encode())
+  return f"tree_kernels-{digest.hexdigest()[:16]}.so"
+
+
+def _cpu_flags() -> str:
+  """The host CPU's feature flags (Linux), else its machine name."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith(("flags", "Features")):
+          return line
+  except OSError:
+    pass
+  return platform.machine() + platform.processor()
+
+
+def _build(compiler: str, target: Path) -> None:
+  """Compiles the kernels to `target` (atomically: a temporary file renamed,
+  so that concurrent processes never load a half-written library)."""
+  target.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+  os.close(fd)
+  try:
+    done = subprocess.run([compiler, *_FLAGS, "-I", jax.ffi.include_dir(),
+                           str(_SOURCE), "-o", tmp],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode:
+      raise RuntimeError(f"building {_SOURCE.name} with {compiler} failed: "
+                         f"{done.stderr[-2000:]}")
+    os.replace(tmp, target)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _load() -> str:
+  """Builds (if needed), loads and registers the kernels; their path."""
+  if os.environ.get("MCTX_PLANNER_NATIVE", "1").strip().lower() in (
+      "0", "false", "no", "off"):
+    raise RuntimeError("turned off by MCTX_PLANNER_NATIVE")
+  ffi = getattr(jax, "ffi", None)
+  if ffi is None or not hasattr(ffi, "ffi_call"):
+    raise RuntimeError(f"jax {jax.__version__} has no jax.ffi.ffi_call")
+  compiler = _compiler()
+  if compiler is None:
+    raise RuntimeError("no C++ compiler found (set $CXX)")
+  name = _library_name(compiler)
+  path = _cache_dir() / name
+  if not path.exists():
+    try:
+      _build(compiler, path)
+    except OSError:  # e.g. a read-only home: build in the temp directory
+      user = getattr(os, "getuid", lambda: "user")()
+      path = Path(tempfile.gettempdir()) / f"mctx_planner-{user}" / name
+      if not path.exists():
+        _build(compiler, path)
+  library = ctypes.CDLL(str(path))
+  for target, symbol in _TARGETS.items():
+    ffi.register_ffi_target(target, ffi.pycapsule(getattr(library, symbol)),
+                            platform="cpu")
+  return str(path)
+
+
+def available() -> bool:
+  """Whether the native kernels are built and registered (builds them on the
+  first call; thread-safe; never raises).  False inside `disabled()`."""
+  if getattr(_OFF, "depth", 0):
+    return False
+  with _LOCK:
+    if _STATE["loaded"] is None:
+      try:
+        _STATE.update(loaded=True, reason=f"in use ({_load()})")
+      except (RuntimeError, OSError, AttributeError) as e:
+        _STATE.update(loaded=False, reason=f"not in use: {e}")
+        _log.info("mctx_planner: native CPU search kernels %s",
+                  _STATE["reason"])
+    return _STATE["loaded"]
+
+
+def status() -> str:
+  """Whether the native CPU search kernels are in use, and why not if not:
+  `"in use (<library path>)"` or `"not in use: <reason>"`.  Builds them on
+  the first call (see the module docstring)."""
+  if getattr(_OFF, "depth", 0):
+    return "not in use: disabled() in this thread"
+  available()
+  return _STATE["reason"]
+
+
+@contextlib.contextmanager
+def disabled():
+  """Within (this thread): searches traced now use the pure-XLA tree loops
+  (for tests and A/B benchmarks; JAX caches traces per function, so use
+  functions traced inside)."""
+  _OFF.depth = getattr(_OFF, "depth", 0) + 1
+  try:
+    yield
+  finally:
+    _OFF.depth -= 1
+
+
+def puct_scale(num_simulations: int, pb_c_init, pb_c_base) -> jax.Array:
+  """`sqrt(n) * pb_c(n)` of mctx's PUCT for visit counts `n = 0 ... S + 1`
+  (float32 `[S + 2]`), computed by XLA with the very expression of
+  `_fast_search._puct_scores` (the kernel indexes it by the node's visits).
+
+  The counts go through an optimization barrier so that XLA computes the
+  table at run time, with the same `log` as the search, instead of folding
+  it at compile time with another implementation."""
+  n = jax.lax.optimization_barrier(
+      jnp.arange(num_simulations + 2, dtype=jnp.int32))
+  c = pb_c_init + jnp.log((n + pb_c_base + 1.) / pb_c_base)
+  return jnp.sqrt(n) * c
+
+
+def muzero_descend(edges, stats, invalid_actions, keys, scale,
+                   max_depth: int):
+  """`(node, action, child)`, each int32 `[B]`: as `_fast_search._descend`
+  with MuZero's PUCT selection and mctx's default qtransform.
+
+  `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store),
+  `invalid_actions` `[B, A]` (nonzero: invalid at the root), `keys` raw
+  threefry keys uint32 `[B, 2]`, `scale` from `puct_scale`."""
+  batch = edges.shape[0]
+  out = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  return jax.ffi.ffi_call("mctx_planner_muzero_descend", (out, out, out),
+                          vmap_method="sequential")(
+      edges, stats, invalid_actions != 0, keys, scale,
+      max_depth=np.int32(max_depth))
+
+
+def backup(stats, edges, links, leaf):
+  """`(stats, edges)` after mctx's backward pass from `leaf` (int32 `[B]`)
+  of every example, updated in place (as `_fast_search._backup`)."""
+  return jax.ffi.ffi_call(
+      "mctx_planner_backup",
+      (jax.ShapeDtypeStruct(stats.shape, jnp.int32),
+       jax.ShapeDtypeStruct(edges.shape, jnp.int32)),
+      input_output_aliases={0: 0, 1: 1}, vmap_method="sequential")(
+          stats, edges, links, jnp.asarray(leaf, jnp.int32))

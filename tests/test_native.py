@@ -1,0 +1,130 @@
+"""The native XLA:CPU search kernels (`mctx_planner._native`): built and
+used where a C++ compiler and `jax.ffi` exist, bit-identical to mctx, and
+the pure-XLA path otherwise."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+import pytest
+
+from mctx_planner import _fast_search, _native
+
+import test_fast_search as golden
+
+_CAN_BUILD = (_native._compiler() is not None and  # pylint: disable=protected-access
+              hasattr(getattr(jax, "ffi", None), "ffi_call"))
+
+
+def test_kernels_build_where_they_can():
+  """Where a compiler and `jax.ffi` exist (CI has both) the kernels must
+  load: a failed build would otherwise only show as a slower search."""
+  if not _CAN_BUILD:
+    pytest.skip(f"no C++ compiler or no jax.ffi here: {_native.status()}")
+  assert _native.available(), _native.status()
+  assert _native.status().startswith("in use ("), _native.status()
+
+
+def _hlo(fn, *args):
+  return jax.jit(fn).lower(*args).as_text()
+
+
+@functools.lru_cache(maxsize=None)
+def _muzero_pair(num_simulations, max_depth, typed):
+  def run(policy, params, key, root, invalid):
+    return policy(params, key, root, golden._recurrent_fn, num_simulations,  # pylint: disable=protected-access
+                  invalid_actions=invalid, max_depth=max_depth)
+  return (jax.jit(functools.partial(run, mctx.muzero_policy)),
+          jax.jit(functools.partial(run, _fast_search.muzero_policy)))
+
+
+# (batch, num_simulations, num_actions, max_depth, discount, typed keys)
+# 40 actions: more than one 8-lane vector and a partial one.
+NATIVE_CASES = [
+    (16, 24, 9, None, 0.95, False),
+    (8, 17, 40, 4, -1.0, True),
+    (32, 12, 3, None, -1.0, False),
+]
+
+
+@pytest.mark.parametrize("case", NATIVE_CASES,
+                         ids=lambda c: "-".join(map(str, c)))
+def test_native_muzero_matches_mctx(case):
+  if not _native.available():
+    pytest.skip(_native.status())
+  batch, sims, num_actions, max_depth, discount, typed = case
+  ref, fast = _muzero_pair(sims, max_depth, typed)
+  for seed in range(3):
+    # The last seed has flat priors: exact ties, drawn by the noise.
+    params = golden._params(num_actions, discount, flat_prior=seed == 2)  # pylint: disable=protected-access
+    root = golden._root(batch, num_actions, seed)  # pylint: disable=protected-access
+    if seed == 2:
+      root = root.replace(prior_logits=jnp.zeros_like(root.prior_logits))
+    invalid = golden._invalid(batch, num_actions, seed)  # pylint: disable=protected-access
+    key = jax.random.key(seed) if typed else jax.random.PRNGKey(seed)
+    if typed:
+      invalid = invalid.astype(bool)
+    golden._assert_same(fast(params, key, root, invalid),  # pylint: disable=protected-access
+                        ref(params, key, root, invalid))
+    if seed == 0:
+      text = fast.lower(params, key, root, invalid).as_text()
+      assert "mctx_planner_muzero_descend" in text
+      assert "mctx_planner_backup" in text
+
+
+def test_native_kernels_replace_the_tree_loops():
+  """With the kernels, MuZero's search has no descent or backup loop left;
+  gumbel keeps its descent and uses the native
+  backup; with a qtransform other than mctx's default, MuZero keeps the XLA
+  descent."""
+  if not _native.available():
+    pytest.skip(_native.status())
+  num_actions, batch = 5, 8
+  params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access
+  root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
+  key = jax.random.PRNGKey(0)
+
+  def search(policy, **kwargs):
+    return lambda p, k, r: policy(p, k, r, golden._recurrent_fn, 8, **kwargs)  # pylint: disable=protected-access
+
+  muzero = _hlo(search(_fast_search.muzero_policy), params, key, root)
+  assert "mctx_planner_muzero_descend" in muzero
+  gumbel = _hlo(search(_fast_search.gumbel_muzero_policy), params, key, root)
+  assert "mctx_planner_muzero_descend" not in gumbel
+  assert "mctx_planner_backup" in gumbel
+  minmax = _hlo(search(_fast_search.muzero_policy,
+                       qtransform=functools.partial(
+                           mctx.qtransform_by_min_max, min_value=-1.,
+                           max_value=1.)), params, key, root)
+  assert "mctx_planner_muzero_descend" not in minmax
+  with _native.disabled():
+    plain = _hlo(search(_fast_search.muzero_policy), params, key, root)
+  assert "mctx_planner" not in plain
+  # The descent and the backup loops (one each: B = 8 is not compacted).
+  assert (plain.count("stablehlo.while") ==
+          muzero.count("stablehlo.while") + 2)
+
+
+def test_environment_variable_turns_the_kernels_off(monkeypatch):
+  monkeypatch.setenv("MCTX_PLANNER_NATIVE", "0")
+  with pytest.raises(RuntimeError, match="MCTX_PLANNER_NATIVE"):
+    _native._load()  # pylint: disable=protected-access
+
+
+def test_a_failed_build_says_why(monkeypatch, tmp_path):
+  if not hasattr(getattr(jax, "ffi", None), "ffi_call"):
+    pytest.skip("no jax.ffi here")
+  monkeypatch.delenv("MCTX_PLANNER_NATIVE", raising=False)
+  monkeypatch.setenv("MCTX_PLANNER_CACHE_DIR", str(tmp_path))
+  monkeypatch.setattr(_native, "_compiler", lambda: "/bin/false")
+  with pytest.raises(RuntimeError, match="failed"):
+    _native._load()  # pylint: disable=protected-access
+  assert not list(tmp_path.iterdir())  # no half-written library left
+
+
+def test_status_inside_disabled():
+  with _native.disabled():
+    assert not _native.available()
+    assert "disabled" in _native.status()
