@@ -25,7 +25,6 @@ the kernels off.
 
 import contextlib
 import ctypes
-import functools
 import hashlib
 import logging
 import os

@@ -7,7 +7,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import mctx
-import numpy as np
 import pytest
 
 from mctx_planner import _fast_search, _native
