@@ -306,6 +306,18 @@ def test_single_task_ab_script_tiny(tmp_path):
     assert row["same"] and row["single_ms"] > 0 and row["default_ms"] > 0
 
 
+def test_native_ab_script_tiny(tmp_path):
+    from mctx_planner import _native
+    if not _native.available():
+        pytest.skip(f"native CPU kernels {_native.status()}")
+    result = tmp_path / "native.json"
+    stdout = _run_script("benchmarks/native_ab.py", "--cells", "muzero,5,8,16",
+                         "--hidden", "8", "--budget", "0.05", "--out", str(result))
+    assert "identical=True" in stdout
+    (row,) = json.loads(result.read_text())["rows"]
+    assert row["same"] and row["native_ms"] > 0 and row["xla_ms"] > 0
+
+
 def test_peers_driver_tiny(tmp_path):
     # The JAX and NumPy peers (LightZero needs its own virtual environment),
     # each in its own process, on the tiniest configuration; the sanity check

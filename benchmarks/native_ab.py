@@ -1,0 +1,103 @@
+"""A/B: the fast search with the native CPU kernels against its pure-XLA loops.
+
+On CPU the fast backend runs MuZero's descent and every backup as native XLA
+custom calls (`mctx_planner/_csrc/tree_kernels.cc`, see
+`mctx_planner.native_cpu_kernels`). This script measures that choice: per
+cell it compiles the same search with and without the kernels (as the
+planner compiles it, one task per kernel where the planner would), checks
+that the outputs are bit-identical, and times both with the network-only
+program (`search_overhead.py`'s MLP), interleaved in one process.
+
+    python benchmarks/native_ab.py --cells muzero,9,256,128 gumbel,9,256,64
+    python benchmarks/native_ab.py --grid --hidden 64 --out benchmarks/results/native_ab_h64.json
+
+`--grid` runs MuZero's 9-action cells of the issue (B = 64, 256, 1024;
+S = 64, 128, 256).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(_HERE), _HERE]
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import search_overhead as so  # noqa: E402
+from mctx_planner import _native  # noqa: E402
+from suite import cells as cell_args, search_bench  # noqa: E402
+
+
+def run_cell(policy, actions, batch, sims, hidden, budget_s):
+  """One row: times (s) of network-only, XLA-loop and native searches."""
+  fast = so.POLICIES[policy][1]
+  params, root, key = so.make_inputs(hidden, actions, batch)
+  search = search_bench._search_fn(fast, sims)  # pylint: disable=protected-access
+
+  def xla_loops_search(*args):  # another name: its own trace and program
+    return search(*args)
+
+  single = so.fast_single_task(batch, sims, actions)
+  args = (params, key, root)
+  net = jax.jit(lambda p, r: so.network_only(p, r, sims, policy))
+  native, compile_native_s, _ = so.compile_fn(search, *args,
+                                              single_task=single)
+  with _native.disabled():
+    xla, compile_xla_s, _ = so.compile_fn(xla_loops_search, *args,
+                                          single_task=single)
+  same = all(np.array_equal(x, y) for x, y in zip(
+      jax.tree.leaves(native(*args)), jax.tree.leaves(xla(*args))))
+  net_s, xla_s, native_s = so.time_interleaved(
+      [(net, (params, root)), (xla, args), (native, args)], budget_s)
+  return dict(policy=policy, actions=actions, batch=batch, sims=sims,
+              hidden=hidden, net_ms=net_s * 1e3, xla_ms=xla_s * 1e3,
+              native_ms=native_s * 1e3, speedup=xla_s / native_s,
+              ratio_xla=xla_s / net_s, ratio_native=native_s / net_s,
+              same=same, compile_xla_s=compile_xla_s,
+              compile_native_s=compile_native_s)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--cells", nargs="*", default=[],
+                      help="policy,actions,batch,sims (e.g. muzero,9,64,128)")
+  parser.add_argument("--grid", action="store_true",
+                      help="MuZero's 9-action cells of the issue")
+  parser.add_argument("--hidden", type=int, default=256)
+  parser.add_argument("--budget", type=float, default=3.0,
+                      help="seconds of interleaved timing per cell")
+  parser.add_argument("--out", help="write the rows as JSON")
+  args = parser.parse_args()
+  if not _native.available():
+    parser.error(f"the native CPU kernels are {_native.status()}")
+  cells = [tuple(c.split(",")) for c in args.cells]
+  if args.grid:
+    cells += [("muzero", 9, b, s) for b in (64, 256, 1024)
+              for s in (64, 128, 256)]
+  if not cells:
+    parser.error("give --cells or --grid")
+  rows = []
+  for cell in cells:
+    policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],
+                                           so.POLICIES)
+    r = run_cell(policy, a, b, s, args.hidden, args.budget)
+    rows.append(r)
+    print("%s H=%d A=%d B=%d S=%d: network %.2f ms, XLA loops %.2f ms, native "
+          "%.2f ms (%.2fx); search/network %.2f -> %.2f; identical=%s; "
+          "compile %.1f / %.1f s"
+          % (r["policy"], r["hidden"], r["actions"], r["batch"], r["sims"],
+             r["net_ms"], r["xla_ms"], r["native_ms"], r["speedup"],
+             r["ratio_xla"], r["ratio_native"], r["same"], r["compile_xla_s"],
+             r["compile_native_s"]), flush=True)
+    if args.out:  # rewritten after every cell: a stopped run keeps its rows
+      with open(args.out, "w") as f:
+        json.dump(dict(device=jax.devices()[0].device_kind, jax=jax.__version__,
+                       cpus=len(os.sched_getaffinity(0)),
+                       native=_native.status(), rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
