@@ -741,9 +741,12 @@ def search(params: chex.ArrayTree,
   its key the same way on any batch size (or not at all).
 
   On XLA:CPU the backup runs as one native kernel per simulation, and so
-  does the descent where `native_puct` (`(pb_c_init, pb_c_base)`) says that
-  both selections are MuZero's PUCT with mctx's default qtransform and
-  `prior_probs` is given (see `_native`), when the kernels are available.
+  does the descent where `native_puct` (`(pb_c_init, pb_c_base,
+  masked_score)`, see `_native_puct`) says that both selections are
+  MuZero's PUCT with mctx's default qtransform (with `masked_score` not None:
+  illegal children, by the `legal_action_mask` of the embeddings, get that
+  value, as the planner's `_legal_qtransform`) and `prior_probs` is given
+  (see `_native`), when the kernels are available.
   """
   if not _packable(root):
     raise ValueError(
@@ -805,8 +808,12 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     native_descent = (native and native_puct is not None and
                       _own_threefry_ok() and
                       _as_raw_keys(rng_key) is not None)
+    masked = native_descent and native_puct[2] is not None
+    if masked:  # the states must carry their legal-move masks, `[B, A]`
+      legal = getattr(root.embedding, "legal_action_mask", None)
+      native_descent = getattr(legal, "shape", None) == root.prior_logits.shape
     if native_descent:
-      scale = _native.puct_scale(num_simulations, *native_puct)
+      scale = _native.puct_scale(num_simulations, *native_puct[:2])
 
     # Defined anew for each platform's trace: JAX caches the traces of loop
     # bodies by function, which would hand one platform's layouts to both.
@@ -818,7 +825,9 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       if native_descent:
         parent, action, child = _native.muzero_descend(
             store.edges, store.stats, invalid_actions,
-            _as_raw_keys(simulate_keys), scale, max_depth)
+            _as_raw_keys(simulate_keys), scale, max_depth,
+            legal=store.embeddings.legal_action_mask if masked else None,
+            masked_score=native_puct[2] if masked else 0.)
       else:
         parent, action, child = _descend(simulate_keys, store,
                                          invalid_actions, extra_data,
@@ -1060,6 +1069,19 @@ def _act_by_visits(rng_key, tree, temperature):
   return jax.random.categorical(rng_key, logits), weights
 
 
+def _native_puct(qtransform, pb_c_init, pb_c_base):
+  """`search`'s `native_puct` for MuZero's PUCT with `qtransform`: the
+  native descent handles mctx's default qtransform, and the planner's
+  legal-move masking of it (a qtransform that carries
+  `native_masked_score`, see `search._qtransform`)."""
+  if qtransform is mctx.qtransform_by_parent_and_siblings:
+    return pb_c_init, pb_c_base, None
+  masked_score = getattr(qtransform, "native_masked_score", None)
+  if masked_score is not None:
+    return pb_c_init, pb_c_base, masked_score
+  return None
+
+
 def muzero_policy(
     params: chex.ArrayTree,
     rng_key: chex.PRNGKey,
@@ -1099,9 +1121,7 @@ def muzero_policy(
       num_simulations=num_simulations, max_depth=max_depth,
       invalid_actions=invalid_actions, loop_fn=loop_fn, mesh=mesh,
       batch_axis=batch_axis, prior_probs=jax.nn.softmax,
-      native_puct=((pb_c_init, pb_c_base)
-                   if qtransform is mctx.qtransform_by_parent_and_siblings
-                   else None))
+      native_puct=_native_puct(qtransform, pb_c_init, pb_c_base))
   action, weights = _act_by_visits(rng_key, tree, temperature)
   return mctx.PolicyOutput(action=action, action_weights=weights,
                            search_tree=tree)

@@ -199,19 +199,24 @@ def puct_scale(num_simulations: int, pb_c_init, pb_c_base) -> jax.Array:
 
 
 def muzero_descend(edges, stats, invalid_actions, keys, scale,
-                   max_depth: int):
+                   max_depth: int, legal=None, masked_score: float = 0.):
   """`(node, action, child)`, each int32 `[B]`: as `_fast_search._descend`
   with MuZero's PUCT selection and mctx's default qtransform.
 
   `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store),
   `invalid_actions` `[B, A]` (nonzero: invalid at the root), `keys` raw
-  threefry keys uint32 `[B, 2]`, `scale` from `puct_scale`."""
+  threefry keys uint32 `[B, 2]`, `scale` from `puct_scale`.  `legal`: None,
+  or the nodes' legal-move masks `[B, N, A]`, with which the qtransform's
+  value of an illegal child is `masked_score` (the planner's
+  `search._legal_qtransform` over mctx's default)."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  legal = (jnp.zeros([0], bool) if legal is None
+           else jnp.asarray(legal).astype(bool))
   return jax.ffi.ffi_call("mctx_planner_muzero_descend", (out, out, out),
                           vmap_method="sequential")(
-      edges, stats, invalid_actions != 0, keys, scale,
-      max_depth=np.int32(max_depth))
+      edges, stats, invalid_actions != 0, legal, keys, scale,
+      max_depth=np.int32(max_depth), masked_score=np.float32(masked_score))
 
 
 def backup(stats, edges, links, leaf):

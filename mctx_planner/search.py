@@ -450,7 +450,12 @@ def _qtransform(config: SearchConfig, knows_legal_moves: bool, stochastic: bool)
                                  maxvisit_init=config.maxvisit_init)
     if not knows_legal_moves or stochastic:
         return base
-    return functools.partial(_legal_qtransform, base=base)
+    masked = functools.partial(_legal_qtransform, base=base)
+    if base is mctx.qtransform_by_parent_and_siblings:
+        # The fast backend's native CPU descent computes this qtransform
+        # itself (mctx_planner._native), with this score for illegal moves.
+        masked.native_masked_score = _MASKED_SCORE
+    return masked
 
 
 def _legal_qtransform(tree, node_index, *, base):

@@ -138,7 +138,8 @@ constexpr float kQEpsilon = 1e-8f;
 // and the caller adds the noise (`NoisyArgmax`).
 inline int32_t PuctSelectScalar(const int32_t* rec, int32_t num_actions,
                                 float node_value, float scale,
-                                const bool* invalid, float* scores) {
+                                const bool* invalid, const bool* legal,
+                                float masked_score, float* scores) {
   // qtransform_by_parent_and_siblings.
   float lo = node_value, hi = node_value;
   bool nan = std::isnan(node_value);
@@ -168,7 +169,12 @@ inline int32_t PuctSelectScalar(const int32_t* rec, int32_t num_actions,
     // product (per node) from `scale`.
     const float policy_score =
         scale * AsFloat(e[kLogit]) / static_cast<float>(e[kVisits] + 1);
-    float s = MulAdd(completed - lo, inverse, policy_score);
+    // With a legal-move mask (the planner's `_legal_qtransform`), XLA selects
+    // between the product and `masked_score` before the add: no FMA there.
+    float s = legal == nullptr
+                  ? MulAdd(completed - lo, inverse, policy_score)
+                  : (legal[a] ? (completed - lo) * inverse : masked_score) +
+                        policy_score;
     if (invalid != nullptr && invalid[a]) {
       s = -std::numeric_limits<float>::infinity();
     }
@@ -207,7 +213,8 @@ inline float HorizontalMax(__m256 v) {
 
 inline int32_t PuctSelect(const int32_t* rec, int32_t num_actions,
                           float node_value, float scale, const bool* invalid,
-                          float* scores, int32_t* visits) {
+                          const bool* legal, float masked_score, float* scores,
+                          int32_t* visits) {
   const __m256i stride = _mm256_setr_epi32(0, 6, 12, 18, 24, 30, 36, 42);
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i zero = _mm256_setzero_si256();
@@ -262,7 +269,21 @@ inline int32_t PuctSelect(const int32_t* rec, int32_t num_actions,
     const __m256 policy =
         _mm256_div_ps(_mm256_mul_ps(scale_v, prob),
                       _mm256_cvtepi32_ps(_mm256_add_epi32(visit, one)));
-    __m256 s = _mm256_fmadd_ps(_mm256_sub_ps(completed, low), inverse, policy);
+    __m256 s;
+    if (legal == nullptr) {
+      s = _mm256_fmadd_ps(_mm256_sub_ps(completed, low), inverse, policy);
+    } else {
+      alignas(32) int32_t flags[8];
+      for (int i = 0; i < 8; ++i) {
+        flags[i] = (a0 + i < num_actions && legal[a0 + i]) ? -1 : 0;
+      }
+      const __m256 value = _mm256_blendv_ps(
+          _mm256_set1_ps(masked_score),
+          _mm256_mul_ps(_mm256_sub_ps(completed, low), inverse),
+          _mm256_castsi256_ps(_mm256_load_si256(
+              reinterpret_cast<const __m256i*>(flags))));
+      s = _mm256_add_ps(value, policy);
+    }
     __m256i masked = _mm256_xor_si256(valid, _mm256_set1_epi32(-1));
     if (invalid != nullptr) {
       alignas(32) int32_t flags[8];
@@ -303,9 +324,10 @@ inline int32_t PuctSelect(const int32_t* rec, int32_t num_actions,
 #else
 inline int32_t PuctSelect(const int32_t* rec, int32_t num_actions,
                           float node_value, float scale, const bool* invalid,
-                          float* scores, int32_t* /*visits*/) {
-  return PuctSelectScalar(rec, num_actions, node_value, scale, invalid,
-                          scores);
+                          const bool* legal, float masked_score, float* scores,
+                          int32_t* /*visits*/) {
+  return PuctSelectScalar(rec, num_actions, node_value, scale, invalid, legal,
+                          masked_score, scores);
 }
 #endif
 
@@ -366,9 +388,10 @@ constexpr int64_t kParallelMin = 128;
 // The descent of examples `[begin, end)` (see MuzeroDescendImpl).
 bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
                   int32_t num_actions, const int32_t* e, const int32_t* st,
-                  const bool* inv, const uint32_t* k, const float* sc,
-                  int64_t table, int32_t max_depth, int32_t* node_o,
-                  int32_t* action_o, int32_t* child_o) {
+                  const bool* inv, const bool* legal, float masked_score,
+                  const uint32_t* k, const float* sc, int64_t table,
+                  int32_t max_depth, int32_t* node_o, int32_t* action_o,
+                  int32_t* child_o) {
   // Scratch rows, rounded up to whole 8-lane vectors.
   const int64_t padded = (num_actions + 7) / 8 * 8;
   std::vector<float> scores(padded);
@@ -412,7 +435,9 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
                               AsFloat(st[at * kStatFields + kSValue]),
                               sc[visits],
                               q.depth == 0 ? inv + b * num_actions : nullptr,
-                              scores.data(), visits_row.data());
+                              legal == nullptr ? nullptr
+                                               : legal + at * num_actions,
+                              masked_score, scores.data(), visits_row.data());
         if (q.action < 0) {
           for (; q.key_depth < q.depth; ++q.key_depth) {
             uint32_t next[2];
@@ -440,16 +465,19 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
   return true;
 }
 
+// `legal`: the nodes' legal-move masks `[B, N, A]` (the planner's
+// `_legal_qtransform`: illegal children score `masked_score`), or empty.
 ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
                              ffi::Buffer<ffi::S32> edges,
                              ffi::Buffer<ffi::S32> stats,
                              ffi::Buffer<ffi::PRED> invalid,
+                             ffi::Buffer<ffi::PRED> legal_mask,
                              ffi::Buffer<ffi::U32> keys,
                              ffi::Buffer<ffi::F32> scale,
                              ffi::ResultBuffer<ffi::S32> node_out,
                              ffi::ResultBuffer<ffi::S32> action_out,
                              ffi::ResultBuffer<ffi::S32> child_out,
-                             int32_t max_depth) {
+                             int32_t max_depth, float masked_score) {
   const auto dims = edges.dimensions();
   if (dims.size() != 4 || dims[3] != kEdgeFields) {
     return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
@@ -459,6 +487,12 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
   const int32_t* e = edges.typed_data();
   const int32_t* st = stats.typed_data();
   const bool* inv = invalid.typed_data();
+  const bool* legal =
+      legal_mask.element_count() == 0 ? nullptr : legal_mask.typed_data();
+  if (legal != nullptr &&
+      legal_mask.element_count() != edges.element_count() / kEdgeFields) {
+    return ffi::Error::InvalidArgument("legal must be [B, N, A] or empty");
+  }
   const uint32_t* k = keys.typed_data();
   const float* sc = scale.typed_data();
   const int64_t table = scale.element_count();
@@ -466,8 +500,9 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
   int32_t* action_o = action_out->typed_data();
   int32_t* child_o = child_out->typed_data();
   auto range = [=](int64_t begin, int64_t end) {
-    return DescendRange(begin, end, num_nodes, num_actions, e, st, inv, k, sc,
-                        table, max_depth, node_o, action_o, child_o);
+    return DescendRange(begin, end, num_nodes, num_actions, e, st, inv, legal,
+                        masked_score, k, sc, table, max_depth, node_o,
+                        action_o, child_o);
   };
   const bool ok = batch < kParallelMin ? range(0, batch)
                                        : ParallelFor(pool, batch, kChunk, range);
@@ -579,12 +614,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerMuzeroDescend, MuzeroDescendImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Attr<int32_t>("max_depth"));
+                                  .Attr<int32_t>("max_depth")
+                                  .Attr<float>("masked_score"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerBackup, BackupImpl,
                               ffi::Ffi::Bind()
