@@ -12,7 +12,11 @@ program (`search_overhead.py`'s MLP), interleaved in one process.
     python benchmarks/native_ab.py --grid --hidden 64 --out benchmarks/results/native_ab_h64.json
 
 `--grid` runs MuZero's 9-action cells of the issue (B = 64, 256, 1024;
-S = 64, 128, 256).
+S = 64, 128, 256). `--planner-cells` measures searches through the planner
+over a true model (AlphaZero style, legal moves masked inside the tree) with
+an untrained `AlphaZeroNet` (hidden 64, 2 layers):
+
+    python benchmarks/native_ab.py --planner-cells tictactoe,muzero,256,32 connect4,muzero,256,64
 """
 
 import argparse
@@ -60,12 +64,57 @@ def run_cell(policy, actions, batch, sims, hidden, budget_s):
               compile_native_s=compile_native_s)
 
 
+def run_planner_cell(domain_name, algorithm, batch, sims, budget_s):
+  """One row through `make_planner(true_model(...))`: native against XLA."""
+  import mctx_planner as mp  # pylint: disable=g-import-not-at-top
+  domain = mp.domains.make(domain_name)
+  states = jax.vmap(domain.init)(jax.random.split(jax.random.PRNGKey(1), batch))
+  net = mp.AlphaZeroNet(domain.num_actions,
+                        mp.NetworkConfig(hidden_size=64, num_layers=2))
+  params = mp.init_params(net, jax.random.PRNGKey(0), domain.observation_shape)
+  planner = mp.make_planner(
+      mp.true_model(domain, mp.network_predict_fn(net)),
+      mp.SearchConfig(algorithm=algorithm, num_simulations=sims,
+                      backend="fast"))
+  args = (params, jax.random.PRNGKey(3), states)
+  single = so.fast_single_task(batch, sims, domain.num_actions)
+
+  def search(*a):
+    return planner.search(*a)
+
+  def xla_loops_search(*a):  # another name: its own trace and program
+    return planner.search(*a)
+
+  native, _, _ = so.compile_fn(search, *args, single_task=single)
+  with _native.disabled():
+    xla, _, _ = so.compile_fn(xla_loops_search, *args, single_task=single)
+  same = all(np.array_equal(x, y) for x, y in zip(
+      jax.tree.leaves(native(*args)), jax.tree.leaves(xla(*args))))
+  xla_s, native_s = so.time_interleaved([(xla, args), (native, args)],
+                                        budget_s)
+  return dict(domain=domain_name, algorithm=algorithm, batch=batch, sims=sims,
+              xla_ms=xla_s * 1e3, native_ms=native_s * 1e3,
+              speedup=xla_s / native_s, same=same)
+
+
+def save(path, rows):
+  """Rewritten after every cell: a stopped run keeps its rows."""
+  if path:
+    with open(path, "w") as f:
+      json.dump(dict(device=jax.devices()[0].device_kind, jax=jax.__version__,
+                     cpus=len(os.sched_getaffinity(0)),
+                     native=_native.status(), rows=rows), f, indent=1)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--cells", nargs="*", default=[],
                       help="policy,actions,batch,sims (e.g. muzero,9,64,128)")
   parser.add_argument("--grid", action="store_true",
                       help="MuZero's 9-action cells of the issue")
+  parser.add_argument("--planner-cells", nargs="*", default=[],
+                      help="domain,algorithm,batch,sims through the planner "
+                           "(e.g. connect4,muzero,256,64)")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--budget", type=float, default=3.0,
                       help="seconds of interleaved timing per cell")
@@ -77,9 +126,22 @@ def main():
   if args.grid:
     cells += [("muzero", 9, b, s) for b in (64, 256, 1024)
               for s in (64, 128, 256)]
-  if not cells:
-    parser.error("give --cells or --grid")
+  if not cells and not args.planner_cells:
+    parser.error("give --cells, --grid or --planner-cells")
   rows = []
+  for cell in args.planner_cells:
+    try:
+      domain_name, algorithm, b, s = cell.split(",")
+      b, s = int(b), int(s)
+    except ValueError:
+      parser.error(f"--planner-cells: {cell!r} is not domain,algorithm,batch,sims")
+    r = run_planner_cell(domain_name, algorithm, b, s, args.budget)
+    rows.append(r)
+    print("%s %s B=%d S=%d (planner, true model): XLA loops %.2f ms, native "
+          "%.2f ms (%.2fx); identical=%s" % (
+              r["domain"], r["algorithm"], r["batch"], r["sims"], r["xla_ms"],
+              r["native_ms"], r["speedup"], r["same"]), flush=True)
+    save(args.out, rows)
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],
                                            so.POLICIES)
@@ -92,11 +154,7 @@ def main():
              r["net_ms"], r["xla_ms"], r["native_ms"], r["speedup"],
              r["ratio_xla"], r["ratio_native"], r["same"], r["compile_xla_s"],
              r["compile_native_s"]), flush=True)
-    if args.out:  # rewritten after every cell: a stopped run keeps its rows
-      with open(args.out, "w") as f:
-        json.dump(dict(device=jax.devices()[0].device_kind, jax=jax.__version__,
-                       cpus=len(os.sched_getaffinity(0)),
-                       native=_native.status(), rows=rows), f, indent=1)
+    save(args.out, rows)
 
 
 if __name__ == "__main__":
