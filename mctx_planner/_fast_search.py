@@ -703,8 +703,13 @@ def _store_copies(hlo_text: str, batch: int,
 
 
 def _packable(root: mctx.RootFnOutput) -> bool:
+  """Whether the fast search applies: float32 roots, and no x64 (with x64,
+  JAX promotes parts of mctx's arithmetic, e.g. the Dirichlet noise, to
+  float64, which the float32 store cannot hold; the policies then run mctx
+  itself)."""
   return (root.prior_logits.dtype == jnp.float32 and
-          root.value.dtype == jnp.float32)
+          root.value.dtype == jnp.float32 and
+          not jax.config.jax_enable_x64)
 
 
 def search(params: chex.ArrayTree,
@@ -752,7 +757,9 @@ def search(params: chex.ArrayTree,
     raise ValueError(
         "the fast search stores float32 values only: root.prior_logits and "
         f"root.value must be float32, got {root.prior_logits.dtype} and "
-        f"{root.value.dtype} (the policy functions fall back to mctx for these)")
+        f"{root.value.dtype}, and x64 must be off (jax_enable_x64 is "
+        f"{jax.config.jax_enable_x64}); the policy functions fall back to mctx "
+        "for these")
   batch_size = root.value.shape[0]
   if max_depth is None:
     max_depth = num_simulations

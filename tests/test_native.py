@@ -172,3 +172,25 @@ def test_native_alphazero_with_legal_masks_matches_mctx(domain_name, batch,
     fast, ref = outs["fast"], outs["mctx"]
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(ref)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_x64_runs_mctx_itself():
+  """With x64 on, JAX promotes parts of mctx's arithmetic (the Dirichlet
+  noise, the PUCT constants) to float64, which neither the float32 store nor
+  the kernels reproduce: the fast policies run mctx itself (they raised a
+  ValueError before)."""
+  try:  # jax 0.4.30
+    from jax.experimental import enable_x64  # pylint: disable=g-import-not-at-top
+    x64 = enable_x64()
+  except ImportError:  # newer JAX: the config option is a context manager
+    x64 = jax.enable_x64(True)
+  num_actions, batch = 5, 4
+  params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access
+  root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
+  with x64:
+    run = lambda policy: jax.jit(lambda p, k, r: policy(  # pylint: disable=g-long-lambda
+        p, k, r, golden._recurrent_fn, 4))  # pylint: disable=protected-access
+    args = (params, jax.random.PRNGKey(0), root)
+    fast, ref = run(_fast_search.muzero_policy), run(mctx.muzero_policy)
+    assert "mctx_planner" not in fast.lower(*args).as_text()
+    golden._assert_same(fast(*args), ref(*args))  # pylint: disable=protected-access
