@@ -709,9 +709,11 @@ def native_cpu_kernels() -> str:
     On a CPU, the fast backend runs MuZero's tree descent (with the default
     ``qtransform``, ``"parent_and_siblings"``, and no legal-move masking
     inside the tree) and every algorithm's backup as native XLA custom calls
-    instead of loops of small XLA kernels: the same trees, bit for bit, and
-    1.2x to 2.3x faster searches in the benchmark grid
-    (docs/benchmarks.md, "Native CPU kernels"). They are C++ compiled once
+    instead of loops of small XLA kernels: the same trees, bit for bit.
+    Measured on a 2-core CPU (docs/benchmarks.md, "Native CPU kernels"):
+    MuZero searches 1.16x to 1.68x faster in the benchmark grid (9 actions),
+    AlphaZero's through the planner 1.5x to 2.2x; Gumbel gains only the
+    backup (about 1.05x). They are C++ compiled once
     per machine on first use (a few seconds) with the system's C++ compiler
     against the XLA FFI headers that jaxlib ships, and cached in
     ``$MCTX_PLANNER_CACHE_DIR`` (default ``~/.cache/mctx_planner``). Without
