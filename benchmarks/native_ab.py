@@ -20,7 +20,6 @@ an untrained `AlphaZeroNet` (hidden 64, 2 layers):
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -32,20 +31,18 @@ import numpy as np  # noqa: E402
 
 import search_overhead as so  # noqa: E402
 from mctx_planner import _native  # noqa: E402
-from suite import cells as cell_args, search_bench  # noqa: E402
+from suite import cells as cell_args, common, search_bench  # noqa: E402
 
 
 def run_cell(policy, actions, batch, sims, hidden, budget_s):
   """One row: times (s) of network-only, XLA-loop and native searches."""
-  fast = so.POLICIES[policy][1]
-  params, root, key = so.make_inputs(hidden, actions, batch)
-  search = search_bench._search_fn(fast, sims)  # pylint: disable=protected-access
+  search, args = search_bench.fast_cell(policy, actions, batch, sims, hidden)
+  params, _, root = args
 
   def xla_loops_search(*args):  # another name: its own trace and program
     return search(*args)
 
   single = so.fast_single_task(batch, sims, actions)
-  args = (params, key, root)
   net = jax.jit(lambda p, r: so.network_only(p, r, sims, policy))
   native, compile_native_s, _ = so.compile_fn(search, *args,
                                               single_task=single)
@@ -97,15 +94,6 @@ def run_planner_cell(domain_name, algorithm, batch, sims, budget_s):
               speedup=xla_s / native_s, same=same)
 
 
-def save(path, rows):
-  """Rewritten after every cell: a stopped run keeps its rows."""
-  if path:
-    with open(path, "w") as f:
-      json.dump(dict(device=jax.devices()[0].device_kind, jax=jax.__version__,
-                     cpus=len(os.sched_getaffinity(0)),
-                     native=_native.status(), rows=rows), f, indent=1)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--cells", nargs="*", default=[],
@@ -141,7 +129,7 @@ def main():
           "%.2f ms (%.2fx); identical=%s" % (
               r["domain"], r["algorithm"], r["batch"], r["sims"], r["xla_ms"],
               r["native_ms"], r["speedup"], r["same"]), flush=True)
-    save(args.out, rows)
+    common.write_ab_rows(args.out, rows, native=_native.status())
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],
                                            so.POLICIES)
@@ -154,7 +142,7 @@ def main():
              r["net_ms"], r["xla_ms"], r["native_ms"], r["speedup"],
              r["ratio_xla"], r["ratio_native"], r["same"], r["compile_xla_s"],
              r["compile_native_s"]), flush=True)
-    save(args.out, rows)
+    common.write_ab_rows(args.out, rows, native=_native.status())
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ not use one task there (measured 0.78x to 0.99x).
 
 import argparse
 import functools
-import json
 import os
 import sys
 
@@ -28,21 +27,19 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import search_overhead as so  # noqa: E402
-from suite import cells as cell_args, search_bench  # noqa: E402
+from suite import cells as cell_args, common, search_bench  # noqa: E402
 
 
 def run_cell(policy, actions, batch, sims, hidden, budget_s):
   """One row: times (s) of network-only, default and single-task searches."""
-  fast = so.POLICIES[policy][1]
-  params, root, key = so.make_inputs(hidden, actions, batch)
-  search = search_bench._search_fn(fast, sims)  # pylint: disable=protected-access
+  search, args = search_bench.fast_cell(policy, actions, batch, sims, hidden)
+  params, _, root = args
 
   def single_task_search(*args):  # another name: its own compiled program
     return search(*args)
 
   net, _, _ = so.compile_fn(functools.partial(
       so.network_only, num_simulations=sims, policy=policy), params, root)
-  args = (params, key, root)
   default, compile_default_s, _ = so.compile_fn(search, *args)
   single, compile_single_s, _ = so.compile_fn(single_task_search, *args,
                                               single_task="require")
@@ -86,10 +83,7 @@ def main():
              r["default_ms"], r["single_ms"], r["speedup"], r["ratio_default"],
              r["ratio_single"], r["same"], r["compile_default_s"],
              r["compile_single_s"]), flush=True)
-    if args.out:  # rewritten after every cell: a stopped run keeps its rows
-      with open(args.out, "w") as f:
-        json.dump(dict(device=jax.devices()[0].device_kind, jax=jax.__version__,
-                       cpus=len(os.sched_getaffinity(0)), rows=rows), f, indent=1)
+    common.write_ab_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,17 @@ def write_file(path: str, meta: Dict[str, Any], records: List[Dict[str, Any]]) -
     os.replace(tmp, path)
 
 
+def write_ab_rows(path: Optional[str], rows: List[Dict[str, Any]],
+                  **extra: Any) -> None:
+    """The rows of an A/B script as JSON, with the device, JAX version and
+    CPU count (nothing without a ``path``). Rewritten after every cell, so
+    that a stopped run keeps its rows."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(dict(device=jax.devices()[0].device_kind, jax=jax.__version__,
+                           cpus=cpu_count(), **extra, rows=rows), f, indent=1)
+
+
 def result_files(out_dir: str) -> List[str]:
     """Every ``suite_*.json`` in ``out_dir``, sorted."""
     return sorted(glob.glob(os.path.join(out_dir, FILE_PREFIX + "*.json")))

@@ -73,6 +73,15 @@ def _search_fn(policy_fn, sims: int):
     return search
 
 
+def fast_cell(policy: str, actions: int, batch: int, sims: int, hidden: int):
+    """``(search, (params, key, root))`` of one cell of the fast backend on
+    ``search_overhead.py``'s MLP, for the A/B scripts (``single_task_ab.py``,
+    ``native_ab.py``)."""
+    params, root, key = search_overhead.make_inputs(hidden, actions, batch)
+    return (_search_fn(search_overhead.POLICIES[policy][1], sims),
+            (params, key, root))
+
+
 def _identical(fast_out, raw_out) -> str:
     exact, close = search_overhead.outputs_identical(fast_out, raw_out)
     return "exact" if exact else "allclose" if close else "differs"
