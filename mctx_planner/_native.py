@@ -6,21 +6,26 @@ about a microsecond each, whatever their arithmetic (docs/benchmarks.md,
 over tree levels with one kernel each per simulation:
 
 * ``muzero_descend``: MuZero's descent (PUCT with mctx's default
-  ``qtransform_by_parent_and_siblings``), every example from the root to its
-  leaf;
+  ``qtransform_by_parent_and_siblings``, optionally with the planner's
+  legal-move masking), every example from the root to its leaf, the batch
+  split over XLA's intra-op threads from B = 128;
 * ``backup``: the backward pass of every policy, in place.
 
-They compute the same floats in the same order as mctx (see the C++ file),
-so the search stays bit-identical to mctx; the golden tests check it.
+They round every float operation as XLA rounds mctx's formulas (its fused
+multiply-adds, its reciprocal for one division; see the C++ file and
+docs/design.md), so the search stays bit-identical to mctx; the golden tests
+check it.
 
 The C++ source is compiled once per machine, on first use, with the system's
 C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``) against the XLA FFI
 headers that jaxlib ships, into ``$MCTX_PLANNER_CACHE_DIR`` (default
-``~/.cache/mctx_planner``).  The file name carries a hash of the source, the
-flags and the jaxlib version, so an upgrade rebuilds it.  Where no compiler,
-no ``jax.ffi`` (jax < 0.4.38) or no build works, the search silently keeps
-its pure-XLA path (one log line says why).  ``MCTX_PLANNER_NATIVE=0`` turns
-the kernels off.
+``~/.cache/mctx_planner``; the temp directory if that is not writable).  The
+file name carries a hash of the source, the flags, the jaxlib version and the
+CPU's flags, so an upgrade rebuilds it.  Where there is no compiler, no
+``jax.ffi.ffi_call`` (older JAX, e.g. 0.4.30) or the build fails, searches
+keep their pure-XLA loops, with the same results (one log line says why).
+``MCTX_PLANNER_NATIVE=0`` turns the kernels off; ``mp.native_cpu_kernels()``
+says whether they are in use.
 """
 
 import contextlib

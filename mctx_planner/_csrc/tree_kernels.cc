@@ -2,13 +2,15 @@
 // mctx_planner/_native.py).
 //
 // Two XLA FFI handlers that run MuZero's tree descent and the backup of every
-// policy on the packed tree store of `_fast_search.py`, one example after the
-// other, instead of as ~20 XLA kernels per tree level.  They reproduce the
-// float operations of mctx (muzero_action_selection with
-// qtransform_by_parent_and_siblings; the backward pass) in the same order, so
-// that the search stays bit-identical to mctx:
+// policy on the packed tree store of `_fast_search.py`, each example's path
+// from the root to its leaf (or back) in one call, instead of as ~20 XLA
+// kernels per tree level.  They round every float operation as XLA:CPU rounds
+// mctx's (muzero_action_selection with qtransform_by_parent_and_siblings,
+// optionally masked as the planner's `_legal_qtransform`; the backward pass),
+// so that the search stays bit-identical to mctx:
 //   * no reassociation, and fused multiply-adds exactly where XLA:CPU fuses
 //     them (`MulAdd`; built with -ffp-contract=off, no fast-math);
+//   * XLA's reciprocal where it rewrites a division by a broadcast value;
 //   * the one transcendental term, pb_c * sqrt(n) of the PUCT formula, comes
 //     from a table computed by XLA (`scale`, indexed by the visit count);
 //   * the tie-breaking noise is drawn with JAX's threefry-2x32 (partitionable
