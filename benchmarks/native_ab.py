@@ -27,30 +27,36 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 import search_overhead as so  # noqa: E402
 from mctx_planner import _native  # noqa: E402
 from suite import cells as cell_args, common, search_bench  # noqa: E402
 
 
+def compile_both(search, args, single_task):
+  """`(native, xla, compile_native_s, compile_xla_s, same)`: `search`
+  compiled for `args` with the kernels and with the XLA loops (as the planner
+  compiles it where `single_task`), and whether their outputs are
+  bit-identical."""
+  def xla_loops_search(*a):  # another name: its own trace and program
+    return search(*a)
+
+  native, compile_native_s, _ = so.compile_fn(search, *args,
+                                              single_task=single_task)
+  with _native.disabled():
+    xla, compile_xla_s, _ = so.compile_fn(xla_loops_search, *args,
+                                          single_task=single_task)
+  same, _ = so.outputs_identical(native(*args), xla(*args))
+  return native, xla, compile_native_s, compile_xla_s, same
+
+
 def run_cell(policy, actions, batch, sims, hidden, budget_s):
   """One row: times (s) of network-only, XLA-loop and native searches."""
   search, args = search_bench.fast_cell(policy, actions, batch, sims, hidden)
   params, _, root = args
-
-  def xla_loops_search(*args):  # another name: its own trace and program
-    return search(*args)
-
-  single = so.fast_single_task(batch, sims, actions)
   net = jax.jit(lambda p, r: so.network_only(p, r, sims, policy))
-  native, compile_native_s, _ = so.compile_fn(search, *args,
-                                              single_task=single)
-  with _native.disabled():
-    xla, compile_xla_s, _ = so.compile_fn(xla_loops_search, *args,
-                                          single_task=single)
-  same = all(np.array_equal(x, y) for x, y in zip(
-      jax.tree.leaves(native(*args)), jax.tree.leaves(xla(*args))))
+  native, xla, compile_native_s, compile_xla_s, same = compile_both(
+      search, args, so.fast_single_task(batch, sims, actions))
   net_s, xla_s, native_s = so.time_interleaved(
       [(net, (params, root)), (xla, args), (native, args)], budget_s)
   return dict(policy=policy, actions=actions, batch=batch, sims=sims,
@@ -74,19 +80,12 @@ def run_planner_cell(domain_name, algorithm, batch, sims, budget_s):
       mp.SearchConfig(algorithm=algorithm, num_simulations=sims,
                       backend="fast"))
   args = (params, jax.random.PRNGKey(3), states)
-  single = so.fast_single_task(batch, sims, domain.num_actions)
 
   def search(*a):
     return planner.search(*a)
 
-  def xla_loops_search(*a):  # another name: its own trace and program
-    return planner.search(*a)
-
-  native, _, _ = so.compile_fn(search, *args, single_task=single)
-  with _native.disabled():
-    xla, _, _ = so.compile_fn(xla_loops_search, *args, single_task=single)
-  same = all(np.array_equal(x, y) for x, y in zip(
-      jax.tree.leaves(native(*args)), jax.tree.leaves(xla(*args))))
+  native, xla, _, _, same = compile_both(
+      search, args, so.fast_single_task(batch, sims, domain.num_actions))
   xla_s, native_s = so.time_interleaved([(xla, args), (native, args)],
                                         budget_s)
   return dict(domain=domain_name, algorithm=algorithm, batch=batch, sims=sims,

@@ -727,7 +727,8 @@ def search(params: chex.ArrayTree,
            mesh: Optional[jax.sharding.Mesh] = None,
            batch_axis: str = "batch",
            prior_probs: Optional[Callable] = None,
-           native_puct: Optional[Tuple[Any, Any]] = None) -> Tree:
+           native_puct: Optional[Tuple[Any, Any, Optional[float]]] = None
+           ) -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
   `root_select` / `interior_select` are batched selection functions (see
@@ -820,7 +821,14 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       legal = getattr(root.embedding, "legal_action_mask", None)
       native_descent = getattr(legal, "shape", None) == root.prior_logits.shape
     if native_descent:
-      scale = _native.puct_scale(num_simulations, *native_puct[:2])
+      # `_exploration_scale` of every visit count a node can have (0 ... S +
+      # 1), which the kernel indexes.  The counts pass an optimization
+      # barrier, so that XLA computes the table at run time with the `log`
+      # of the search instead of folding it with another implementation.
+      scale = _exploration_scale(
+          jax.lax.optimization_barrier(
+              jnp.arange(num_simulations + 2, dtype=jnp.int32)),
+          *native_puct[:2])
 
     # Defined anew for each platform's trace: JAX caches the traces of loop
     # bodies by function, which would hand one platform's layouts to both.
@@ -904,6 +912,15 @@ def _argmax_valid(scores, invalid):
 _TIE_BREAK = 1e-7
 
 
+def _exploration_scale(node_visits, pb_c_init, pb_c_base):
+  """`sqrt(n) * pb_c(n)` of mctx's PUCT (MuZero, Appendix B) for int32 visit
+  counts `n`: the factor of a node's exploration scores.  The native descent
+  reads it from a table computed with this same function (`_search_shard`),
+  so that both round alike."""
+  c = pb_c_init + jnp.log((node_visits + pb_c_base + 1.) / pb_c_base)
+  return jnp.sqrt(node_visits) * c
+
+
 def _puct_scores(view: Tree, depth, probs, *, pb_c_init, pb_c_base,
                  qtransform):
   """PUCT scores before the tie-breaking noise; invalid root actions -inf.
@@ -914,11 +931,10 @@ def _puct_scores(view: Tree, depth, probs, *, pb_c_init, pb_c_base,
   mctx adds the noise last and `-inf + noise == -inf`.
   """
   visits = view.children_visits[0]
-  n = view.node_visits[0]
-  c = pb_c_init + jnp.log((n + pb_c_base + 1.) / pb_c_base)
   if probs is None:
     probs = jax.nn.softmax(view.children_prior_logits[0])
-  exploration = jnp.sqrt(n) * c * probs / (visits + 1)
+  exploration = (_exploration_scale(view.node_visits[0], pb_c_init, pb_c_base)
+                 * probs / (visits + 1))
   exploitation = qtransform(view, 0)
   scores = exploitation + exploration
   # Invalid actions are only masked at the root.

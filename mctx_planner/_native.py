@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["available", "status", "disabled", "puct_scale", "muzero_descend",
-           "backup"]
+__all__ = ["available", "status", "disabled", "why_not_here",
+           "muzero_descend", "backup"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
@@ -67,8 +67,23 @@ _OFF = threading.local()
 
 def _compiler() -> Optional[str]:
   for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-    if name and shutil.which(name):
-      return shutil.which(name)
+    path = shutil.which(name) if name else None
+    if path:
+      return path
+  return None
+
+
+def why_not_here() -> Optional[str]:
+  """Why this environment cannot have the kernels (turned off, no
+  `jax.ffi.ffi_call`, no C++ compiler), or None: then they must build and
+  load, and a failure is a failure (tests rely on this)."""
+  if os.environ.get("MCTX_PLANNER_NATIVE", "1").strip().lower() in (
+      "0", "false", "no", "off"):
+    return "turned off by MCTX_PLANNER_NATIVE"
+  if not hasattr(getattr(jax, "ffi", None), "ffi_call"):
+    return f"jax {jax.__version__} has no jax.ffi.ffi_call"
+  if _compiler() is None:
+    return "no C++ compiler found (set $CXX)"
   return None
 
 
@@ -125,15 +140,10 @@ def _build(compiler: str, target: Path) -> None:
 
 def _load() -> str:
   """Builds (if needed), loads and registers the kernels; their path."""
-  if os.environ.get("MCTX_PLANNER_NATIVE", "1").strip().lower() in (
-      "0", "false", "no", "off"):
-    raise RuntimeError("turned off by MCTX_PLANNER_NATIVE")
-  ffi = getattr(jax, "ffi", None)
-  if ffi is None or not hasattr(ffi, "ffi_call"):
-    raise RuntimeError(f"jax {jax.__version__} has no jax.ffi.ffi_call")
-  compiler = _compiler()
-  if compiler is None:
-    raise RuntimeError("no C++ compiler found (set $CXX)")
+  reason = why_not_here()
+  if reason is not None:
+    raise RuntimeError(reason)
+  ffi, compiler = jax.ffi, _compiler()
   name = _library_name(compiler)
   path = _cache_dir() / name
   if not path.exists():
@@ -189,20 +199,6 @@ def disabled():
     _OFF.depth -= 1
 
 
-def puct_scale(num_simulations: int, pb_c_init, pb_c_base) -> jax.Array:
-  """`sqrt(n) * pb_c(n)` of mctx's PUCT for visit counts `n = 0 ... S + 1`
-  (float32 `[S + 2]`), computed by XLA with the very expression of
-  `_fast_search._puct_scores` (the kernel indexes it by the node's visits).
-
-  The counts go through an optimization barrier so that XLA computes the
-  table at run time, with the same `log` as the search, instead of folding
-  it at compile time with another implementation."""
-  n = jax.lax.optimization_barrier(
-      jnp.arange(num_simulations + 2, dtype=jnp.int32))
-  c = pb_c_init + jnp.log((n + pb_c_base + 1.) / pb_c_base)
-  return jnp.sqrt(n) * c
-
-
 def muzero_descend(edges, stats, invalid_actions, keys, scale,
                    max_depth: int, legal=None, masked_score: float = 0.):
   """`(node, action, child)`, each int32 `[B]`: as `_fast_search._descend`
@@ -210,7 +206,8 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
 
   `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store),
   `invalid_actions` `[B, A]` (nonzero: invalid at the root), `keys` raw
-  threefry keys uint32 `[B, 2]`, `scale` from `puct_scale`.  `legal`: None,
+  threefry keys uint32 `[B, 2]`, `scale` float32 `[S + 2]`: `sqrt(n) *
+  pb_c(n)` for every visit count `n` (`_fast_search._exploration_scale`).  `legal`: None,
   or the nodes' legal-move masks `[B, N, A]`, with which the qtransform's
   value of an illegal child is `masked_score` (the planner's
   `search._legal_qtransform` over mctx's default)."""

@@ -707,8 +707,8 @@ def native_cpu_kernels() -> str:
     """Whether searches on XLA:CPU use the library's native tree kernels.
 
     On a CPU, the fast backend runs MuZero's tree descent (with the default
-    ``qtransform``, ``"parent_and_siblings"``, and no legal-move masking
-    inside the tree) and every algorithm's backup as native XLA custom calls
+    ``qtransform``, ``"parent_and_siblings"``, also with the legal-move
+    masking of a true model) and every algorithm's backup as native XLA custom calls
     instead of loops of small XLA kernels: the same trees, bit for bit.
     Measured on a 2-core CPU (docs/benchmarks.md, "Native CPU kernels"):
     MuZero searches 1.16x to 1.68x faster in the benchmark grid (9 actions),

@@ -165,8 +165,8 @@ def test_search_devices_script_tiny(tmp_path):
 @pytest.mark.parametrize("xla_loops", [True, False])
 def test_profile_search_script_tiny(xla_loops):
     from mctx_planner import _native
-    if not xla_loops and not _native.available():
-        pytest.skip(f"native CPU kernels {_native.status()}")
+    if not xla_loops and _native.why_not_here() is not None:
+        pytest.skip(f"native kernels impossible here: {_native.why_not_here()}")
     stdout = _run_script("benchmarks/profile_search.py", "--policy", "muzero",
                          "--hidden", "16", "--actions", "9", "--batch", "4",
                          "--sims", "4", *(["--xla-loops"] if xla_loops else []))
@@ -308,8 +308,8 @@ def test_single_task_ab_script_tiny(tmp_path):
 
 def test_native_ab_script_tiny(tmp_path):
     from mctx_planner import _native
-    if not _native.available():
-        pytest.skip(f"native CPU kernels {_native.status()}")
+    if _native.why_not_here() is not None:
+        pytest.skip(f"native kernels impossible here: {_native.why_not_here()}")
     result = tmp_path / "native.json"
     stdout = _run_script("benchmarks/native_ab.py", "--cells", "muzero,5,8,16",
                          "--hidden", "8", "--budget", "0.05", "--out", str(result))

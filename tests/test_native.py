@@ -14,16 +14,20 @@ from mctx_planner import _fast_search, _native
 
 import test_fast_search as golden
 
-_CAN_BUILD = (_native._compiler() is not None and  # pylint: disable=protected-access
-              hasattr(getattr(jax, "ffi", None), "ffi_call"))
+def _require_kernels():
+  """Skips only where this environment cannot have the kernels (no C++
+  compiler, no `jax.ffi`, turned off); elsewhere they must load, so that a
+  failed build fails the test instead of skipping it."""
+  reason = _native.why_not_here()
+  if reason is not None:
+    pytest.skip(f"native kernels impossible here: {reason}")
+  assert _native.available(), _native.status()
 
 
 def test_kernels_build_where_they_can():
   """Where a compiler and `jax.ffi` exist (CI has both) the kernels must
   load: a failed build would otherwise only show as a slower search."""
-  if not _CAN_BUILD:
-    pytest.skip(f"no C++ compiler or no jax.ffi here: {_native.status()}")
-  assert _native.available(), _native.status()
+  _require_kernels()
   assert _native.status().startswith("in use ("), _native.status()
 
 
@@ -52,8 +56,7 @@ NATIVE_CASES = [
 @pytest.mark.parametrize("case", NATIVE_CASES,
                          ids=lambda c: "-".join(map(str, c)))
 def test_native_muzero_matches_mctx(case):
-  if not _native.available():
-    pytest.skip(_native.status())
+  _require_kernels()
   batch, sims, num_actions, max_depth, discount, typed = case
   ref, fast = _muzero_pair(sims, max_depth, typed)
   for seed in range(3):
@@ -79,8 +82,7 @@ def test_native_kernels_replace_the_tree_loops():
   gumbel keeps its descent and uses the native
   backup; with a qtransform other than mctx's default, MuZero keeps the XLA
   descent."""
-  if not _native.available():
-    pytest.skip(_native.status())
+  _require_kernels()
   num_actions, batch = 5, 8
   params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access
   root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
@@ -115,7 +117,7 @@ def test_environment_variable_turns_the_kernels_off(monkeypatch):
 
 def test_a_failed_build_says_why(monkeypatch, tmp_path):
   if not hasattr(getattr(jax, "ffi", None), "ffi_call"):
-    pytest.skip("no jax.ffi here")
+    pytest.skip(f"jax {jax.__version__} has no jax.ffi.ffi_call: nothing to build")
   monkeypatch.delenv("MCTX_PLANNER_NATIVE", raising=False)
   monkeypatch.setenv("MCTX_PLANNER_CACHE_DIR", str(tmp_path))
   monkeypatch.setattr(_native, "_compiler", lambda: "/bin/false")
@@ -138,8 +140,7 @@ def test_native_alphazero_with_legal_masks_matches_mctx(domain_name, batch,
   tree (the planner's `_legal_qtransform`); the native descent does that too
   and gives mctx's search through the planner, bit for bit."""
   import mctx_planner as mp  # pylint: disable=g-import-not-at-top
-  if not _native.available():
-    pytest.skip(_native.status())
+  _require_kernels()
   domain = mp.domains.make(domain_name)
   keys = jax.random.split(jax.random.PRNGKey(1), batch)
   states = jax.vmap(domain.init)(keys)

@@ -72,11 +72,7 @@ inline float MulAdd(float a, float b, float c) {
 #endif
 }
 
-// jnp.minimum / jnp.maximum / jnp.min / jnp.max propagate NaN.
-inline float NanMin(float a, float b) {
-  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<float>::quiet_NaN();
-  return a < b ? a : b;
-}
+// jnp.maximum and jnp.max propagate NaN.
 inline float NanMax(float a, float b) {
   if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<float>::quiet_NaN();
   return a > b ? a : b;
