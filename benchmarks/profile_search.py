@@ -160,7 +160,7 @@ def main():
                                    args.batch)
     phase = phases[computation]
     if name in native:
-      phase = f"native {native[name].replace('muzero_descend', 'descent')}"
+      phase = "native " + re.sub(r"\w+_descend", "descent", native[name])
     kernels[phase] += 1
     micros[phase] += e.get("dur", 0.0)
     if name.startswith(("ynn_fusion", "dot", "xnn_fusion")) and "simulation" in phase:

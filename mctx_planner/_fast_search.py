@@ -507,6 +507,20 @@ def _compacted_loop(active_fn, body_fn, pad_fn, shared, rows,
   return shared, rows
 
 
+def _root_step(keys, store: _Store, invalid_actions, extra_data,
+               root_select: BatchedSelectFn):
+  """`(action, child)`, each `[B]`: `root_select`'s action at every root
+  and the root's child by that action (`Tree.UNVISITED` if none)."""
+  batch_size = store.edges.shape[0]
+  probs, view = _node_view(store, jnp.arange(batch_size),
+                           jnp.zeros([batch_size], jnp.int32),
+                           invalid_actions, extra_data)
+  action = root_select(keys, view, 0, jnp.ones([batch_size], bool), probs)
+  child = jnp.take_along_axis(view.children_index[:, 0], action[:, None],
+                              axis=-1)[:, 0]
+  return action, child
+
+
 def _descend(keys: chex.PRNGKey, store: _Store, invalid_actions, extra_data,
              root_select: BatchedSelectFn, interior_select: BatchedSelectFn,
              max_depth: int) -> Tuple[chex.Array, chex.Array, chex.Array]:
@@ -530,8 +544,9 @@ def _descend(keys: chex.PRNGKey, store: _Store, invalid_actions, extra_data,
     return _next_keys(keys), action, child
 
   node = jnp.zeros([batch_size], jnp.int32)
-  keys, action, child = step(None, keys, node, 0,
-                             jnp.ones([batch_size], bool), root_select)
+  action, child = _root_step(keys, store, invalid_actions, extra_data,
+                             root_select)
+  keys = _next_keys(keys)
   depth = jnp.ones((), jnp.int32)
   active = (child != Tree.UNVISITED) & (depth < max_depth)
 
@@ -727,8 +742,8 @@ def search(params: chex.ArrayTree,
            mesh: Optional[jax.sharding.Mesh] = None,
            batch_axis: str = "batch",
            prior_probs: Optional[Callable] = None,
-           native_puct: Optional[Tuple[Any, Any, Optional[float]]] = None
-           ) -> Tree:
+           native_puct: Optional[Tuple[Any, Any, Optional[float]]] = None,
+           native_gumbel: bool = False) -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
   `root_select` / `interior_select` are batched selection functions (see
@@ -752,7 +767,11 @@ def search(params: chex.ArrayTree,
   MuZero's PUCT with mctx's default qtransform (with `masked_score` not None:
   illegal children, by the `legal_action_mask` of the embeddings, get that
   value, as the planner's `_legal_qtransform`) and `prior_probs` is given
-  (see `_native`), when the kernels are available.
+  (see `_native`), when the kernels are available.  With `native_gumbel`
+  (`interior_select` is Gumbel MuZero's with mctx's default
+  `qtransform_completed_by_mix_value`, and the store keeps prior logits),
+  XLA picks the root's action and one native kernel descends below it,
+  where `_native.gumbel_exact` says that it rounds as XLA.
   """
   if not _packable(root):
     raise ValueError(
@@ -771,7 +790,8 @@ def search(params: chex.ArrayTree,
       interior_select=interior_select, num_simulations=num_simulations,
       max_depth=max_depth, loop_fn=loop_fn, full_batch=batch_size,
       prior_probs=prior_probs,
-      native_puct=native_puct if prior_probs is not None else None)
+      native_puct=native_puct if prior_probs is not None else None,
+      native_gumbel=native_gumbel and prior_probs is None)
   if mesh is None:
     return run(params, rng_key, root, invalid_actions, extra_data, offset=0)
   num_shards = mesh.shape[batch_axis]
@@ -806,7 +826,7 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
                   max_depth, loop_fn, full_batch, offset,
-                  prior_probs, native_puct) -> Tree:
+                  prior_probs, native_puct, native_gumbel) -> Tree:
   """The search of examples `offset ... offset + len(root.value)` of a batch
   of `full_batch` (all of it without a mesh)."""
   batch_size = root.value.shape[0]
@@ -820,6 +840,8 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     if masked:  # the states must carry their legal-move masks, `[B, A]`
       legal = getattr(root.embedding, "legal_action_mask", None)
       native_descent = getattr(legal, "shape", None) == root.prior_logits.shape
+    gumbel_descent = (native and native_gumbel and
+                      _native.gumbel_exact(root.prior_logits.shape[-1]))
     if native_descent:
       # `_exploration_scale` of every visit count a node can have (0 ... S +
       # 1), which the kernel indexes.  The counts pass an optimization
@@ -843,6 +865,11 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
             _as_raw_keys(simulate_keys), scale, max_depth,
             legal=store.embeddings.legal_action_mask if masked else None,
             masked_score=native_puct[2] if masked else 0.)
+      elif gumbel_descent:
+        root_action, _ = _root_step(simulate_keys, store, invalid_actions,
+                                    extra_data, root_select)
+        parent, action, child = _native.gumbel_descend(
+            store.edges, store.stats, root_action, max_depth)
       else:
         parent, action, child = _descend(simulate_keys, store,
                                          invalid_actions, extra_data,
@@ -1033,15 +1060,45 @@ def _gumbel_root_action(key, view: Tree, depth, *, table, max_considered,
   return _argmax_valid(scores, view.root_invalid_actions)
 
 
-def _gumbel_interior_action(key, view: Tree, depth, *, qtransform):
-  """Gumbel MuZero deterministic interior selection, as mctx."""
-  del key, depth
+def _gumbel_interior_scores(view: Tree, qtransform):
+  """The scores whose argmax is Gumbel MuZero's interior action, as mctx."""
   visits = view.children_visits[0]
   logits = view.children_prior_logits[0]
   qvalues = qtransform(view, 0)
   probs = jax.nn.softmax(logits + qvalues)
-  scores = probs - visits / (1 + jnp.sum(visits, keepdims=True, axis=-1))
-  return _argmax(scores)
+  return probs - visits / (1 + jnp.sum(visits, keepdims=True, axis=-1))
+
+
+def _gumbel_interior_action(key, view: Tree, depth, *, qtransform):
+  """Gumbel MuZero deterministic interior selection, as mctx."""
+  del key, depth
+  return _argmax(_gumbel_interior_scores(view, qtransform))
+
+
+def gumbel_reference_scores(logits, qvalues, visits, raw_value):
+  """`_gumbel_interior_scores` with mctx's default qtransform for
+  independent nodes (`[R, A]` each, `raw_value` `[R]`; q-values as given):
+  XLA's rounding, which the native kernel must reproduce
+  (`_native.gumbel_exact`)."""
+  rows, num_actions = logits.shape
+  one = lambda x: x[:, None]
+  view = Tree(
+      node_visits=jnp.sum(visits, -1)[:, None] + 1,
+      raw_values=one(raw_value), node_values=one(raw_value),
+      parents=jnp.full([rows, 1], Tree.NO_PARENT, jnp.int32),
+      action_from_parent=jnp.full([rows, 1], Tree.NO_PARENT, jnp.int32),
+      children_index=jnp.full([rows, 1, num_actions], Tree.UNVISITED,
+                              jnp.int32),
+      children_prior_logits=one(logits), children_visits=one(visits),
+      children_rewards=one(qvalues),
+      children_discounts=jnp.zeros([rows, 1, num_actions], jnp.float32),
+      children_values=jnp.zeros([rows, 1, num_actions], jnp.float32),
+      embeddings=jnp.zeros([rows, 1]),
+      root_invalid_actions=jnp.zeros([rows, num_actions], jnp.int32),
+      extra_data=None)
+  return jax.vmap(functools.partial(
+      _gumbel_interior_scores,
+      qtransform=mctx.qtransform_completed_by_mix_value))(view)
 
 
 # --------------------------------------------------------------------------
@@ -1195,7 +1252,8 @@ def gumbel_muzero_policy(
       num_simulations=num_simulations, max_depth=max_depth,
       invalid_actions=invalid_actions,
       extra_data=mctx.GumbelMuZeroExtraData(root_gumbel=gumbel),
-      loop_fn=loop_fn, mesh=mesh, batch_axis=batch_axis)
+      loop_fn=loop_fn, mesh=mesh, batch_axis=batch_axis,
+      native_gumbel=qtransform is mctx.qtransform_completed_by_mix_value)
 
   # Act with the best of the most visited actions (by gumbel + logits + q).
   visit_counts = tree.summary().visit_counts

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["available", "status", "disabled", "why_not_here",
-           "muzero_descend", "backup"]
+           "muzero_descend", "gumbel_descend", "gumbel_exact", "backup"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
@@ -57,11 +57,14 @@ _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
           # all, see `MulAdd` in the C++ file).
           "-march=native")
 _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
+            "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
+            "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
             "mctx_planner_backup": "MctxPlannerBackup"}
 
 _log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _STATE = {"loaded": None, "reason": "not tried yet"}
+_GUMBEL_EXACT = {}  # number of actions -> bool (see `gumbel_exact`)
 _OFF = threading.local()
 
 
@@ -219,6 +222,77 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
                           vmap_method="sequential")(
       edges, stats, invalid_actions != 0, legal, keys, scale,
       max_depth=np.int32(max_depth), masked_score=np.float32(masked_score))
+
+
+def gumbel_descend(edges, stats, root_action, max_depth: int):
+  """`(node, action, child)`, each int32 `[B]`: as `_fast_search._descend`
+  with Gumbel MuZero's selection and mctx's default
+  `qtransform_completed_by_mix_value`, the root's action given.
+
+  `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store,
+  prior logits in the edges), `root_action` int32 `[B]` (Sequential Halving's
+  choice at the root, made by XLA).  Use it only where `gumbel_exact(A)`."""
+  batch = edges.shape[0]
+  out = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  return jax.ffi.ffi_call("mctx_planner_gumbel_descend", (out, out, out),
+                          vmap_method="sequential")(
+      edges, stats, jnp.asarray(root_action, jnp.int32),
+      max_depth=np.int32(max_depth))
+
+
+def _gumbel_scores(logits, qvalues, visits, raw_value):
+  """The kernel's Gumbel interior scores of independent rows (`[R, A]`
+  each, `raw_value` `[R]`): what `gumbel_exact` compares with XLA's."""
+  return jax.ffi.ffi_call(
+      "mctx_planner_gumbel_scores",
+      jax.ShapeDtypeStruct(logits.shape, jnp.float32))(
+          logits, qvalues, visits, raw_value)
+
+
+def _probe_rows(num_actions: int, seed: int = 0):
+  """Random nodes for `gumbel_exact`: logits, q-values, visit counts (half
+  of them zero, some rows unvisited) and raw values, at most 2048 numbers per
+  array: XLA:CPU hands larger element-wise fusions outside loops to YNNPACK,
+  whose rounding is not the one of the search's loops (small gathered rows,
+  which XLA emits itself)."""
+  rows = max(16, 2048 // num_actions)
+  rng = np.random.default_rng(seed)
+  shape = (rows, num_actions)
+  logits = (rng.normal(size=shape) * rng.choice([0.1, 1., 5.], (rows, 1)))
+  visits = rng.integers(0, 6, shape) * (rng.random(shape) < 0.5)
+  visits[: rows // 8] = 0
+  return (logits.astype(np.float32),
+          rng.uniform(-1, 1, shape).astype(np.float32),
+          visits.astype(np.int32),
+          rng.uniform(-1, 1, rows).astype(np.float32))
+
+
+def gumbel_exact(num_actions: int) -> bool:
+  """Whether the native Gumbel descent rounds as XLA does for nodes of
+  `num_actions` children on this machine (cached per number of actions).
+
+  The kernel mirrors XLA's `exp` and sums a row from 0 in order, which is
+  how XLA:CPU (jaxlib 0.10) reduces short rows; wider rows, or another
+  jaxlib, may be reduced in another order.  So before the first use for a
+  width, the kernel's scores of random nodes are compared bit for bit with
+  mctx's formula compiled by XLA (`_fast_search._gumbel_interior_scores`);
+  where they differ the search keeps XLA's descent (one log line).  Needs
+  `available()`."""
+  if num_actions in _GUMBEL_EXACT:
+    return _GUMBEL_EXACT[num_actions]
+  from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
+  rows = _probe_rows(num_actions)
+  # Run now (also while a search is being traced), on the CPU.
+  with jax.ensure_compile_time_eval(), jax.default_device(
+      jax.devices("cpu")[0]):
+    ours = np.asarray(jax.jit(_gumbel_scores)(*rows))
+    xla = np.asarray(jax.jit(_fast_search.gumbel_reference_scores)(*rows))
+  exact = bool(np.array_equal(ours.view(np.uint32), xla.view(np.uint32)))
+  if not exact:
+    _log.info("mctx_planner: the native Gumbel descent does not round as "
+              "XLA for %d actions here; XLA's descent is used", num_actions)
+  _GUMBEL_EXACT[num_actions] = exact
+  return exact
 
 
 def backup(stats, edges, links, leaf):

@@ -44,7 +44,7 @@ namespace {
 
 enum { kLogit = 0, kValue = 1, kVisits = 2, kReward = 3, kDiscount = 4,
        kChild = 5, kEdgeFields = 6 };
-enum { kSVisits = 0, kSValue = 1, kStatFields = 3 };
+enum { kSVisits = 0, kSValue = 1, kSRaw = 2, kStatFields = 3 };
 enum { kLParent = 0, kLAction = 1, kLReward = 2, kLDiscount = 3,
        kLinkFields = 4 };
 
@@ -123,6 +123,36 @@ inline float Uniform01(const uint32_t key[2], uint32_t i) {
   float f;
   std::memcpy(&f, &mantissa, sizeof f);
   return f - 1.0f;
+}
+
+inline float FromBits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// `jnp.exp` as XLA:CPU computes it: XLA expands `exp` into this Cephes-style
+// polynomial (clamp, n = floor(x log2(e) + 1/2), Cody-Waite reduction, degree
+// 7, times 2^n), and LLVM fuses each product into the add that consumes it.
+// `GumbelProbe` (`_native.gumbel_exact`) checks the bits against XLA's.
+inline float XlaExp(float x) {
+  if (std::isnan(x)) return x;
+  x = x < -87.8f ? -87.8f : x;
+  x = x > 88.8f ? 88.8f : x;
+  float fx = std::floor(MulAdd(x, FromBits(0x3FB8AA3Bu), 0.5f));
+  fx = fx < -127.0f ? -127.0f : fx;
+  fx = fx > 127.0f ? 127.0f : fx;
+  x = MulAdd(-fx, FromBits(0x3F318000u), x);
+  x = MulAdd(-fx, FromBits(0xB95E8083u), x);
+  float y = MulAdd(FromBits(0x39506967u), x, FromBits(0x3AB743CEu));
+  y = MulAdd(y, x, FromBits(0x3C088908u));
+  y = MulAdd(y, x, FromBits(0x3D2AA9C1u));
+  y = MulAdd(y, x, FromBits(0x3E2AAAAAu));
+  y = MulAdd(y, x, 0.5f);
+  y = MulAdd(y, x * x, x) + 1.0f;
+  const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(fx) + 127)
+                         << 23;
+  return y * FromBits(scale);
 }
 
 constexpr float kTieBreak = 1e-7f;
@@ -342,6 +372,104 @@ inline int32_t NoisyArgmax(float* scores, int32_t num_actions,
   return Argmax(scores, num_actions);
 }
 
+// jnp.minimum and jnp.min propagate NaN.
+inline float NanMin(float a, float b) {
+  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<float>::quiet_NaN();
+  return a < b ? a : b;
+}
+
+// One node's edges in the packed store, as `GumbelScores` reads them.
+struct EdgeRow {
+  const int32_t* rec;
+  float logit(int32_t a) const { return AsFloat(rec[a * kEdgeFields + kLogit]); }
+  // mctx's `Tree.qvalues`: reward + discount * value (fused, as XLA does).
+  float q(int32_t a) const {
+    const int32_t* e = rec + a * kEdgeFields;
+    return MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
+                  AsFloat(e[kReward]));
+  }
+  int32_t visits(int32_t a) const { return rec[a * kEdgeFields + kVisits]; }
+};
+
+// The scores whose argmax is mctx.gumbel_muzero_interior_action_selection's
+// action, with mctx.qtransform_completed_by_mix_value's defaults
+// (value_scale 0.1, maxvisit_init 50, rescale_values, use_mixed_value,
+// epsilon 1e-8), computed as XLA:CPU computes them:
+//   probs     = softmax(logits)            (exp * (1 / sum): XLA's reciprocal)
+//   p         = max(probs, tiny)
+//   value     = (raw + N * sum_{n > 0}(p * q / sum_{n > 0} p)) / (N + 1)
+//   completed = n > 0 ? q : value, rescaled by its min and max
+//   scores    = softmax(logits + (50 + max n) * 0.1 * completed) - n / (1 + N)
+// with N = sum n.  Every sum runs from 0 in action order, as XLA:CPU reduces
+// a short row; `_native.gumbel_exact` checks the bits against XLA's for the
+// search's number of actions before the kernel is used.  `row` gives
+// `logit(a)`, `q(a)` and `visits(a)`; `probs`, `completed` and `scores` are
+// rows of `num_actions`.
+template <typename Row>
+inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
+                         float* probs, float* completed, float* scores) {
+  const float tiny = std::numeric_limits<float>::min();
+  float top = -std::numeric_limits<float>::infinity();
+  int32_t sum_visits = 0, max_visits = std::numeric_limits<int32_t>::min();
+  for (int32_t a = 0; a < num_actions; ++a) {
+    top = NanMax(top, row.logit(a));
+    sum_visits += row.visits(a);
+    max_visits = std::max(max_visits, row.visits(a));
+  }
+  float total = 0.0f;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    probs[a] = XlaExp(row.logit(a) - top);
+    total = total + probs[a];
+  }
+  const float inverse = 1.0f / total;
+  float visited_probs = 0.0f;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    probs[a] = NanMax(probs[a] * inverse, tiny);
+    visited_probs = visited_probs + (row.visits(a) > 0 ? probs[a] : 0.0f);
+  }
+  float weighted_q = 0.0f;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    completed[a] = row.q(a);
+    weighted_q = weighted_q + (row.visits(a) > 0
+                                   ? probs[a] * completed[a] / visited_probs
+                                   : 0.0f);
+  }
+  const float value =
+      MulAdd(static_cast<float>(sum_visits), weighted_q, raw) /
+      static_cast<float>(sum_visits + 1);
+  float lo = std::numeric_limits<float>::infinity();
+  float hi = -lo;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    if (row.visits(a) <= 0) completed[a] = value;
+    lo = NanMin(lo, completed[a]);
+    hi = NanMax(hi, completed[a]);
+  }
+  const float rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
+  const float visit_scale = (static_cast<float>(max_visits) + 50.0f) * 0.1f;
+  top = -std::numeric_limits<float>::infinity();
+  for (int32_t a = 0; a < num_actions; ++a) {
+    scores[a] = MulAdd(visit_scale, (completed[a] - lo) * rescale,
+                       row.logit(a));
+    top = NanMax(top, scores[a]);
+  }
+  total = 0.0f;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    scores[a] = XlaExp(scores[a] - top);
+    total = total + scores[a];
+  }
+  const float improved = 1.0f / total;
+  const float visit_share = 1.0f / static_cast<float>(sum_visits + 1);
+  for (int32_t a = 0; a < num_actions; ++a) {
+#ifdef GUMBEL_VARIANT_B
+    scores[a] = MulAdd(-static_cast<float>(row.visits(a)), visit_share,
+                       scores[a] * improved);
+#else
+    scores[a] = MulAdd(scores[a], improved,
+                       -(static_cast<float>(row.visits(a)) * visit_share));
+#endif
+  }
+}
+
 // Runs `body(begin, end)` (true: success) over `[0, n)` in chunks of
 // `chunk`, on the calling thread and on up to `num_threads - 1` tasks of
 // XLA's intra-op thread pool.  The caller takes chunks too and waits only
@@ -383,29 +511,30 @@ bool ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t chunk, Body body) {
 constexpr int64_t kChunk = 32;
 constexpr int64_t kParallelMin = 128;
 
-// The descent of examples `[begin, end)` (see MuzeroDescendImpl).
+// One example's way down the tree in `DescendRange`.  `key` is the descent's
+// key at depth `key_depth`; the key of a deeper level is derived only when
+// that level needs its noise (rarely, MuZero only).
+struct Path {
+  uint32_t key[2];
+  int32_t key_depth, node, action, child, depth;
+  bool active;
+};
+
+// The descent of examples `[begin, end)`: from the root, `select(path, b,
+// at)` picks the action at node record `at` (example `b`, node `path.node`,
+// depth `path.depth`; negative: error) until the child is unexpanded or
+// `max_depth` is reached, as `_fast_search._descend`.  Writes `(node,
+// action, child)` of each example.
+template <typename Select>
 bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
                   int32_t num_actions, const int32_t* e, const int32_t* st,
-                  const bool* inv, const bool* legal, float masked_score,
-                  const uint32_t* k, const float* sc, int64_t table,
-                  int32_t max_depth, int32_t* node_o, int32_t* action_o,
-                  int32_t* child_o) {
-  // Scratch rows, rounded up to whole 8-lane vectors.
-  const int64_t padded = (num_actions + 7) / 8 * 8;
-  std::vector<float> scores(padded);
-  std::vector<int32_t> visits_row(padded);
+                  const uint32_t* k, int32_t max_depth, Select& select,
+                  int32_t* node_o, int32_t* action_o, int32_t* child_o) {
   const int64_t record = static_cast<int64_t>(num_actions) * kEdgeFields;
   // The examples' paths are independent chains of dependent reads (a node's
   // record gives its child).  `kGroup` of them advance in turns, each one
   // prefetching its next record, so that their cache misses overlap.
   constexpr int kGroup = 16;
-  // `key` is the descent's key at depth `key_depth`; the key of a deeper
-  // level is derived only when that level needs its noise (rarely).
-  struct Path {
-    uint32_t key[2];
-    int32_t key_depth, node, action, child, depth;
-    bool active;
-  };
   auto prefetch = [&](int64_t at) {
     const char* p = reinterpret_cast<const char*>(e + at * record);
     for (int64_t off = 0; off < record * 4; off += 64) {
@@ -418,7 +547,9 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
     Path path[kGroup];
     for (int i = 0; i < group; ++i) {
       const int64_t b = b0 + i;
-      path[i] = Path{{k[2 * b], k[2 * b + 1]}, 0, 0, 0, -1, 0, true};
+      path[i] = k == nullptr ? Path{{0, 0}, 0, 0, 0, -1, 0, true}
+                             : Path{{k[2 * b], k[2 * b + 1]}, 0, 0, 0, -1, 0,
+                                    true};
       prefetch(b * num_nodes);
     }
     for (int remaining = group; remaining > 0;) {
@@ -427,24 +558,8 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
         if (!q.active) continue;
         const int64_t b = b0 + i;
         const int64_t at = b * num_nodes + q.node;
-        const int32_t visits = st[at * kStatFields + kSVisits];
-        if (visits < 0 || visits >= table) return false;
-        q.action = PuctSelect(e + at * record, num_actions,
-                              AsFloat(st[at * kStatFields + kSValue]),
-                              sc[visits],
-                              q.depth == 0 ? inv + b * num_actions : nullptr,
-                              legal == nullptr ? nullptr
-                                               : legal + at * num_actions,
-                              masked_score, scores.data(), visits_row.data());
-        if (q.action < 0) {
-          for (; q.key_depth < q.depth; ++q.key_depth) {
-            uint32_t next[2];
-            SplitPart(q.key, 0u, next);
-            q.key[0] = next[0];
-            q.key[1] = next[1];
-          }
-          q.action = NoisyArgmax(scores.data(), num_actions, q.key);
-        }
+        q.action = select(q, b, at);
+        if (q.action < 0) return false;
         q.child = e[(at * num_actions + q.action) * kEdgeFields + kChild] - 1;
         if (q.child < 0 || q.depth + 1 >= max_depth) {
           q.active = false;
@@ -462,6 +577,87 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
   }
   return true;
 }
+
+// MuZero's PUCT selection for `DescendRange` (mctx.muzero_action_selection
+// with qtransform_by_parent_and_siblings, or the planner's masked version).
+class PuctSelector {
+ public:
+  PuctSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
+               const bool* inv, const bool* legal, float masked_score,
+               const float* sc, int64_t table)
+      : num_actions_(num_actions), e_(e), st_(st), inv_(inv), legal_(legal),
+        masked_score_(masked_score), sc_(sc), table_(table),
+        // Scratch rows, rounded up to whole 8-lane vectors.
+        scores_((num_actions + 7) / 8 * 8),
+        visits_((num_actions + 7) / 8 * 8) {}
+
+  int32_t operator()(Path& q, int64_t b, int64_t at) {
+    const int32_t visits = st_[at * kStatFields + kSVisits];
+    if (visits < 0 || visits >= table_) return -1;
+    int32_t action = PuctSelect(
+        e_ + at * num_actions_ * kEdgeFields, num_actions_,
+        AsFloat(st_[at * kStatFields + kSValue]), sc_[visits],
+        q.depth == 0 ? inv_ + b * num_actions_ : nullptr,
+        legal_ == nullptr ? nullptr : legal_ + at * num_actions_,
+        masked_score_, scores_.data(), visits_.data());
+    if (action < 0) {
+      for (; q.key_depth < q.depth; ++q.key_depth) {
+        uint32_t next[2];
+        SplitPart(q.key, 0u, next);
+        q.key[0] = next[0];
+        q.key[1] = next[1];
+      }
+      action = NoisyArgmax(scores_.data(), num_actions_, q.key);
+    }
+    return action;
+  }
+
+ private:
+  const int32_t num_actions_;
+  const int32_t* e_;
+  const int32_t* st_;
+  const bool* inv_;
+  const bool* legal_;
+  const float masked_score_;
+  const float* sc_;
+  const int64_t table_;
+  std::vector<float> scores_;
+  std::vector<int32_t> visits_;
+};
+
+// Gumbel MuZero's selection for `DescendRange`: the root's action is given
+// (`root_action`, chosen by XLA: Sequential Halving needs the root's Gumbel
+// noise and table), below it mctx.gumbel_muzero_interior_action_selection
+// (`GumbelScores`).
+class GumbelSelector {
+ public:
+  GumbelSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
+                 const int32_t* root_action)
+      : num_actions_(num_actions), e_(e), st_(st), root_action_(root_action),
+        scratch_(3 * static_cast<size_t>(num_actions)) {}
+
+  int32_t operator()(Path& q, int64_t b, int64_t at) {
+    if (q.depth == 0) {
+      const int32_t action = root_action_[b];
+      return action >= 0 && action < num_actions_ ? action : -1;
+    }
+    const int32_t* rec = e_ + at * num_actions_ * kEdgeFields;
+    float* probs = scratch_.data();
+    float* completed = probs + num_actions_;
+    float* scores = completed + num_actions_;
+    GumbelScores(EdgeRow{rec}, num_actions_,
+                 AsFloat(st_[at * kStatFields + kSRaw]), probs, completed,
+                 scores);
+    return Argmax(scores, num_actions_);
+  }
+
+ private:
+  const int32_t num_actions_;
+  const int32_t* e_;
+  const int32_t* st_;
+  const int32_t* root_action_;
+  std::vector<float> scratch_;
+};
 
 // `legal`: the nodes' legal-move masks `[B, N, A]` (the planner's
 // `_legal_qtransform`: illegal children score `masked_score`), or empty.
@@ -498,13 +694,79 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
   int32_t* action_o = action_out->typed_data();
   int32_t* child_o = child_out->typed_data();
   auto range = [=](int64_t begin, int64_t end) {
-    return DescendRange(begin, end, num_nodes, num_actions, e, st, inv, legal,
-                        masked_score, k, sc, table, max_depth, node_o,
-                        action_o, child_o);
+    PuctSelector select(num_actions, e, st, inv, legal, masked_score, sc,
+                        table);
+    return DescendRange(begin, end, num_nodes, num_actions, e, st, k,
+                        max_depth, select, node_o, action_o, child_o);
   };
   const bool ok = batch < kParallelMin ? range(0, batch)
                                        : ParallelFor(pool, batch, kChunk, range);
   if (!ok) return ffi::Error::Internal("node visit count outside the PUCT table");
+  return ffi::Error::Success();
+}
+
+// Gumbel MuZero's descent (see GumbelSelector): `root_action[B]` is the
+// action at the root.
+ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
+                             ffi::Buffer<ffi::S32> edges,
+                             ffi::Buffer<ffi::S32> stats,
+                             ffi::Buffer<ffi::S32> root_action,
+                             ffi::ResultBuffer<ffi::S32> node_out,
+                             ffi::ResultBuffer<ffi::S32> action_out,
+                             ffi::ResultBuffer<ffi::S32> child_out,
+                             int32_t max_depth) {
+  const auto dims = edges.dimensions();
+  if (dims.size() != 4 || dims[3] != kEdgeFields) {
+    return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
+  }
+  const int64_t batch = dims[0], num_nodes = dims[1];
+  const int32_t num_actions = static_cast<int32_t>(dims[2]);
+  const int32_t* e = edges.typed_data();
+  const int32_t* st = stats.typed_data();
+  const int32_t* ra = root_action.typed_data();
+  int32_t* node_o = node_out->typed_data();
+  int32_t* action_o = action_out->typed_data();
+  int32_t* child_o = child_out->typed_data();
+  auto range = [=](int64_t begin, int64_t end) {
+    GumbelSelector select(num_actions, e, st, ra);
+    return DescendRange(begin, end, num_nodes, num_actions, e, st, nullptr,
+                        max_depth, select, node_o, action_o, child_o);
+  };
+  const bool ok = batch < kParallelMin ? range(0, batch)
+                                       : ParallelFor(pool, batch, kChunk, range);
+  if (!ok) return ffi::Error::Internal("root action outside [0, A)");
+  return ffi::Error::Success();
+}
+
+// `GumbelScores` of independent rows (`logits`, `qvalues` `[R, A]`, `visits`
+// `[R, A]`, `raw` `[R]`): the probe that `_native.gumbel_exact` compares with
+// XLA's computation of mctx's formula.
+struct ArrayRow {
+  const float* logits;
+  const float* qvalues;
+  const int32_t* counts;
+  float logit(int32_t a) const { return logits[a]; }
+  float q(int32_t a) const { return qvalues[a]; }
+  int32_t visits(int32_t a) const { return counts[a]; }
+};
+
+ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
+                            ffi::Buffer<ffi::F32> qvalues,
+                            ffi::Buffer<ffi::S32> visits,
+                            ffi::Buffer<ffi::F32> raw,
+                            ffi::ResultBuffer<ffi::F32> scores) {
+  const auto dims = logits.dimensions();
+  if (dims.size() != 2) return ffi::Error::InvalidArgument("rows must be [R, A]");
+  const int64_t rows = dims[0];
+  const int32_t num_actions = static_cast<int32_t>(dims[1]);
+  std::vector<float> scratch(2 * static_cast<size_t>(num_actions));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t at = r * num_actions;
+    GumbelScores(ArrayRow{logits.typed_data() + at, qvalues.typed_data() + at,
+                          visits.typed_data() + at},
+                 num_actions, raw.typed_data()[r], scratch.data(),
+                 scratch.data() + num_actions, scores->typed_data() + at);
+  }
   return ffi::Error::Success();
 }
 
@@ -630,3 +892,22 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerBackup, BackupImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelDescend, GumbelDescendImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int32_t>("max_depth"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelScores, GumbelScoresImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
