@@ -65,6 +65,7 @@ other dtypes the policies delegate to mctx.
 
 import contextlib
 import functools
+import inspect
 import math
 import re
 import threading
@@ -743,7 +744,7 @@ def search(params: chex.ArrayTree,
            batch_axis: str = "batch",
            prior_probs: Optional[Callable] = None,
            native_puct: Optional[Tuple[Any, Any, Optional[float]]] = None,
-           native_gumbel: bool = False) -> Tree:
+           gumbel_qtransform: Optional[Callable] = None) -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
   `root_select` / `interior_select` are batched selection functions (see
@@ -767,11 +768,11 @@ def search(params: chex.ArrayTree,
   MuZero's PUCT with mctx's default qtransform (with `masked_score` not None:
   illegal children, by the `legal_action_mask` of the embeddings, get that
   value, as the planner's `_legal_qtransform`) and `prior_probs` is given
-  (see `_native`), when the kernels are available.  With `native_gumbel`
-  (`interior_select` is Gumbel MuZero's with mctx's default
-  `qtransform_completed_by_mix_value`, and the store keeps prior logits),
-  XLA picks the root's action and one native kernel descends below it,
-  where `_native.gumbel_exact` says that it rounds as XLA.
+  (see `_native`), when the kernels are available.  `gumbel_qtransform`:
+  the qtransform of `interior_select` if that is Gumbel MuZero's interior
+  selection (the store keeps prior logits).  Where the native Gumbel descent
+  computes it (`_native_gumbel`) and rounds as XLA (`_native.gumbel_exact`),
+  XLA picks the root's action and the kernel descends below it.
   """
   if not _packable(root):
     raise ValueError(
@@ -791,7 +792,7 @@ def search(params: chex.ArrayTree,
       max_depth=max_depth, loop_fn=loop_fn, full_batch=batch_size,
       prior_probs=prior_probs,
       native_puct=native_puct if prior_probs is not None else None,
-      native_gumbel=native_gumbel and prior_probs is None)
+      gumbel_qtransform=gumbel_qtransform if prior_probs is None else None)
   if mesh is None:
     return run(params, rng_key, root, invalid_actions, extra_data, offset=0)
   num_shards = mesh.shape[batch_axis]
@@ -826,7 +827,7 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
                   max_depth, loop_fn, full_batch, offset,
-                  prior_probs, native_puct, native_gumbel) -> Tree:
+                  prior_probs, native_puct, gumbel_qtransform) -> Tree:
   """The search of examples `offset ... offset + len(root.value)` of a batch
   of `full_batch` (all of it without a mesh)."""
   batch_size = root.value.shape[0]
@@ -840,8 +841,14 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     if masked:  # the states must carry their legal-move masks, `[B, A]`
       legal = getattr(root.embedding, "legal_action_mask", None)
       native_descent = getattr(legal, "shape", None) == root.prior_logits.shape
-    gumbel_descent = (native and native_gumbel and
-                      _native.gumbel_exact(root.prior_logits.shape[-1]))
+    mix = (_native_gumbel(gumbel_qtransform)
+           if native and gumbel_qtransform is not None else None)
+    gumbel_descent = mix is not None and _native.gumbel_exact(
+        root.prior_logits.shape[-1], gumbel_qtransform)
+    if gumbel_descent and mix[2] is not None:  # masked: as for MuZero
+      legal = getattr(root.embedding, "legal_action_mask", None)
+      gumbel_descent = (getattr(legal, "shape", None) ==
+                        root.prior_logits.shape)
     if native_descent:
       # `_exploration_scale` of every visit count a node can have (0 ... S +
       # 1), which the kernel indexes.  The counts pass an optimization
@@ -869,7 +876,9 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
         root_action, _ = _root_step(simulate_keys, store, invalid_actions,
                                     extra_data, root_select)
         parent, action, child = _native.gumbel_descend(
-            store.edges, store.stats, root_action, max_depth)
+            store.edges, store.stats, root_action, max_depth, mix,
+            legal=(store.embeddings.legal_action_mask if mix[2] is not None
+                   else None))
       else:
         parent, action, child = _descend(simulate_keys, store,
                                          invalid_actions, extra_data,
@@ -1075,11 +1084,17 @@ def _gumbel_interior_action(key, view: Tree, depth, *, qtransform):
   return _argmax(_gumbel_interior_scores(view, qtransform))
 
 
-def gumbel_reference_scores(logits, qvalues, visits, raw_value):
-  """`_gumbel_interior_scores` with mctx's default qtransform for
-  independent nodes (`[R, A]` each, `raw_value` `[R]`; q-values as given):
-  XLA's rounding, which the native kernel must reproduce
-  (`_native.gumbel_exact`)."""
+class _ProbeState(NamedTuple):
+  """The embedding of `gumbel_reference_scores`' nodes: their legal moves."""
+  legal_action_mask: chex.Array
+
+
+def gumbel_reference_scores(logits, qvalues, visits, raw_value, legal, *,
+                            qtransform):
+  """`_gumbel_interior_scores` under `qtransform` for independent nodes
+  (`[R, A]` each, `raw_value` `[R]`; q-values as given; `legal`: the
+  nodes' legal-move masks, the states' `legal_action_mask`): XLA's rounding,
+  which the native kernel must reproduce (`_native.gumbel_exact`)."""
   rows, num_actions = logits.shape
   one = lambda x: x[:, None]
   view = Tree(
@@ -1093,12 +1108,11 @@ def gumbel_reference_scores(logits, qvalues, visits, raw_value):
       children_rewards=one(qvalues),
       children_discounts=jnp.zeros([rows, 1, num_actions], jnp.float32),
       children_values=jnp.zeros([rows, 1, num_actions], jnp.float32),
-      embeddings=jnp.zeros([rows, 1]),
+      embeddings=_ProbeState(one(legal)),
       root_invalid_actions=jnp.zeros([rows, num_actions], jnp.int32),
       extra_data=None)
-  return jax.vmap(functools.partial(
-      _gumbel_interior_scores,
-      qtransform=mctx.qtransform_completed_by_mix_value))(view)
+  return jax.vmap(functools.partial(_gumbel_interior_scores,
+                                    qtransform=qtransform))(view)
 
 
 # --------------------------------------------------------------------------
@@ -1157,9 +1171,42 @@ def _native_puct(qtransform, pb_c_init, pb_c_base):
   if qtransform is mctx.qtransform_by_parent_and_siblings:
     return pb_c_init, pb_c_base, None
   masked_score = getattr(qtransform, "native_masked_score", None)
-  if masked_score is not None:
+  if (masked_score is not None and getattr(qtransform, "native_base", None)
+      is mctx.qtransform_by_parent_and_siblings):
     return pb_c_init, pb_c_base, masked_score
   return None
+
+
+def _mix_value_constants(qtransform) -> Optional[Tuple[float, float]]:
+  """`(value_scale, maxvisit_init)` if `qtransform` is
+  `mctx.qtransform_completed_by_mix_value` with at most those two arguments
+  set (to Python numbers), else None."""
+  fn, kwargs = qtransform, {}
+  if isinstance(qtransform, functools.partial):
+    if qtransform.args:
+      return None
+    fn, kwargs = qtransform.func, qtransform.keywords
+  if (fn is not mctx.qtransform_completed_by_mix_value or
+      not set(kwargs) <= {"value_scale", "maxvisit_init"} or
+      not all(isinstance(v, (int, float)) for v in kwargs.values())):
+    return None
+  defaults = inspect.signature(fn).parameters
+  return tuple(float(kwargs.get(k, defaults[k].default))
+               for k in ("value_scale", "maxvisit_init"))
+
+
+def _native_gumbel(qtransform) -> Optional[Tuple[float, float,
+                                                  Optional[float]]]:
+  """`(value_scale, maxvisit_init, masked_score)` for the native Gumbel
+  descent if it computes Gumbel's interior selection under `qtransform`:
+  mctx's `qtransform_completed_by_mix_value` (constants as given, other
+  arguments at their defaults), or the planner's legal-move masking of it
+  (`masked_score` not None, see `search._qtransform`); else None."""
+  masked_score = getattr(qtransform, "native_masked_score", None)
+  base = (getattr(qtransform, "native_base", None) if masked_score is not None
+          else qtransform)
+  constants = _mix_value_constants(base)
+  return None if constants is None else (*constants, masked_score)
 
 
 def muzero_policy(
@@ -1253,7 +1300,7 @@ def gumbel_muzero_policy(
       invalid_actions=invalid_actions,
       extra_data=mctx.GumbelMuZeroExtraData(root_gumbel=gumbel),
       loop_fn=loop_fn, mesh=mesh, batch_axis=batch_axis,
-      native_gumbel=qtransform is mctx.qtransform_completed_by_mix_value)
+      gumbel_qtransform=qtransform)
 
   # Act with the best of the most visited actions (by gumbel + logits + q).
   visit_counts = tree.summary().visit_counts

@@ -30,6 +30,7 @@ says whether they are in use.
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -64,7 +65,7 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
 _log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _STATE = {"loaded": None, "reason": "not tried yet"}
-_GUMBEL_EXACT = {}  # number of actions -> bool (see `gumbel_exact`)
+_GUMBEL_EXACT = {}  # (actions, *constants) -> bool (see `gumbel_exact`)
 _OFF = threading.local()
 
 
@@ -224,75 +225,101 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
       max_depth=np.int32(max_depth), masked_score=np.float32(masked_score))
 
 
-def gumbel_descend(edges, stats, root_action, max_depth: int):
+def gumbel_descend(edges, stats, root_action, max_depth: int, mix,
+                   legal=None):
   """`(node, action, child)`, each int32 `[B]`: as `_fast_search._descend`
-  with Gumbel MuZero's selection and mctx's default
-  `qtransform_completed_by_mix_value`, the root's action given.
+  with Gumbel MuZero's interior selection below the root, whose action is
+  given.
 
   `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store,
   prior logits in the edges), `root_action` int32 `[B]` (Sequential Halving's
-  choice at the root, made by XLA).  Use it only where `gumbel_exact(A)`."""
+  choice at the root, made by XLA).  `mix`: `(value_scale, maxvisit_init,
+  masked_score)` of `_fast_search._native_gumbel`; with `masked_score` not
+  None, `legal` holds the nodes' legal-move masks `[B, N, A]`.  Use it only
+  where `gumbel_exact`."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  value_scale, maxvisit_init, masked_score = mix
+  legal = (jnp.zeros([0], bool) if masked_score is None
+           else jnp.asarray(legal).astype(bool))
   return jax.ffi.ffi_call("mctx_planner_gumbel_descend", (out, out, out),
                           vmap_method="sequential")(
-      edges, stats, jnp.asarray(root_action, jnp.int32),
-      max_depth=np.int32(max_depth))
+      edges, stats, jnp.asarray(root_action, jnp.int32), legal,
+      max_depth=np.int32(max_depth), value_scale=np.float32(value_scale),
+      maxvisit_init=np.float32(maxvisit_init),
+      masked_score=np.float32(0. if masked_score is None else masked_score))
 
 
-def _gumbel_scores(logits, qvalues, visits, raw_value):
+def _gumbel_scores(logits, qvalues, visits, raw_value, legal, mix):
   """The kernel's Gumbel interior scores of independent rows (`[R, A]`
-  each, `raw_value` `[R]`): what `gumbel_exact` compares with XLA's."""
+  each, `raw_value` `[R]`, `legal` `[R, A]` used only where `mix` masks):
+  what `gumbel_exact` compares with XLA's."""
+  value_scale, maxvisit_init, masked_score = mix
+  if masked_score is None:
+    legal = jnp.zeros([0], bool)
   return jax.ffi.ffi_call(
       "mctx_planner_gumbel_scores",
       jax.ShapeDtypeStruct(logits.shape, jnp.float32))(
-          logits, qvalues, visits, raw_value)
+          logits, qvalues, visits, raw_value, legal,
+          value_scale=np.float32(value_scale),
+          maxvisit_init=np.float32(maxvisit_init),
+          masked_score=np.float32(0. if masked_score is None else
+                                  masked_score))
 
 
 def _probe_rows(num_actions: int, seed: int = 0):
   """Random nodes for `gumbel_exact`: logits, q-values, visit counts (half
-  of them zero, some rows unvisited) and raw values, at most 2048 numbers per
-  array: XLA:CPU hands larger element-wise fusions outside loops to YNNPACK,
-  whose rounding is not the one of the search's loops (small gathered rows,
-  which XLA emits itself)."""
+  of them zero, some rows unvisited), raw values and legal-move masks, at
+  most 2048 numbers per array: XLA:CPU hands larger element-wise fusions
+  outside loops to YNNPACK, whose rounding is not the one of the search's
+  loops (small gathered rows, which XLA emits itself)."""
   rows = max(16, 2048 // num_actions)
   rng = np.random.default_rng(seed)
   shape = (rows, num_actions)
   logits = (rng.normal(size=shape) * rng.choice([0.1, 1., 5.], (rows, 1)))
   visits = rng.integers(0, 6, shape) * (rng.random(shape) < 0.5)
   visits[: rows // 8] = 0
+  legal = rng.random(shape) < 0.7
+  legal[:, 0] = True
   return (logits.astype(np.float32),
           rng.uniform(-1, 1, shape).astype(np.float32),
           visits.astype(np.int32),
-          rng.uniform(-1, 1, rows).astype(np.float32))
+          rng.uniform(-1, 1, rows).astype(np.float32), legal)
 
 
-def gumbel_exact(num_actions: int) -> bool:
+def gumbel_exact(num_actions: int, qtransform) -> bool:
   """Whether the native Gumbel descent rounds as XLA does for nodes of
-  `num_actions` children on this machine (cached per number of actions).
+  `num_actions` children under `qtransform` (a qtransform that
+  `_fast_search._native_gumbel` accepts) on this machine; cached per number
+  of actions and constants.
 
   The kernel mirrors XLA's `exp` and sums a row from 0 in order, which is
   how XLA:CPU (jaxlib 0.10) reduces short rows; wider rows, or another
-  jaxlib, may be reduced in another order.  So before the first use for a
-  width, the kernel's scores of random nodes are compared bit for bit with
-  mctx's formula compiled by XLA (`_fast_search._gumbel_interior_scores`);
-  where they differ the search keeps XLA's descent (one log line).  Needs
-  `available()`."""
-  if num_actions in _GUMBEL_EXACT:
-    return _GUMBEL_EXACT[num_actions]
+  jaxlib, may be reduced in another order.  So before the first use, the
+  kernel's scores of random nodes are compared bit for bit with Gumbel's
+  interior scores under `qtransform` compiled by XLA
+  (`_fast_search.gumbel_reference_scores`); where they differ the search
+  keeps XLA's descent (one log line).  Needs `available()`."""
   from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
-  rows = _probe_rows(num_actions)
-  # Run now (also while a search is being traced), on the CPU.
-  with jax.ensure_compile_time_eval(), jax.default_device(
-      jax.devices("cpu")[0]):
-    ours = np.asarray(jax.jit(_gumbel_scores)(*rows))
-    xla = np.asarray(jax.jit(_fast_search.gumbel_reference_scores)(*rows))
-  exact = bool(np.array_equal(ours.view(np.uint32), xla.view(np.uint32)))
-  if not exact:
-    _log.info("mctx_planner: the native Gumbel descent does not round as "
-              "XLA for %d actions here; XLA's descent is used", num_actions)
-  _GUMBEL_EXACT[num_actions] = exact
-  return exact
+  mix = _fast_search._native_gumbel(qtransform)  # pylint: disable=protected-access
+  if mix is None:
+    return False
+  cache_key = (num_actions, *mix)
+  if cache_key not in _GUMBEL_EXACT:
+    rows = _probe_rows(num_actions)
+    reference = functools.partial(_fast_search.gumbel_reference_scores,
+                                  qtransform=qtransform)
+    # Run now (also while a search is being traced), on the CPU.
+    with jax.ensure_compile_time_eval(), jax.default_device(
+        jax.devices("cpu")[0]):
+      ours = np.asarray(jax.jit(_gumbel_scores, static_argnums=5)(*rows, mix))
+      xla = np.asarray(jax.jit(reference)(*rows))
+    exact = bool(np.array_equal(ours.view(np.uint32), xla.view(np.uint32)))
+    if not exact:
+      _log.info("mctx_planner: the native Gumbel descent does not round as "
+                "XLA for %d actions here; XLA's descent is used", num_actions)
+    _GUMBEL_EXACT[cache_key] = exact
+  return _GUMBEL_EXACT[cache_key]
 
 
 def backup(stats, edges, links, leaf):

@@ -451,10 +451,11 @@ def _qtransform(config: SearchConfig, knows_legal_moves: bool, stochastic: bool)
     if not knows_legal_moves or stochastic:
         return base
     masked = functools.partial(_legal_qtransform, base=base)
-    if base is mctx.qtransform_by_parent_and_siblings:
-        # The fast backend's native CPU descent computes this qtransform
-        # itself (mctx_planner._native), with this score for illegal moves.
-        masked.native_masked_score = _MASKED_SCORE
+    # The fast backend's native CPU descents compute the default
+    # qtransforms themselves (mctx_planner._native), with this score for
+    # illegal moves.
+    masked.native_base = base
+    masked.native_masked_score = _MASKED_SCORE
     return masked
 
 

@@ -77,11 +77,93 @@ def test_native_muzero_matches_mctx(case):
       assert "mctx_planner_backup" in text
 
 
+def _assert_bit_identical(fast, ref):
+  """Actions, weights and every tree field equal to the last bit."""
+  np.testing.assert_array_equal(fast.action, ref.action)
+  for name, a, b in [("action_weights", fast.action_weights,
+                      ref.action_weights)] + [
+                          (n, getattr(fast.search_tree, n),
+                           getattr(ref.search_tree, n))
+                          for n in golden.TREE_FIELDS]:
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, name
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8),
+                                  err_msg=name)
+
+
+@functools.lru_cache(maxsize=None)
+def _gumbel_pair(num_simulations, max_depth):
+  def run(policy, params, key, root, invalid):
+    return policy(params, key, root, golden._recurrent_fn, num_simulations,  # pylint: disable=protected-access
+                  invalid_actions=invalid, max_depth=max_depth)
+  return (jax.jit(functools.partial(run, mctx.gumbel_muzero_policy)),
+          jax.jit(functools.partial(run, _fast_search.gumbel_muzero_policy)))
+
+
+# (batch, num_simulations, num_actions, max_depth, discount)
+GUMBEL_CASES = [
+    (16, 24, 9, None, 0.95),
+    (8, 17, 16, 4, -1.0),
+    (32, 40, 5, None, -1.0),
+]
+
+
+@pytest.mark.parametrize("case", GUMBEL_CASES,
+                         ids=lambda c: "-".join(map(str, c)))
+def test_native_gumbel_matches_mctx(case):
+  """Gumbel MuZero's native descent: the same search as mctx, to the bit
+  (invalid root actions, depth limits, two-player discounts)."""
+  _require_kernels()
+  batch, sims, num_actions, max_depth, discount = case
+  assert _native.gumbel_exact(num_actions,
+                              mctx.qtransform_completed_by_mix_value), (
+      "XLA no longer rounds Gumbel's interior selection as "
+      "tree_kernels.cc's GumbelScores (a new jaxlib?): the native Gumbel "
+      "descent is off; see _native.gumbel_exact")
+  ref, fast = _gumbel_pair(sims, max_depth)
+  for seed in range(2):
+    params = golden._params(num_actions, discount, seed=seed)  # pylint: disable=protected-access
+    root = golden._root(batch, num_actions, seed)  # pylint: disable=protected-access
+    invalid = golden._invalid(batch, num_actions, seed)  # pylint: disable=protected-access
+    key = jax.random.PRNGKey(seed)
+    if seed == 0:
+      text = fast.lower(params, key, root, invalid).as_text()
+      assert "mctx_planner_gumbel_descend" in text
+    _assert_bit_identical(fast(params, key, root, invalid),
+                          ref(params, key, root, invalid))
+
+
+def test_gumbel_probe_turns_the_kernel_off_where_it_rounds_otherwise(
+    monkeypatch):
+  """`gumbel_exact` compares the kernel's scores with XLA's bit for bit: one
+  ulp off, it says no, and the search keeps XLA's descent (still exact)."""
+  _require_kernels()
+  num_actions, batch = 6, 8
+  exact = _native._gumbel_scores  # pylint: disable=protected-access
+  monkeypatch.setattr(_native, "_GUMBEL_EXACT", {})
+  monkeypatch.setattr(_native, "_gumbel_scores",
+                      lambda *rows: jnp.nextafter(exact(*rows), jnp.inf))
+  assert not _native.gumbel_exact(num_actions,
+                                  mctx.qtransform_completed_by_mix_value)
+  params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access
+  root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
+  key = jax.random.PRNGKey(0)
+
+  def search(policy):
+    return jax.jit(lambda p, k, r: policy(p, k, r, golden._recurrent_fn, 8))  # pylint: disable=protected-access
+
+  fast = search(_fast_search.gumbel_muzero_policy)
+  text = fast.lower(params, key, root).as_text()
+  assert "mctx_planner_gumbel_descend" not in text
+  assert "mctx_planner_backup" in text
+  _assert_bit_identical(fast(params, key, root),
+                        search(mctx.gumbel_muzero_policy)(params, key, root))
+
+
 def test_native_kernels_replace_the_tree_loops():
-  """With the kernels, MuZero's search has no descent or backup loop left;
-  gumbel keeps its descent and uses the native
-  backup; with a qtransform other than mctx's default, MuZero keeps the XLA
-  descent."""
+  """With the kernels, MuZero's and Gumbel MuZero's searches have no descent
+  or backup loop left (Gumbel's root step stays XLA); with a qtransform
+  other than mctx's default, they keep the XLA descent."""
   _require_kernels()
   num_actions, batch = 5, 8
   params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access
@@ -95,7 +177,14 @@ def test_native_kernels_replace_the_tree_loops():
   assert "mctx_planner_muzero_descend" in muzero
   gumbel = _hlo(search(_fast_search.gumbel_muzero_policy), params, key, root)
   assert "mctx_planner_muzero_descend" not in gumbel
+  assert "mctx_planner_gumbel_descend" in gumbel
   assert "mctx_planner_backup" in gumbel
+  gumbel_raw = _hlo(search(_fast_search.gumbel_muzero_policy,
+                           qtransform=functools.partial(
+                               mctx.qtransform_completed_by_mix_value,
+                               use_mixed_value=False)), params, key, root)
+  assert "mctx_planner_gumbel_descend" not in gumbel_raw
+  assert "mctx_planner_backup" in gumbel_raw
   minmax = _hlo(search(_fast_search.muzero_policy,
                        qtransform=functools.partial(
                            mctx.qtransform_by_min_max, min_value=-1.,
@@ -132,13 +221,15 @@ def test_status_inside_disabled():
     assert "disabled" in _native.status()
 
 
-@pytest.mark.parametrize("domain_name,batch,sims", [("tictactoe", 6, 24),
-                                                    ("connect4", 8, 32)])
+@pytest.mark.parametrize("domain_name,batch,sims,algorithm", [
+    ("tictactoe", 6, 24, "muzero"), ("connect4", 8, 32, "muzero"),
+    ("connect4", 8, 32, "gumbel_muzero")])
 def test_native_alphazero_with_legal_masks_matches_mctx(domain_name, batch,
-                                                        sims):
-  """AlphaZero's PUCT over a true model masks illegal children inside the
-  tree (the planner's `_legal_qtransform`); the native descent does that too
-  and gives mctx's search through the planner, bit for bit."""
+                                                        sims, algorithm):
+  """AlphaZero over a true model masks illegal children inside the tree
+  (the planner's `_legal_qtransform`, over PUCT's default qtransform or
+  Gumbel's with the planner's constants); the native descents do that too
+  and give mctx's search through the planner, bit for bit."""
   import mctx_planner as mp  # pylint: disable=g-import-not-at-top
   _require_kernels()
   domain = mp.domains.make(domain_name)
@@ -164,12 +255,12 @@ def test_native_alphazero_with_legal_masks_matches_mctx(domain_name, batch,
     outs = {}
     for backend in ("mctx", "fast"):
       planner = mp.make_planner(model, mp.SearchConfig(
-          algorithm="muzero", num_simulations=sims, backend=backend))
+          algorithm=algorithm, num_simulations=sims, backend=backend))
       outs[backend] = planner.plan(params, jax.random.PRNGKey(3), states)
       if backend == "fast":
         text = jax.jit(planner.search).lower(
             params, jax.random.PRNGKey(3), states).as_text()
-        assert "mctx_planner_muzero_descend" in text
+        assert f"mctx_planner_{algorithm.split('_')[0]}_descend" in text
     fast, ref = outs["fast"], outs["mctx"]
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(ref)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

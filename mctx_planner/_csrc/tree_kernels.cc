@@ -391,23 +391,33 @@ struct EdgeRow {
   int32_t visits(int32_t a) const { return rec[a * kEdgeFields + kVisits]; }
 };
 
+// The constants of mctx.qtransform_completed_by_mix_value (its other
+// arguments at their defaults: rescale_values, use_mixed_value, epsilon
+// 1e-8), and the planner's legal-move masking of it (`search._qtransform`:
+// illegal children's completed values become `masked_score`).
+struct MixValue {
+  float value_scale, maxvisit_init, masked_score;
+};
+
 // The scores whose argmax is mctx.gumbel_muzero_interior_action_selection's
-// action, with mctx.qtransform_completed_by_mix_value's defaults
-// (value_scale 0.1, maxvisit_init 50, rescale_values, use_mixed_value,
-// epsilon 1e-8), computed as XLA:CPU computes them:
+// action, computed as XLA:CPU computes them:
 //   probs     = softmax(logits)            (exp * (1 / sum): XLA's reciprocal)
 //   p         = max(probs, tiny)
 //   value     = (raw + N * sum_{n > 0}(p * q / sum_{n > 0} p)) / (N + 1)
 //   completed = n > 0 ? q : value, rescaled by its min and max
-//   scores    = softmax(logits + (50 + max n) * 0.1 * completed) - n / (1 + N)
+//   q'        = (maxvisit_init + max n) * value_scale * completed
+//               (masked: legal ? q' : masked_score)
+//   scores    = softmax(logits + q') - n / (1 + N)
 // with N = sum n.  Every sum runs from 0 in action order, as XLA:CPU reduces
 // a short row; `_native.gumbel_exact` checks the bits against XLA's for the
 // search's number of actions before the kernel is used.  `row` gives
-// `logit(a)`, `q(a)` and `visits(a)`; `probs`, `completed` and `scores` are
-// rows of `num_actions`.
+// `logit(a)`, `q(a)` and `visits(a)`; `legal` is the node's legal-move mask
+// or null (no masking); `probs`, `completed` and `scores` are rows of
+// `num_actions`.
 template <typename Row>
 inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
-                         float* probs, float* completed, float* scores) {
+                         const MixValue& mix, const bool* legal, float* probs,
+                         float* completed, float* scores) {
   const float tiny = std::numeric_limits<float>::min();
   float top = -std::numeric_limits<float>::infinity();
   int32_t sum_visits = 0, max_visits = std::numeric_limits<int32_t>::min();
@@ -445,11 +455,17 @@ inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
     hi = NanMax(hi, completed[a]);
   }
   const float rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
-  const float visit_scale = (static_cast<float>(max_visits) + 50.0f) * 0.1f;
+  const float visit_scale =
+      (static_cast<float>(max_visits) + mix.maxvisit_init) * mix.value_scale;
   top = -std::numeric_limits<float>::infinity();
   for (int32_t a = 0; a < num_actions; ++a) {
-    scores[a] = MulAdd(visit_scale, (completed[a] - lo) * rescale,
-                       row.logit(a));
+    const float scaled = (completed[a] - lo) * rescale;
+    // Without a mask LLVM fuses the product into the add of the logit; the
+    // mask's select between them leaves a plain product and add.
+    scores[a] = legal == nullptr
+                    ? MulAdd(visit_scale, scaled, row.logit(a))
+                    : (legal[a] ? visit_scale * scaled : mix.masked_score) +
+                          row.logit(a);
     top = NanMax(top, scores[a]);
   }
   total = 0.0f;
@@ -460,13 +476,9 @@ inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
   const float improved = 1.0f / total;
   const float visit_share = 1.0f / static_cast<float>(sum_visits + 1);
   for (int32_t a = 0; a < num_actions; ++a) {
-#ifdef GUMBEL_VARIANT_B
-    scores[a] = MulAdd(-static_cast<float>(row.visits(a)), visit_share,
-                       scores[a] * improved);
-#else
+    // probs - n / (1 + N): the first product fused into the difference.
     scores[a] = MulAdd(scores[a], improved,
                        -(static_cast<float>(row.visits(a)) * visit_share));
-#endif
   }
 }
 
@@ -632,8 +644,10 @@ class PuctSelector {
 class GumbelSelector {
  public:
   GumbelSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
-                 const int32_t* root_action)
+                 const int32_t* root_action, const MixValue& mix,
+                 const bool* legal)
       : num_actions_(num_actions), e_(e), st_(st), root_action_(root_action),
+        mix_(mix), legal_(legal),
         scratch_(3 * static_cast<size_t>(num_actions)) {}
 
   int32_t operator()(Path& q, int64_t b, int64_t at) {
@@ -646,8 +660,9 @@ class GumbelSelector {
     float* completed = probs + num_actions_;
     float* scores = completed + num_actions_;
     GumbelScores(EdgeRow{rec}, num_actions_,
-                 AsFloat(st_[at * kStatFields + kSRaw]), probs, completed,
-                 scores);
+                 AsFloat(st_[at * kStatFields + kSRaw]), mix_,
+                 legal_ == nullptr ? nullptr : legal_ + at * num_actions_,
+                 probs, completed, scores);
     return Argmax(scores, num_actions_);
   }
 
@@ -656,6 +671,8 @@ class GumbelSelector {
   const int32_t* e_;
   const int32_t* st_;
   const int32_t* root_action_;
+  const MixValue mix_;
+  const bool* legal_;
   std::vector<float> scratch_;
 };
 
@@ -706,15 +723,18 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
 }
 
 // Gumbel MuZero's descent (see GumbelSelector): `root_action[B]` is the
-// action at the root.
+// action at the root; `legal`: the nodes' legal-move masks `[B, N, A]`, or
+// empty.
 ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
                              ffi::Buffer<ffi::S32> edges,
                              ffi::Buffer<ffi::S32> stats,
                              ffi::Buffer<ffi::S32> root_action,
+                             ffi::Buffer<ffi::PRED> legal_mask,
                              ffi::ResultBuffer<ffi::S32> node_out,
                              ffi::ResultBuffer<ffi::S32> action_out,
                              ffi::ResultBuffer<ffi::S32> child_out,
-                             int32_t max_depth) {
+                             int32_t max_depth, float value_scale,
+                             float maxvisit_init, float masked_score) {
   const auto dims = edges.dimensions();
   if (dims.size() != 4 || dims[3] != kEdgeFields) {
     return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
@@ -724,11 +744,18 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
   const int32_t* e = edges.typed_data();
   const int32_t* st = stats.typed_data();
   const int32_t* ra = root_action.typed_data();
+  const bool* legal =
+      legal_mask.element_count() == 0 ? nullptr : legal_mask.typed_data();
+  if (legal != nullptr &&
+      legal_mask.element_count() != edges.element_count() / kEdgeFields) {
+    return ffi::Error::InvalidArgument("legal must be [B, N, A] or empty");
+  }
+  const MixValue mix{value_scale, maxvisit_init, masked_score};
   int32_t* node_o = node_out->typed_data();
   int32_t* action_o = action_out->typed_data();
   int32_t* child_o = child_out->typed_data();
   auto range = [=](int64_t begin, int64_t end) {
-    GumbelSelector select(num_actions, e, st, ra);
+    GumbelSelector select(num_actions, e, st, ra, mix, legal);
     return DescendRange(begin, end, num_nodes, num_actions, e, st, nullptr,
                         max_depth, select, node_o, action_o, child_o);
   };
@@ -754,17 +781,27 @@ ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
                             ffi::Buffer<ffi::F32> qvalues,
                             ffi::Buffer<ffi::S32> visits,
                             ffi::Buffer<ffi::F32> raw,
-                            ffi::ResultBuffer<ffi::F32> scores) {
+                            ffi::Buffer<ffi::PRED> legal_mask,
+                            ffi::ResultBuffer<ffi::F32> scores,
+                            float value_scale, float maxvisit_init,
+                            float masked_score) {
   const auto dims = logits.dimensions();
   if (dims.size() != 2) return ffi::Error::InvalidArgument("rows must be [R, A]");
   const int64_t rows = dims[0];
   const int32_t num_actions = static_cast<int32_t>(dims[1]);
+  const bool* legal =
+      legal_mask.element_count() == 0 ? nullptr : legal_mask.typed_data();
+  if (legal != nullptr && legal_mask.element_count() != logits.element_count()) {
+    return ffi::Error::InvalidArgument("legal must be [R, A] or empty");
+  }
+  const MixValue mix{value_scale, maxvisit_init, masked_score};
   std::vector<float> scratch(2 * static_cast<size_t>(num_actions));
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t at = r * num_actions;
     GumbelScores(ArrayRow{logits.typed_data() + at, qvalues.typed_data() + at,
                           visits.typed_data() + at},
-                 num_actions, raw.typed_data()[r], scratch.data(),
+                 num_actions, raw.typed_data()[r], mix,
+                 legal == nullptr ? nullptr : legal + at, scratch.data(),
                  scratch.data() + num_actions, scores->typed_data() + at);
   }
   return ffi::Error::Success();
@@ -899,10 +936,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelDescend, GumbelDescendImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Attr<int32_t>("max_depth"));
+                                  .Attr<int32_t>("max_depth")
+                                  .Attr<float>("value_scale")
+                                  .Attr<float>("maxvisit_init")
+                                  .Attr<float>("masked_score"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelScores, GumbelScoresImpl,
                               ffi::Ffi::Bind()
@@ -910,4 +951,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelScores, GumbelScoresImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("value_scale")
+                                  .Attr<float>("maxvisit_init")
+                                  .Attr<float>("masked_score"));
