@@ -2,19 +2,22 @@
 
 On XLA:CPU a tree level of the fast search is about 20 small XLA kernels of
 about a microsecond each, whatever their arithmetic (docs/benchmarks.md,
-"Profile of one search").  Two XLA FFI custom calls replace the two loops
-over tree levels with one kernel each per simulation:
+"Profile of one search").  XLA FFI custom calls replace the two loops over
+tree levels with one kernel each per simulation:
 
 * ``muzero_descend``: MuZero's descent (PUCT with mctx's default
   ``qtransform_by_parent_and_siblings``, optionally with the planner's
   legal-move masking), every example from the root to its leaf, the batch
   split over XLA's intra-op threads from B = 128;
+* ``gumbel_descend``: Gumbel MuZero's descent below the root (whose action
+  XLA picks), with ``qtransform_completed_by_mix_value`` (optionally masked),
+  threaded alike, where ``gumbel_exact`` finds that it rounds as XLA;
 * ``backup``: the backward pass of every policy, in place.
 
 They round every float operation as XLA rounds mctx's formulas (its fused
-multiply-adds, its reciprocal for one division; see the C++ file and
-docs/design.md), so the search stays bit-identical to mctx; the golden tests
-check it.
+multiply-adds, its reciprocal for some divisions, its ``exp``; see the C++
+file and docs/design.md), so the search stays bit-identical to mctx; the
+golden tests check it.
 
 The C++ source is compiled once per machine, on first use, with the system's
 C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``) against the XLA FFI

@@ -707,14 +707,17 @@ def gpu_loop_graphs() -> Dict[str, str]:
 def native_cpu_kernels() -> str:
     """Whether searches on XLA:CPU use the library's native tree kernels.
 
-    On a CPU, the fast backend runs MuZero's tree descent (with the default
-    ``qtransform``, ``"parent_and_siblings"``, also with the legal-move
-    masking of a true model) and every algorithm's backup as native XLA custom calls
-    instead of loops of small XLA kernels: the same trees, bit for bit.
-    Measured on a 2-core CPU (docs/benchmarks.md, "Native CPU kernels"):
-    MuZero searches 1.16x to 1.68x faster in the benchmark grid (9 actions),
-    AlphaZero's through the planner 1.5x to 2.2x; Gumbel gains only the
-    backup (about 1.05x). They are C++ compiled once
+    On a CPU, the fast backend runs the tree descents of MuZero (with the
+    default ``qtransform``, ``"parent_and_siblings"``) and of Gumbel MuZero
+    (below the root, with the default ``"completed_by_mix_value"``; for
+    2 and 4 to 22 actions with jaxlib 0.10, where a check at first use finds
+    that it rounds as XLA), both also with the legal-move masking of a true
+    model, and every algorithm's backup as native XLA custom calls instead
+    of loops of small XLA kernels: the same trees, bit for bit. Measured on
+    a 2-core CPU (docs/benchmarks.md, "Native CPU kernels" and "Native
+    Gumbel descent"): MuZero searches 1.16x to 1.68x faster in the benchmark
+    grid (9 actions), AlphaZero's through the planner 1.5x to 2.2x. They are
+    C++ compiled once
     per machine on first use (a few seconds) with the system's C++ compiler
     against the XLA FFI headers that jaxlib ships, and cached in
     ``$MCTX_PLANNER_CACHE_DIR`` (default ``~/.cache/mctx_planner``). Without

@@ -1,18 +1,23 @@
 // Native XLA:CPU kernels of the fast search backend (built and loaded by
 // mctx_planner/_native.py).
 //
-// Two XLA FFI handlers that run MuZero's tree descent and the backup of every
-// policy on the packed tree store of `_fast_search.py`, each example's path
-// from the root to its leaf (or back) in one call, instead of as ~20 XLA
-// kernels per tree level.  They round every float operation as XLA:CPU rounds
-// mctx's (muzero_action_selection with qtransform_by_parent_and_siblings,
-// optionally masked as the planner's `_legal_qtransform`; the backward pass),
-// so that the search stays bit-identical to mctx:
+// XLA FFI handlers that run the tree descents of MuZero and Gumbel MuZero and
+// the backup of every policy on the packed tree store of `_fast_search.py`,
+// each example's path from the root to its leaf (or back) in one call,
+// instead of as ~20 XLA kernels per tree level.  They round every float
+// operation as XLA:CPU rounds mctx's (muzero_action_selection with
+// qtransform_by_parent_and_siblings; gumbel_muzero_interior_action_selection
+// with qtransform_completed_by_mix_value; either optionally masked as the
+// planner's `_legal_qtransform`; the backward pass), so that the search stays
+// bit-identical to mctx:
 //   * no reassociation, and fused multiply-adds exactly where XLA:CPU fuses
 //     them (`MulAdd`; built with -ffp-contract=off, no fast-math);
 //   * XLA's reciprocal where it rewrites a division by a broadcast value;
-//   * the one transcendental term, pb_c * sqrt(n) of the PUCT formula, comes
-//     from a table computed by XLA (`scale`, indexed by the visit count);
+//   * PUCT's one transcendental term, pb_c * sqrt(n), comes from a table
+//     computed by XLA (`scale`, indexed by the visit count); Gumbel's softmaxes
+//     use XLA's own `exp` polynomial (`XlaExp`) and in-order row sums, which
+//     `_native.gumbel_exact` checks against XLA before use
+//     (`mctx_planner_gumbel_scores` is that probe);
 //   * the tie-breaking noise is drawn with JAX's threefry-2x32 (partitionable
 //     layout) from the same keys, only when it can change the argmax.
 //
