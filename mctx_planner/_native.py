@@ -28,7 +28,9 @@ CPU's flags, so an upgrade rebuilds it.  Where there is no compiler, no
 ``jax.ffi.ffi_call`` (older JAX, e.g. 0.4.30) or the build fails, searches
 keep their pure-XLA loops, with the same results (one log line says why).
 ``MCTX_PLANNER_NATIVE=0`` turns the kernels off; ``mp.native_cpu_kernels()``
-says whether they are in use.
+says whether they are in use.  ``MCTX_PLANNER_NATIVE_FLAGS`` adds compiler
+flags (and is part of the file name's hash): ``-mno-avx2`` builds the
+portable code paths, which a test compares with mctx.
 """
 
 import contextlib
@@ -38,6 +40,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -106,11 +109,19 @@ def _library_name(compiler: str) -> str:
   import jaxlib  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
   digest.update(_SOURCE.read_bytes())
-  digest.update(" ".join(_FLAGS + (compiler, jaxlib.__version__)).encode())
+  digest.update(" ".join(_flags() + (compiler, jaxlib.__version__)).encode())
   # Built for the host's instruction set: a cache shared by machines of
   # different CPUs keeps one library per instruction set.
   digest.update(_cpu_flags().encode())
   return f"tree_kernels-{digest.hexdigest()[:16]}.so"
+
+
+def _flags() -> tuple:
+  """The compiler flags: `_FLAGS`, then `$MCTX_PLANNER_NATIVE_FLAGS` (split
+  as a shell would), e.g. `-mno-avx2` for the kernels' portable code
+  paths (the tests use it to cover them)."""
+  return _FLAGS + tuple(shlex.split(
+      os.environ.get("MCTX_PLANNER_NATIVE_FLAGS", "")))
 
 
 def _cpu_flags() -> str:
@@ -132,7 +143,7 @@ def _build(compiler: str, target: Path) -> None:
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
   os.close(fd)
   try:
-    done = subprocess.run([compiler, *_FLAGS, "-I", jax.ffi.include_dir(),
+    done = subprocess.run([compiler, *_flags(), "-I", jax.ffi.include_dir(),
                            str(_SOURCE), "-o", tmp],
                           capture_output=True, text=True, timeout=600)
     if done.returncode:

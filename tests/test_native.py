@@ -3,6 +3,10 @@ used where a C++ compiler and `jax.ffi` exist, bit-identical to mctx, and
 the pure-XLA path otherwise."""
 
 import functools
+import os
+import platform
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -264,6 +268,53 @@ def test_native_alphazero_with_legal_masks_matches_mctx(domain_name, batch,
     fast, ref = outs["fast"], outs["mctx"]
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(ref)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+_PORTABLE_SCRIPT = """
+import ctypes, sys
+import jax, mctx
+sys.path.insert(0, sys.argv[1])
+from mctx_planner import _fast_search, _native
+import test_fast_search as golden
+import test_native
+assert _native.available(), _native.status()
+library = ctypes.CDLL(_native.status()[len("in use ("):-1])
+assert library.MctxPlannerPuctLanes() == 1  # the portable PUCT rows
+for policy, ref, a, name in [
+    (_fast_search.muzero_policy, mctx.muzero_policy, 11, "muzero"),
+    (_fast_search.gumbel_muzero_policy, mctx.gumbel_muzero_policy, 9,
+     "gumbel")]:
+  params = golden._params(a, -1.0)
+  root = golden._root(8, a, 0)
+  invalid = golden._invalid(8, a, 0)
+  key = jax.random.PRNGKey(0)
+  run = lambda fn: jax.jit(lambda p, k, r, i: fn(
+      p, k, r, golden._recurrent_fn, 20, invalid_actions=i))
+  fast = run(policy)
+  assert f"mctx_planner_{name}_descend" in fast.lower(
+      params, key, root, invalid).as_text()
+  test_native._assert_bit_identical(fast(params, key, root, invalid),
+                                    run(ref)(params, key, root, invalid))
+print("portable kernels match mctx")
+"""
+
+
+def test_portable_code_paths_match_mctx(tmp_path):
+  """Built without AVX2 (`MCTX_PLANNER_NATIVE_FLAGS=-mno-avx2`, as on a CPU
+  without it), the kernels take their portable code and still give
+  mctx's searches bit for bit (in a subprocess: the kernels' targets are
+  registered once per process)."""
+  _require_kernels()
+  if platform.machine().lower() not in ("x86_64", "amd64"):
+    pytest.skip("-mno-avx2 is an x86 flag; elsewhere the portable code is "
+                "the only code")
+  env = dict(os.environ, MCTX_PLANNER_NATIVE_FLAGS="-mno-avx2",
+             MCTX_PLANNER_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu")
+  done = subprocess.run(
+      [sys.executable, "-c", _PORTABLE_SCRIPT, os.path.dirname(__file__)],
+      env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "portable kernels match mctx" in done.stdout
 
 
 def test_x64_runs_mctx_itself():

@@ -910,6 +910,16 @@ ffi::Error BackupImpl(ffi::ThreadPool pool,
 
 }  // namespace
 
+// Actions per PUCT instruction (8 with AVX2, else 1: the portable code), so
+// that the tests can tell which of the two they cover.
+extern "C" int MctxPlannerPuctLanes() {
+#if defined(__AVX2__) && defined(__FMA__)
+  return 8;
+#else
+  return 1;
+#endif
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerMuzeroDescend, MuzeroDescendImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
