@@ -240,28 +240,34 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
 
 
 def gumbel_descend(edges, stats, root_action, max_depth: int, mix,
-                   legal=None):
-  """`(node, action, child)`, each int32 `[B]`: as `_fast_search._descend`
-  with Gumbel MuZero's interior selection below the root, whose action is
-  given.
+                   legal=None, cache=None):
+  """`(node, action, child, cache)`, the first three int32 `[B]`: as
+  `_fast_search._descend` with Gumbel MuZero's interior selection below the
+  root, whose action is given.
 
   `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store,
   prior logits in the edges), `root_action` int32 `[B]` (Sequential Halving's
   choice at the root, made by XLA).  `mix`: `(value_scale, maxvisit_init,
   masked_score)` of `_fast_search._native_gumbel`; with `masked_score` not
-  None, `legal` holds the nodes' legal-move masks `[B, N, A]`.  Use it only
-  where `gumbel_exact`."""
+  None, `legal` holds the nodes' legal-move masks `[B, N, A]`.  `cache`:
+  float32 `[B, N, A]` zeros at the search's start, then what this and
+  `backup` return: the nodes' prior probabilities, computed once per node
+  (updated in place), or None.  Use it only where `gumbel_exact`."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
   value_scale, maxvisit_init, masked_score = mix
   legal = (jnp.zeros([0], bool) if masked_score is None
            else jnp.asarray(legal).astype(bool))
-  return jax.ffi.ffi_call("mctx_planner_gumbel_descend", (out, out, out),
-                          vmap_method="sequential")(
-      edges, stats, jnp.asarray(root_action, jnp.int32), legal,
-      max_depth=np.int32(max_depth), value_scale=np.float32(value_scale),
-      maxvisit_init=np.float32(maxvisit_init),
-      masked_score=np.float32(0. if masked_score is None else masked_score))
+  cache = jnp.zeros([0], jnp.float32) if cache is None else cache
+  return jax.ffi.ffi_call(
+      "mctx_planner_gumbel_descend",
+      (out, out, out, jax.ShapeDtypeStruct(cache.shape, jnp.float32)),
+      input_output_aliases={4: 3}, vmap_method="sequential")(
+          edges, stats, jnp.asarray(root_action, jnp.int32), legal, cache,
+          max_depth=np.int32(max_depth), value_scale=np.float32(value_scale),
+          maxvisit_init=np.float32(maxvisit_init),
+          masked_score=np.float32(0. if masked_score is None
+                                  else masked_score))
 
 
 def _gumbel_scores(logits, qvalues, visits, raw_value, legal, mix):
@@ -336,12 +342,16 @@ def gumbel_exact(num_actions: int, qtransform) -> bool:
   return _GUMBEL_EXACT[cache_key]
 
 
-def backup(stats, edges, links, leaf):
-  """`(stats, edges)` after mctx's backward pass from `leaf` (int32 `[B]`)
-  of every example, updated in place (as `_fast_search._backup`)."""
+def backup(stats, edges, links, leaf, cache=None):
+  """`(stats, edges, cache)` after mctx's backward pass from `leaf` (int32
+  `[B]`) of every example, updated in place (as `_fast_search._backup`);
+  `cache` (see `gumbel_descend`, or None) gets the leaves' rows marked
+  stale."""
+  cache = jnp.zeros([0], jnp.float32) if cache is None else cache
   return jax.ffi.ffi_call(
       "mctx_planner_backup",
       (jax.ShapeDtypeStruct(stats.shape, jnp.int32),
-       jax.ShapeDtypeStruct(edges.shape, jnp.int32)),
-      input_output_aliases={0: 0, 1: 1}, vmap_method="sequential")(
-          stats, edges, links, jnp.asarray(leaf, jnp.int32))
+       jax.ShapeDtypeStruct(edges.shape, jnp.int32),
+       jax.ShapeDtypeStruct(cache.shape, jnp.float32)),
+      input_output_aliases={0: 0, 1: 1, 4: 2}, vmap_method="sequential")(
+          stats, edges, links, jnp.asarray(leaf, jnp.int32), cache)
