@@ -893,12 +893,9 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       store = _expand(params, expand_key, store, recurrent_fn, parent, action,
                       child, prior_probs)
       if native:
-        stats, edges, cache = _native.backup(store.stats, store.edges,
-                                             store.links, child,
-                                             cache=store.prior_cache)
-        store = store._replace(stats=stats, edges=edges,
-                               prior_cache=(cache if gumbel_descent
-                                            else None))
+        stats, edges = _native.backup(store.stats, store.edges, store.links,
+                                      child)
+        store = store._replace(stats=stats, edges=edges)
       else:
         store = _backup(store, child)
       return rng_key, store

@@ -250,9 +250,9 @@ def gumbel_descend(edges, stats, root_action, max_depth: int, mix,
   choice at the root, made by XLA).  `mix`: `(value_scale, maxvisit_init,
   masked_score)` of `_fast_search._native_gumbel`; with `masked_score` not
   None, `legal` holds the nodes' legal-move masks `[B, N, A]`.  `cache`:
-  float32 `[B, N, A]` zeros at the search's start, then what this and
-  `backup` return: the nodes' prior probabilities, computed once per node
-  (updated in place), or None.  Use it only where `gumbel_exact`."""
+  float32 `[B, N, A]` zeros at the search's start, then what this returned:
+  the nodes' prior probabilities, computed once per node (updated in
+  place), or None.  Use it only where `gumbel_exact`."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
   value_scale, maxvisit_init, masked_score = mix
@@ -342,16 +342,12 @@ def gumbel_exact(num_actions: int, qtransform) -> bool:
   return _GUMBEL_EXACT[cache_key]
 
 
-def backup(stats, edges, links, leaf, cache=None):
-  """`(stats, edges, cache)` after mctx's backward pass from `leaf` (int32
-  `[B]`) of every example, updated in place (as `_fast_search._backup`);
-  `cache` (see `gumbel_descend`, or None) gets the leaves' rows marked
-  stale."""
-  cache = jnp.zeros([0], jnp.float32) if cache is None else cache
+def backup(stats, edges, links, leaf):
+  """`(stats, edges)` after mctx's backward pass from `leaf` (int32 `[B]`)
+  of every example, updated in place (as `_fast_search._backup`)."""
   return jax.ffi.ffi_call(
       "mctx_planner_backup",
       (jax.ShapeDtypeStruct(stats.shape, jnp.int32),
-       jax.ShapeDtypeStruct(edges.shape, jnp.int32),
-       jax.ShapeDtypeStruct(cache.shape, jnp.float32)),
-      input_output_aliases={0: 0, 1: 1, 4: 2}, vmap_method="sequential")(
-          stats, edges, links, jnp.asarray(leaf, jnp.int32), cache)
+       jax.ShapeDtypeStruct(edges.shape, jnp.int32)),
+      input_output_aliases={0: 0, 1: 1}, vmap_method="sequential")(
+          stats, edges, links, jnp.asarray(leaf, jnp.int32))

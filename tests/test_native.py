@@ -137,6 +137,31 @@ def test_native_gumbel_matches_mctx(case):
                           ref(params, key, root, invalid))
 
 
+def test_native_gumbel_cache_with_a_stochastic_model_at_the_depth_limit():
+  """The Gumbel kernel keeps each node's prior probabilities from its first
+  visit.  A model whose logits depend on the key re-evaluates nodes at the
+  depth limit with new logits; those nodes are never interior, so the
+  search still equals mctx's."""
+  _require_kernels()
+  num_actions, batch = 6, 16
+
+  def noisy_fn(params, rng_key, action, embedding):
+    out, nxt = golden._recurrent_fn(params, rng_key, action, embedding)  # pylint: disable=protected-access
+    noise = jax.random.normal(rng_key, out.prior_logits.shape)
+    return out.replace(prior_logits=out.prior_logits + noise), nxt
+
+  params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access
+  root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
+  key = jax.random.PRNGKey(0)
+  run = lambda fn: jax.jit(lambda p, k, r: fn(p, k, r, noisy_fn, 40,
+                                              max_depth=2))
+  fast = run(_fast_search.gumbel_muzero_policy)
+  assert "mctx_planner_gumbel_descend" in fast.lower(params, key,
+                                                     root).as_text()
+  _assert_bit_identical(fast(params, key, root),
+                        run(mctx.gumbel_muzero_policy)(params, key, root))
+
+
 def test_gumbel_probe_turns_the_kernel_off_where_it_rounds_otherwise(
     monkeypatch):
   """`gumbel_exact` compares the kernel's scores with XLA's bit for bit: one

@@ -658,7 +658,9 @@ class GumbelSelector {
  public:
   // `cache`: `[B, N, A]`, the nodes' `GumbelPriorProbs`, computed at a
   // node's first visit (a row starting with +0.0 is not computed yet: a
-  // probability is at least `tiny`, or NaN), or null.
+  // probability is at least `tiny`, or NaN), or null.  A node's logits never
+  // change once it is read here: an expansion evaluates an existing node
+  // again only at the depth limit, and nodes there are never interior.
   GumbelSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
                  const int32_t* root_action, const MixValue& mix,
                  const bool* legal, float* cache)
@@ -909,18 +911,13 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
   }
 }
 
-// `cache`: the Gumbel descent's prior-probability cache `[B, N, A]` (or
-// empty): the leaves' rows are marked stale, since an expansion at the depth
-// limit evaluates an existing node again.
 ffi::Error BackupImpl(ffi::ThreadPool pool,
                       ffi::Buffer<ffi::S32> stats_in,
                       ffi::Buffer<ffi::S32> edges_in,
                       ffi::Buffer<ffi::S32> links,
                       ffi::Buffer<ffi::S32> leaf,
-                      ffi::Buffer<ffi::F32> cache_in,
                       ffi::ResultBuffer<ffi::S32> stats_out,
-                      ffi::ResultBuffer<ffi::S32> edges_out,
-                      ffi::ResultBuffer<ffi::F32> cache_out) {
+                      ffi::ResultBuffer<ffi::S32> edges_out) {
   const auto dims = edges_in.dimensions();
   if (dims.size() != 4 || dims[3] != kEdgeFields) {
     return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
@@ -941,18 +938,6 @@ ffi::Error BackupImpl(ffi::ThreadPool pool,
   // (B = 1024: 78 us either way; B = 256: 30 against 37 us per simulation).
   (void)pool;
   BackupRange(0, batch, num_nodes, num_actions, st, e, ln, lf);
-  if (cache_in.element_count() != 0) {
-    if (cache_in.element_count() != edges_in.element_count() / kEdgeFields) {
-      return ffi::Error::InvalidArgument("cache must be [B, N, A] or empty");
-    }
-    float* cache = cache_out->typed_data();
-    if (cache != cache_in.typed_data()) {
-      std::memcpy(cache, cache_in.typed_data(), cache_in.size_bytes());
-    }
-    for (int64_t b = 0; b < batch; ++b) {
-      cache[(b * num_nodes + lf[b]) * num_actions] = 0.0f;
-    }
-  }
   return ffi::Error::Success();
 }
 
@@ -990,10 +975,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerBackup, BackupImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::S32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelDescend, GumbelDescendImpl,
                               ffi::Ffi::Bind()
