@@ -747,7 +747,8 @@ def search(params: chex.ArrayTree,
            batch_axis: str = "batch",
            prior_probs: Optional[Callable] = None,
            native_puct: Optional[Tuple[Any, Any, Optional[float]]] = None,
-           gumbel_qtransform: Optional[Callable] = None) -> Tree:
+           gumbel_qtransform: Optional[Callable] = None,
+           gumbel_table: Optional[chex.Array] = None) -> Tree:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
 
   `root_select` / `interior_select` are batched selection functions (see
@@ -775,7 +776,10 @@ def search(params: chex.ArrayTree,
   the qtransform of `interior_select` if that is Gumbel MuZero's interior
   selection (the store keeps prior logits).  Where the native Gumbel descent
   computes it (`_native_gumbel`) and rounds as XLA (`_native.gumbel_exact`),
-  XLA picks the root's action and the kernel descends below it.
+  the kernel descends below the root.  With `gumbel_table` (Sequential
+  Halving's considered visit counts, `_considered_visits_table`, which
+  `root_select` uses with `extra_data.root_gumbel`) it picks the root's
+  action too where that rounds as XLA, else XLA picks it.
   """
   if not _packable(root):
     raise ValueError(
@@ -795,7 +799,8 @@ def search(params: chex.ArrayTree,
       max_depth=max_depth, loop_fn=loop_fn, full_batch=batch_size,
       prior_probs=prior_probs,
       native_puct=native_puct if prior_probs is not None else None,
-      gumbel_qtransform=gumbel_qtransform if prior_probs is None else None)
+      gumbel_qtransform=gumbel_qtransform if prior_probs is None else None,
+      gumbel_table=gumbel_table)
   if mesh is None:
     return run(params, rng_key, root, invalid_actions, extra_data, offset=0)
   num_shards = mesh.shape[batch_axis]
@@ -830,7 +835,8 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
                   max_depth, loop_fn, full_batch, offset,
-                  prior_probs, native_puct, gumbel_qtransform) -> Tree:
+                  prior_probs, native_puct, gumbel_qtransform,
+                  gumbel_table) -> Tree:
   """The search of examples `offset ... offset + len(root.value)` of a batch
   of `full_batch` (all of it without a mesh)."""
   batch_size = root.value.shape[0]
@@ -852,6 +858,9 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       legal = getattr(root.embedding, "legal_action_mask", None)
       gumbel_descent = (getattr(legal, "shape", None) ==
                         root.prior_logits.shape)
+    gumbel_root = (gumbel_descent and gumbel_table is not None and
+                   _native.gumbel_exact(root.prior_logits.shape[-1],
+                                        gumbel_qtransform, root=True))
     if native_descent:
       # `_exploration_scale` of every visit count a node can have (0 ... S +
       # 1), which the kernel indexes.  The counts pass an optimization
@@ -876,10 +885,16 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
             legal=store.embeddings.legal_action_mask if masked else None,
             masked_score=native_puct[2] if masked else 0.)
       elif gumbel_descent:
-        root_action, _ = _root_step(simulate_keys, store, invalid_actions,
-                                    extra_data, root_select)
+        if gumbel_root:
+          root_action, root_inputs = None, (extra_data.root_gumbel,
+                                            invalid_actions, gumbel_table)
+        else:
+          root_action, _ = _root_step(simulate_keys, store, invalid_actions,
+                                      extra_data, root_select)
+          root_inputs = None
         parent, action, child, cache = _native.gumbel_descend(
-            store.edges, store.stats, root_action, max_depth, mix,
+            store.edges, store.stats, max_depth, mix,
+            root_action=root_action, root=root_inputs,
             legal=(store.embeddings.legal_action_mask if mix[2] is not None
                    else None), cache=store.prior_cache)
         store = store._replace(prior_cache=cache)
@@ -1062,20 +1077,24 @@ def _gumbel_score(considered_visit, gumbel, logits, qvalues, visits):
   return jnp.maximum(-1e9, gumbel + logits + qvalues) + penalty
 
 
+def _gumbel_root_scores(view: Tree, qtransform, considered_visit):
+  """The scores whose argmax is Gumbel MuZero's root action, as mctx
+  (Sequential Halving's, invalid actions at -inf)."""
+  scores = _gumbel_score(considered_visit, view.extra_data.root_gumbel,
+                         view.children_prior_logits[0], qtransform(view, 0),
+                         view.children_visits[0])
+  return jnp.where(view.root_invalid_actions, -jnp.inf, scores)
+
+
 def _gumbel_root_action(key, view: Tree, depth, *, table, max_considered,
                         qtransform):
   """Gumbel MuZero root selection (Sequential Halving), as mctx."""
   del key, depth
-  visits = view.children_visits[0]
-  logits = view.children_prior_logits[0]
-  qvalues = qtransform(view, 0)
   num_valid = jnp.sum(1 - view.root_invalid_actions, axis=-1).astype(jnp.int32)
   considered = jnp.minimum(max_considered, num_valid)
   # At the root, the sum of the visit counts is the simulation index.
-  considered_visit = table[considered, jnp.sum(visits, -1)]
-  scores = _gumbel_score(considered_visit, view.extra_data.root_gumbel, logits,
-                         qvalues, visits)
-  return _argmax_valid(scores, view.root_invalid_actions)
+  considered_visit = table[considered, jnp.sum(view.children_visits[0], -1)]
+  return _argmax(_gumbel_root_scores(view, qtransform, considered_visit))
 
 
 def _gumbel_interior_scores(view: Tree, qtransform):
@@ -1098,12 +1117,16 @@ class _ProbeState(NamedTuple):
   legal_action_mask: chex.Array
 
 
-def gumbel_reference_scores(logits, qvalues, visits, raw_value, legal, *,
-                            qtransform):
-  """`_gumbel_interior_scores` under `qtransform` for independent nodes
-  (`[R, A]` each, `raw_value` `[R]`; q-values as given; `legal`: the
-  nodes' legal-move masks, the states' `legal_action_mask`): XLA's rounding,
-  which the native kernel must reproduce (`_native.gumbel_exact`)."""
+def gumbel_reference_scores(logits, qvalues, visits, raw_value, legal,
+                            gumbel, invalid, considered, *, qtransform,
+                            root: bool):
+  """Gumbel MuZero's selection scores under `qtransform` for independent
+  nodes, as the XLA search computes them: `_gumbel_interior_scores`, or with
+  `root` `_gumbel_root_scores` (`[R, A]` each; `raw_value` and the
+  considered visit counts `considered` `[R]`; q-values as given; `legal`:
+  the nodes' legal-move masks, the states' `legal_action_mask`; `gumbel` /
+  `invalid`: the root's noise and invalid actions).  The native kernel must
+  reproduce them bit for bit (`_native.gumbel_exact`)."""
   rows, num_actions = logits.shape
   one = lambda x: x[:, None]
   view = Tree(
@@ -1118,8 +1141,11 @@ def gumbel_reference_scores(logits, qvalues, visits, raw_value, legal, *,
       children_discounts=jnp.zeros([rows, 1, num_actions], jnp.float32),
       children_values=jnp.zeros([rows, 1, num_actions], jnp.float32),
       embeddings=_ProbeState(one(legal)),
-      root_invalid_actions=jnp.zeros([rows, num_actions], jnp.int32),
-      extra_data=None)
+      root_invalid_actions=invalid.astype(jnp.float32),
+      extra_data=mctx.GumbelMuZeroExtraData(root_gumbel=gumbel))
+  if root:
+    return jax.vmap(lambda v, c: _gumbel_root_scores(v, qtransform, c))(
+        view, considered)
   return jax.vmap(functools.partial(_gumbel_interior_scores,
                                     qtransform=qtransform))(view)
 
@@ -1309,7 +1335,7 @@ def gumbel_muzero_policy(
       invalid_actions=invalid_actions,
       extra_data=mctx.GumbelMuZeroExtraData(root_gumbel=gumbel),
       loop_fn=loop_fn, mesh=mesh, batch_axis=batch_axis,
-      gumbel_qtransform=qtransform)
+      gumbel_qtransform=qtransform, gumbel_table=table)
 
   # Act with the best of the most visited actions (by gumbel + logits + q).
   visit_counts = tree.summary().visit_counts

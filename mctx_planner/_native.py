@@ -71,7 +71,7 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
 _log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _STATE = {"loaded": None, "reason": "not tried yet"}
-_GUMBEL_EXACT = {}  # (actions, *constants) -> bool (see `gumbel_exact`)
+_GUMBEL_EXACT = {}  # (root?, actions, *constants) -> bool (`gumbel_exact`)
 _OFF = threading.local()
 
 
@@ -239,15 +239,18 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
       max_depth=np.int32(max_depth), masked_score=np.float32(masked_score))
 
 
-def gumbel_descend(edges, stats, root_action, max_depth: int, mix,
-                   legal=None, cache=None):
+def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
+                   root=None, legal=None, cache=None):
   """`(node, action, child, cache)`, the first three int32 `[B]`: as
-  `_fast_search._descend` with Gumbel MuZero's interior selection below the
-  root, whose action is given.
+  `_fast_search._descend` with Gumbel MuZero's selections.
 
   `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store,
-  prior logits in the edges), `root_action` int32 `[B]` (Sequential Halving's
-  choice at the root, made by XLA).  `mix`: `(value_scale, maxvisit_init,
+  prior logits in the edges).  The root's action: `root_action` int32 `[B]`
+  (chosen by XLA), or Sequential Halving's from `root = (gumbel, invalid,
+  table)`: the root's Gumbel noise `[B, A]`, its invalid actions `[B, A]`
+  and the table of considered visit counts `[max_considered + 1, S]`
+  (`_fast_search._considered_visits_table`; use only where
+  `gumbel_exact(..., root=True)`).  `mix`: `(value_scale, maxvisit_init,
   masked_score)` of `_fast_search._native_gumbel`; with `masked_score` not
   None, `legal` holds the nodes' legal-move masks `[B, N, A]`.  `cache`:
   float32 `[B, N, A]` zeros at the search's start, then what this returned:
@@ -259,29 +262,46 @@ def gumbel_descend(edges, stats, root_action, max_depth: int, mix,
   legal = (jnp.zeros([0], bool) if masked_score is None
            else jnp.asarray(legal).astype(bool))
   cache = jnp.zeros([0], jnp.float32) if cache is None else cache
+  if root_action is not None:
+    root_action = jnp.asarray(root_action, jnp.int32)
+    gumbel, invalid, table = (jnp.zeros([0], jnp.float32),
+                              jnp.zeros([0], bool), jnp.zeros([1, 0], jnp.int32))
+  else:
+    root_action = jnp.zeros([0], jnp.int32)
+    gumbel, invalid, table = root
+    gumbel = jnp.asarray(gumbel, jnp.float32)
+    invalid = jnp.asarray(invalid) != 0
+    table = jnp.asarray(table, jnp.int32)
   return jax.ffi.ffi_call(
       "mctx_planner_gumbel_descend",
       (out, out, out, jax.ShapeDtypeStruct(cache.shape, jnp.float32)),
-      input_output_aliases={4: 3}, vmap_method="sequential")(
-          edges, stats, jnp.asarray(root_action, jnp.int32), legal, cache,
+      input_output_aliases={7: 3}, vmap_method="sequential")(
+          edges, stats, root_action, gumbel, invalid, table, legal, cache,
           max_depth=np.int32(max_depth), value_scale=np.float32(value_scale),
           maxvisit_init=np.float32(maxvisit_init),
           masked_score=np.float32(0. if masked_score is None
                                   else masked_score))
 
 
-def _gumbel_scores(logits, qvalues, visits, raw_value, legal, mix):
-  """The kernel's Gumbel interior scores of independent rows (`[R, A]`
-  each, `raw_value` `[R]`, `legal` `[R, A]` used only where `mix` masks):
-  what `gumbel_exact` compares with XLA's."""
+def _gumbel_scores(logits, qvalues, visits, raw_value, legal, gumbel,
+                   invalid, considered, *, mix, root: bool):
+  """The kernel's Gumbel scores of independent rows (`[R, A]` each,
+  `raw_value` and `considered` `[R]`, `legal` used only where `mix` masks):
+  the interior's, or with `root` the root's, from the Gumbel noise, the
+  invalid actions and the considered visit counts.  What `gumbel_exact`
+  compares with XLA's."""
   value_scale, maxvisit_init, masked_score = mix
   if masked_score is None:
     legal = jnp.zeros([0], bool)
+  if not root:
+    gumbel, invalid, considered = (jnp.zeros([0], jnp.float32),
+                                   jnp.zeros([0], bool),
+                                   jnp.zeros([0], jnp.int32))
   return jax.ffi.ffi_call(
       "mctx_planner_gumbel_scores",
       jax.ShapeDtypeStruct(logits.shape, jnp.float32))(
-          logits, qvalues, visits, raw_value, legal,
-          value_scale=np.float32(value_scale),
+          logits, qvalues, visits, raw_value, legal, gumbel, invalid,
+          considered, value_scale=np.float32(value_scale),
           maxvisit_init=np.float32(maxvisit_init),
           masked_score=np.float32(0. if masked_score is None else
                                   masked_score))
@@ -301,43 +321,53 @@ def _probe_rows(num_actions: int, seed: int = 0):
   visits[: rows // 8] = 0
   legal = rng.random(shape) < 0.7
   legal[:, 0] = True
+  invalid = rng.random(shape) < 0.2
+  invalid[:, 0] = False
+  # Half the rows consider the most visited count, half a random one.
+  considered = np.where(rng.random(rows) < 0.5, visits.max(-1),
+                        rng.integers(0, 6, rows))
   return (logits.astype(np.float32),
           rng.uniform(-1, 1, shape).astype(np.float32),
           visits.astype(np.int32),
-          rng.uniform(-1, 1, rows).astype(np.float32), legal)
+          rng.uniform(-1, 1, rows).astype(np.float32), legal,
+          rng.gumbel(size=shape).astype(np.float32), invalid,
+          considered.astype(np.int32))
 
 
-def gumbel_exact(num_actions: int, qtransform) -> bool:
+def gumbel_exact(num_actions: int, qtransform, root: bool = False) -> bool:
   """Whether the native Gumbel descent rounds as XLA does for nodes of
   `num_actions` children under `qtransform` (a qtransform that
-  `_fast_search._native_gumbel` accepts) on this machine; cached per number
-  of actions and constants.
+  `_fast_search._native_gumbel` accepts) on this machine: its interior
+  selection, or with `root` its root selection; cached per kind, number of
+  actions and constants.
 
   The kernel mirrors XLA's `exp` and sums a row from 0 in order, which is
   how XLA:CPU (jaxlib 0.10) reduces short rows; wider rows, or another
   jaxlib, may be reduced in another order.  So before the first use, the
   kernel's scores of random nodes are compared bit for bit with Gumbel's
-  interior scores under `qtransform` compiled by XLA
+  scores under `qtransform` compiled by XLA
   (`_fast_search.gumbel_reference_scores`); where they differ the search
-  keeps XLA's descent (one log line).  Needs `available()`."""
+  keeps XLA's selection there (one log line).  Needs `available()`."""
   from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
   mix = _fast_search._native_gumbel(qtransform)  # pylint: disable=protected-access
   if mix is None:
     return False
-  cache_key = (num_actions, *mix)
+  cache_key = (root, num_actions, *mix)
   if cache_key not in _GUMBEL_EXACT:
     rows = _probe_rows(num_actions)
     reference = functools.partial(_fast_search.gumbel_reference_scores,
-                                  qtransform=qtransform)
+                                  qtransform=qtransform, root=root)
+    ours = functools.partial(_gumbel_scores, mix=mix, root=root)
     # Run now (also while a search is being traced), on the CPU.
     with jax.ensure_compile_time_eval(), jax.default_device(
         jax.devices("cpu")[0]):
-      ours = np.asarray(jax.jit(_gumbel_scores, static_argnums=5)(*rows, mix))
+      ours = np.asarray(jax.jit(ours)(*rows))
       xla = np.asarray(jax.jit(reference)(*rows))
     exact = bool(np.array_equal(ours.view(np.uint32), xla.view(np.uint32)))
     if not exact:
-      _log.info("mctx_planner: the native Gumbel descent does not round as "
-                "XLA for %d actions here; XLA's descent is used", num_actions)
+      _log.info("mctx_planner: the native Gumbel %s selection does not round "
+                "as XLA for %d actions here; XLA's is used",
+                "root" if root else "interior", num_actions)
     _GUMBEL_EXACT[cache_key] = exact
   return _GUMBEL_EXACT[cache_key]
 

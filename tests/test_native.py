@@ -162,31 +162,44 @@ def test_native_gumbel_cache_with_a_stochastic_model_at_the_depth_limit():
                         run(mctx.gumbel_muzero_policy)(params, key, root))
 
 
+@pytest.mark.parametrize("broken", ["interior", "root"])
 def test_gumbel_probe_turns_the_kernel_off_where_it_rounds_otherwise(
-    monkeypatch):
+    monkeypatch, broken):
   """`gumbel_exact` compares the kernel's scores with XLA's bit for bit: one
-  ulp off, it says no, and the search keeps XLA's descent (still exact)."""
+  ulp off, it says no, and the search keeps XLA's selection there (the
+  whole descent for the interior, the root step for the root), still
+  exact."""
   _require_kernels()
   num_actions, batch = 6, 8
+  qtransform = mctx.qtransform_completed_by_mix_value
   exact = _native._gumbel_scores  # pylint: disable=protected-access
+
+  def one_ulp_off(*rows, mix, root):
+    scores = exact(*rows, mix=mix, root=root)
+    return jnp.nextafter(scores, jnp.inf) if root == (broken == "root") else scores
+
   monkeypatch.setattr(_native, "_GUMBEL_EXACT", {})
-  monkeypatch.setattr(_native, "_gumbel_scores",
-                      lambda *rows: jnp.nextafter(exact(*rows), jnp.inf))
-  assert not _native.gumbel_exact(num_actions,
-                                  mctx.qtransform_completed_by_mix_value)
+  monkeypatch.setattr(_native, "_gumbel_scores", one_ulp_off)
+  assert not _native.gumbel_exact(num_actions, qtransform,
+                                  root=broken == "root")
+  assert _native.gumbel_exact(num_actions, qtransform,
+                              root=broken != "root")
   params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access
   root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
+  invalid = golden._invalid(batch, num_actions, 0)  # pylint: disable=protected-access
   key = jax.random.PRNGKey(0)
 
   def search(policy):
-    return jax.jit(lambda p, k, r: policy(p, k, r, golden._recurrent_fn, 8))  # pylint: disable=protected-access
+    return jax.jit(lambda p, k, r, i: policy(p, k, r, golden._recurrent_fn,  # pylint: disable=protected-access
+                                             8, invalid_actions=i))
 
   fast = search(_fast_search.gumbel_muzero_policy)
-  text = fast.lower(params, key, root).as_text()
-  assert "mctx_planner_gumbel_descend" not in text
+  text = fast.lower(params, key, root, invalid).as_text()
+  assert ("mctx_planner_gumbel_descend" in text) == (broken == "root")
   assert "mctx_planner_backup" in text
-  _assert_bit_identical(fast(params, key, root),
-                        search(mctx.gumbel_muzero_policy)(params, key, root))
+  _assert_bit_identical(
+      fast(params, key, root, invalid),
+      search(mctx.gumbel_muzero_policy)(params, key, root, invalid))
 
 
 def test_native_kernels_replace_the_tree_loops():

@@ -404,8 +404,10 @@ struct MixValue {
   float value_scale, maxvisit_init, masked_score;
 };
 
-// The scores whose argmax is mctx.gumbel_muzero_interior_action_selection's
-// action, computed as XLA:CPU computes them:
+// Gumbel MuZero's selection scores, computed as XLA:CPU computes them
+// (`GumbelPriorProbs`, `GumbelScaledQ`, then `GumbelScores` for
+// mctx.gumbel_muzero_interior_action_selection, `GumbelRootScores` for the
+// root):
 //   probs     = softmax(logits)            (exp * (1 / sum): XLA's reciprocal)
 //   p         = max(probs, tiny)
 //   value     = (raw + N * sum_{n > 0}(p * q / sum_{n > 0} p)) / (N + 1)
@@ -418,7 +420,7 @@ struct MixValue {
 // search's number of actions before the kernel is used.  `row` gives
 // `logit(a)`, `q(a)` and `visits(a)`; `legal` is the node's legal-move mask
 // or null (no masking); `probs`, `completed` and `scores` are rows of
-// `num_actions`.
+// `num_actions`.  The prior probabilities (`GumbelPriorProbs`):
 template <typename Row>
 inline void GumbelPriorProbs(const Row& row, int32_t num_actions,
                              float* probs) {
@@ -435,15 +437,20 @@ inline void GumbelPriorProbs(const Row& row, int32_t num_actions,
   }
 }
 
-// `probs`: the node's `max(softmax(logits), tiny)`, from `GumbelPriorProbs`
-// (the logits are fixed, so the descent keeps them per node).
+// The rest of mctx.qtransform_completed_by_mix_value, before its last
+// product: the
+// completed q-values rescaled to [0, 1] go to `scaled`, and the factor
+// `(maxvisit_init + max n) * value_scale` is returned (the callers multiply,
+// fusing as XLA does).  `probs`: the node's `max(softmax(logits), tiny)`,
+// from `GumbelPriorProbs` (the logits are fixed, so the descent keeps them
+// per node).  `*sum_visits` gets N.
 template <typename Row>
-inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
-                         const MixValue& mix, const bool* legal,
-                         const float* probs, float* completed, float* scores) {
-  int32_t sum_visits = 0, max_visits = std::numeric_limits<int32_t>::min();
+inline float GumbelScaledQ(const Row& row, int32_t num_actions, float raw,
+                           const MixValue& mix, const float* probs,
+                           float* scaled, int32_t* sum_visits) {
+  int32_t total_visits = 0, max_visits = std::numeric_limits<int32_t>::min();
   for (int32_t a = 0; a < num_actions; ++a) {
-    sum_visits += row.visits(a);
+    total_visits += row.visits(a);
     max_visits = std::max(max_visits, row.visits(a));
   }
   float visited_probs = 0.0f;
@@ -452,33 +459,52 @@ inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
   }
   float weighted_q = 0.0f;
   for (int32_t a = 0; a < num_actions; ++a) {
-    completed[a] = row.q(a);
+    scaled[a] = row.q(a);
     weighted_q = weighted_q + (row.visits(a) > 0
-                                   ? probs[a] * completed[a] / visited_probs
+                                   ? probs[a] * scaled[a] / visited_probs
                                    : 0.0f);
   }
   const float value =
-      MulAdd(static_cast<float>(sum_visits), weighted_q, raw) /
-      static_cast<float>(sum_visits + 1);
+      MulAdd(static_cast<float>(total_visits), weighted_q, raw) /
+      static_cast<float>(total_visits + 1);
   float lo = std::numeric_limits<float>::infinity();
   float hi = -lo;
   for (int32_t a = 0; a < num_actions; ++a) {
-    if (row.visits(a) <= 0) completed[a] = value;
-    lo = NanMin(lo, completed[a]);
-    hi = NanMax(hi, completed[a]);
+    if (row.visits(a) <= 0) scaled[a] = value;
+    lo = NanMin(lo, scaled[a]);
+    hi = NanMax(hi, scaled[a]);
   }
   const float rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
-  const float visit_scale =
-      (static_cast<float>(max_visits) + mix.maxvisit_init) * mix.value_scale;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    scaled[a] = (scaled[a] - lo) * rescale;
+  }
+  *sum_visits = total_visits;
+  return (static_cast<float>(max_visits) + mix.maxvisit_init) *
+         mix.value_scale;
+}
+
+// `base + q'` with q' = `visit_scale * scaled` the completed q-value, as XLA
+// computes it: without a mask LLVM fuses the product into the add; the
+// mask's select between them (illegal: `masked_score`) leaves a plain
+// product and add.
+inline float PlusCompletedQ(float base, float visit_scale, float scaled,
+                            const bool* legal, int32_t a, float masked_score) {
+  return legal == nullptr
+             ? MulAdd(visit_scale, scaled, base)
+             : base + (legal[a] ? visit_scale * scaled : masked_score);
+}
+
+template <typename Row>
+inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
+                         const MixValue& mix, const bool* legal,
+                         const float* probs, float* completed, float* scores) {
+  int32_t sum_visits;
+  const float visit_scale = GumbelScaledQ(row, num_actions, raw, mix, probs,
+                                          completed, &sum_visits);
   float top = -std::numeric_limits<float>::infinity();
   for (int32_t a = 0; a < num_actions; ++a) {
-    const float scaled = (completed[a] - lo) * rescale;
-    // Without a mask LLVM fuses the product into the add of the logit; the
-    // mask's select between them leaves a plain product and add.
-    scores[a] = legal == nullptr
-                    ? MulAdd(visit_scale, scaled, row.logit(a))
-                    : (legal[a] ? visit_scale * scaled : mix.masked_score) +
-                          row.logit(a);
+    scores[a] = PlusCompletedQ(row.logit(a), visit_scale, completed[a], legal,
+                               a, mix.masked_score);
     top = NanMax(top, scores[a]);
   }
   float total = 0.0f;
@@ -492,6 +518,31 @@ inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
     // probs - n / (1 + N): the first product fused into the difference.
     scores[a] = MulAdd(scores[a], improved,
                        -(static_cast<float>(row.visits(a)) * visit_share));
+  }
+}
+
+// Gumbel MuZero's root scores (mctx.gumbel_muzero_root_action_selection:
+// Sequential Halving's `score_considered`, then the invalid actions masked):
+//   max(-1e9, gumbel + (logits - max logits) + q') + (n == considered ? 0 : -inf)
+// with q' as in `GumbelScores`; `invalid`: the root's invalid actions.
+template <typename Row>
+inline void GumbelRootScores(const Row& row, int32_t num_actions, float raw,
+                             const MixValue& mix, const bool* legal,
+                             const float* probs, const float* gumbel,
+                             const bool* invalid, int32_t considered_visit,
+                             float* completed, float* scores) {
+  int32_t sum_visits;
+  const float visit_scale = GumbelScaledQ(row, num_actions, raw, mix, probs,
+                                          completed, &sum_visits);
+  float top = -std::numeric_limits<float>::infinity();
+  for (int32_t a = 0; a < num_actions; ++a) top = NanMax(top, row.logit(a));
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  for (int32_t a = 0; a < num_actions; ++a) {
+    float score = PlusCompletedQ(gumbel[a] + (row.logit(a) - top), visit_scale,
+                                 completed[a], legal, a, mix.masked_score);
+    score = NanMax(-1e9f, score) +
+            (row.visits(a) == considered_visit ? 0.0f : minus_inf);
+    scores[a] = invalid[a] ? minus_inf : score;
   }
 }
 
@@ -661,16 +712,27 @@ class GumbelSelector {
   // probability is at least `tiny`, or NaN), or null.  A node's logits never
   // change once it is read here: an expansion evaluates an existing node
   // again only at the depth limit, and nodes there are never interior.
+  // The root's action: `root.action[b]` if given, else `GumbelRootScores`
+  // with `root.gumbel` / `root.invalid` (`[B, A]`) and the considered visit
+  // count from `root.table` (`[max_considered + 1, table_width]`).
+  struct Root {
+    const int32_t* action;
+    const float* gumbel;
+    const bool* invalid;
+    const int32_t* table;
+    int32_t max_considered, table_width;
+  };
+
   GumbelSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
-                 const int32_t* root_action, const MixValue& mix,
-                 const bool* legal, float* cache)
-      : num_actions_(num_actions), e_(e), st_(st), root_action_(root_action),
-        mix_(mix), legal_(legal), cache_(cache),
+                 const Root& root, const MixValue& mix, const bool* legal,
+                 float* cache)
+      : num_actions_(num_actions), e_(e), st_(st), root_(root), mix_(mix),
+        legal_(legal), cache_(cache),
         scratch_(3 * static_cast<size_t>(num_actions)) {}
 
   int32_t operator()(Path& q, int64_t b, int64_t at) {
-    if (q.depth == 0) {
-      const int32_t action = root_action_[b];
+    if (q.depth == 0 && root_.action != nullptr) {
+      const int32_t action = root_.action[b];
       return action >= 0 && action < num_actions_ ? action : -1;
     }
     const EdgeRow row{e_ + at * num_actions_ * kEdgeFields};
@@ -683,9 +745,25 @@ class GumbelSelector {
     } else {
       GumbelPriorProbs(row, num_actions_, probs);
     }
-    GumbelScores(row, num_actions_, AsFloat(st_[at * kStatFields + kSRaw]),
-                 mix_, legal_ == nullptr ? nullptr : legal_ + at * num_actions_,
-                 probs, completed, scores);
+    const float raw = AsFloat(st_[at * kStatFields + kSRaw]);
+    const bool* legal = legal_ == nullptr ? nullptr : legal_ + at * num_actions_;
+    if (q.depth == 0) {
+      const bool* invalid = root_.invalid + b * num_actions_;
+      int32_t num_valid = 0, sum_visits = 0;
+      for (int32_t a = 0; a < num_actions_; ++a) {
+        num_valid += invalid[a] ? 0 : 1;
+        sum_visits += row.visits(a);
+      }
+      const int32_t considered = std::min(root_.max_considered, num_valid);
+      if (sum_visits < 0 || sum_visits >= root_.table_width) return -1;
+      GumbelRootScores(row, num_actions_, raw, mix_, legal, probs,
+                       root_.gumbel + b * num_actions_, invalid,
+                       root_.table[considered * root_.table_width + sum_visits],
+                       completed, scores);
+    } else {
+      GumbelScores(row, num_actions_, raw, mix_, legal, probs, completed,
+                   scores);
+    }
     return Argmax(scores, num_actions_);
   }
 
@@ -693,7 +771,7 @@ class GumbelSelector {
   const int32_t num_actions_;
   const int32_t* e_;
   const int32_t* st_;
-  const int32_t* root_action_;
+  const Root root_;
   const MixValue mix_;
   const bool* legal_;
   float* cache_;
@@ -746,13 +824,18 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
   return ffi::Error::Success();
 }
 
-// Gumbel MuZero's descent (see GumbelSelector): `root_action[B]` is the
-// action at the root; `legal`: the nodes' legal-move masks `[B, N, A]`, or
-// empty.
+// Gumbel MuZero's descent (see GumbelSelector).  The root's action:
+// `root_action[B]`, or if that is empty Sequential Halving's, from
+// `gumbel[B, A]`, `invalid[B, A]` and `table[max_considered + 1, S]` (the
+// considered visit counts).  `legal`: the nodes' legal-move masks
+// `[B, N, A]`, or empty.
 ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
                              ffi::Buffer<ffi::S32> edges,
                              ffi::Buffer<ffi::S32> stats,
                              ffi::Buffer<ffi::S32> root_action,
+                             ffi::Buffer<ffi::F32> gumbel,
+                             ffi::Buffer<ffi::PRED> invalid,
+                             ffi::Buffer<ffi::S32> table,
                              ffi::Buffer<ffi::PRED> legal_mask,
                              ffi::Buffer<ffi::F32> cache_in,
                              ffi::ResultBuffer<ffi::S32> node_out,
@@ -769,7 +852,22 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
   const int32_t num_actions = static_cast<int32_t>(dims[2]);
   const int32_t* e = edges.typed_data();
   const int32_t* st = stats.typed_data();
-  const int32_t* ra = root_action.typed_data();
+  GumbelSelector::Root root{nullptr, nullptr, nullptr, nullptr, 0, 0};
+  if (root_action.element_count() == batch) {
+    root.action = root_action.typed_data();
+  } else {
+    const auto table_dims = table.dimensions();
+    if (gumbel.element_count() != batch * num_actions ||
+        invalid.element_count() != batch * num_actions ||
+        table_dims.size() != 2 || table_dims[0] < 1) {
+      return ffi::Error::InvalidArgument(
+          "without root actions: gumbel and invalid [B, A], table [M + 1, S]");
+    }
+    root = GumbelSelector::Root{
+        nullptr, gumbel.typed_data(), invalid.typed_data(), table.typed_data(),
+        static_cast<int32_t>(table_dims[0] - 1),
+        static_cast<int32_t>(table_dims[1])};
+  }
   const bool* legal =
       legal_mask.element_count() == 0 ? nullptr : legal_mask.typed_data();
   if (legal != nullptr &&
@@ -792,13 +890,16 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
   int32_t* action_o = action_out->typed_data();
   int32_t* child_o = child_out->typed_data();
   auto range = [=](int64_t begin, int64_t end) {
-    GumbelSelector select(num_actions, e, st, ra, mix, legal, cache);
+    GumbelSelector select(num_actions, e, st, root, mix, legal, cache);
     return DescendRange(begin, end, num_nodes, num_actions, e, st, nullptr,
                         max_depth, select, node_o, action_o, child_o);
   };
   const bool ok = batch < kParallelMin ? range(0, batch)
                                        : ParallelFor(pool, batch, kChunk, range);
-  if (!ok) return ffi::Error::Internal("root action outside [0, A)");
+  if (!ok) {
+    return ffi::Error::Internal(
+        "root action outside [0, A), or root visits outside the table");
+  }
   return ffi::Error::Success();
 }
 
@@ -819,6 +920,9 @@ ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
                             ffi::Buffer<ffi::S32> visits,
                             ffi::Buffer<ffi::F32> raw,
                             ffi::Buffer<ffi::PRED> legal_mask,
+                            ffi::Buffer<ffi::F32> gumbel,
+                            ffi::Buffer<ffi::PRED> invalid,
+                            ffi::Buffer<ffi::S32> considered,
                             ffi::ResultBuffer<ffi::F32> scores,
                             float value_scale, float maxvisit_init,
                             float masked_score) {
@@ -831,6 +935,14 @@ ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
   if (legal != nullptr && legal_mask.element_count() != logits.element_count()) {
     return ffi::Error::InvalidArgument("legal must be [R, A] or empty");
   }
+  // Root scores where `gumbel` is given (`[R, A]`, with `invalid` `[R, A]`
+  // and the considered visit counts `[R]`), else interior scores.
+  const bool root = gumbel.element_count() != 0;
+  if (root && (gumbel.element_count() != logits.element_count() ||
+               invalid.element_count() != logits.element_count() ||
+               considered.element_count() != rows)) {
+    return ffi::Error::InvalidArgument("root rows must be [R, A], [R, A], [R]");
+  }
   const MixValue mix{value_scale, maxvisit_init, masked_score};
   std::vector<float> scratch(2 * static_cast<size_t>(num_actions));
   for (int64_t r = 0; r < rows; ++r) {
@@ -838,9 +950,17 @@ ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
     const ArrayRow row{logits.typed_data() + at, qvalues.typed_data() + at,
                        visits.typed_data() + at};
     GumbelPriorProbs(row, num_actions, scratch.data());
-    GumbelScores(row, num_actions, raw.typed_data()[r], mix,
-                 legal == nullptr ? nullptr : legal + at, scratch.data(),
-                 scratch.data() + num_actions, scores->typed_data() + at);
+    if (root) {
+      GumbelRootScores(row, num_actions, raw.typed_data()[r], mix,
+                       legal == nullptr ? nullptr : legal + at, scratch.data(),
+                       gumbel.typed_data() + at, invalid.typed_data() + at,
+                       considered.typed_data()[r], scratch.data() + num_actions,
+                       scores->typed_data() + at);
+    } else {
+      GumbelScores(row, num_actions, raw.typed_data()[r], mix,
+                   legal == nullptr ? nullptr : legal + at, scratch.data(),
+                   scratch.data() + num_actions, scores->typed_data() + at);
+    }
   }
   return ffi::Error::Success();
 }
@@ -984,6 +1104,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelDescend, GumbelDescendImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
@@ -1002,6 +1125,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelScores, GumbelScoresImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("value_scale")
                                   .Attr<float>("maxvisit_init")
