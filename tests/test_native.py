@@ -40,12 +40,17 @@ def _hlo(fn, *args):
 
 
 @functools.lru_cache(maxsize=None)
-def _muzero_pair(num_simulations, max_depth, typed):
+def _policy_pair(algorithm, num_simulations, max_depth, typed=False):
+  """`(mctx's, the fast backend's)` jitted `{algorithm}_policy` on the
+  golden toy model (`typed`: a separate trace for typed keys)."""
+  del typed
+
   def run(policy, params, key, root, invalid):
     return policy(params, key, root, golden._recurrent_fn, num_simulations,  # pylint: disable=protected-access
                   invalid_actions=invalid, max_depth=max_depth)
-  return (jax.jit(functools.partial(run, mctx.muzero_policy)),
-          jax.jit(functools.partial(run, _fast_search.muzero_policy)))
+  return tuple(jax.jit(functools.partial(run, getattr(module,
+                                                      f"{algorithm}_policy")))
+               for module in (mctx, _fast_search))
 
 
 # (batch, num_simulations, num_actions, max_depth, discount, typed keys)
@@ -62,7 +67,7 @@ NATIVE_CASES = [
 def test_native_muzero_matches_mctx(case):
   _require_kernels()
   batch, sims, num_actions, max_depth, discount, typed = case
-  ref, fast = _muzero_pair(sims, max_depth, typed)
+  ref, fast = _policy_pair("muzero", sims, max_depth, typed)
   for seed in range(3):
     # The last seed has flat priors: exact ties, drawn by the noise.
     params = golden._params(num_actions, discount, flat_prior=seed == 2)  # pylint: disable=protected-access
@@ -95,15 +100,6 @@ def _assert_bit_identical(fast, ref):
                                   err_msg=name)
 
 
-@functools.lru_cache(maxsize=None)
-def _gumbel_pair(num_simulations, max_depth):
-  def run(policy, params, key, root, invalid):
-    return policy(params, key, root, golden._recurrent_fn, num_simulations,  # pylint: disable=protected-access
-                  invalid_actions=invalid, max_depth=max_depth)
-  return (jax.jit(functools.partial(run, mctx.gumbel_muzero_policy)),
-          jax.jit(functools.partial(run, _fast_search.gumbel_muzero_policy)))
-
-
 # (batch, num_simulations, num_actions, max_depth, discount)
 GUMBEL_CASES = [
     (16, 24, 9, None, 0.95),
@@ -124,7 +120,7 @@ def test_native_gumbel_matches_mctx(case):
       "XLA no longer rounds Gumbel's interior selection as "
       "tree_kernels.cc's GumbelScores (a new jaxlib?): the native Gumbel "
       "descent is off; see _native.gumbel_exact")
-  ref, fast = _gumbel_pair(sims, max_depth)
+  ref, fast = _policy_pair("gumbel_muzero", sims, max_depth)
   for seed in range(2):
     params = golden._params(num_actions, discount, seed=seed)  # pylint: disable=protected-access
     root = golden._root(batch, num_actions, seed)  # pylint: disable=protected-access

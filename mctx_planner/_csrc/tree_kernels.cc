@@ -778,6 +778,51 @@ class GumbelSelector {
   std::vector<float> scratch_;
 };
 
+// The descent's checks and loop, shared by MuZero's and Gumbel MuZero's.
+struct DescentArgs {
+  int64_t batch, num_nodes;
+  int32_t num_actions;
+  const int32_t* e;
+  const int32_t* st;
+  const bool* legal;  // `[B, N, A]` legal-move masks, or null
+};
+
+// Reads the store's shape and the optional legal-move masks (empty: none).
+ffi::Error ReadDescentArgs(const ffi::Buffer<ffi::S32>& edges,
+                           const ffi::Buffer<ffi::S32>& stats,
+                           const ffi::Buffer<ffi::PRED>& legal_mask,
+                           DescentArgs* args) {
+  const auto dims = edges.dimensions();
+  if (dims.size() != 4 || dims[3] != kEdgeFields) {
+    return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
+  }
+  const bool masked = legal_mask.element_count() != 0;
+  if (masked && legal_mask.element_count() != edges.element_count() / kEdgeFields) {
+    return ffi::Error::InvalidArgument("legal must be [B, N, A] or empty");
+  }
+  *args = DescentArgs{dims[0], dims[1], static_cast<int32_t>(dims[2]),
+                      edges.typed_data(), stats.typed_data(),
+                      masked ? legal_mask.typed_data() : nullptr};
+  return ffi::Error::Success();
+}
+
+// `DescendRange` over the whole batch, with a selector from `make_select()`
+// per range, split over XLA's threads from `kParallelMin` examples.
+template <typename MakeSelect>
+bool DescendBatch(ffi::ThreadPool& pool, const DescentArgs& args,
+                  const uint32_t* keys, int32_t max_depth,
+                  MakeSelect make_select, int32_t* node_o, int32_t* action_o,
+                  int32_t* child_o) {
+  auto range = [=](int64_t begin, int64_t end) {
+    auto select = make_select();
+    return DescendRange(begin, end, args.num_nodes, args.num_actions, args.e,
+                        args.st, keys, max_depth, select, node_o, action_o,
+                        child_o);
+  };
+  return args.batch < kParallelMin ? range(0, args.batch)
+                                   : ParallelFor(pool, args.batch, kChunk, range);
+}
+
 // `legal`: the nodes' legal-move masks `[B, N, A]` (the planner's
 // `_legal_qtransform`: illegal children score `masked_score`), or empty.
 ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
@@ -791,35 +836,22 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
                              ffi::ResultBuffer<ffi::S32> action_out,
                              ffi::ResultBuffer<ffi::S32> child_out,
                              int32_t max_depth, float masked_score) {
-  const auto dims = edges.dimensions();
-  if (dims.size() != 4 || dims[3] != kEdgeFields) {
-    return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
+  DescentArgs args;
+  if (auto error = ReadDescentArgs(edges, stats, legal_mask, &args);
+      error.failure()) {
+    return error;
   }
-  const int64_t batch = dims[0], num_nodes = dims[1];
-  const int32_t num_actions = static_cast<int32_t>(dims[2]);
-  const int32_t* e = edges.typed_data();
-  const int32_t* st = stats.typed_data();
   const bool* inv = invalid.typed_data();
-  const bool* legal =
-      legal_mask.element_count() == 0 ? nullptr : legal_mask.typed_data();
-  if (legal != nullptr &&
-      legal_mask.element_count() != edges.element_count() / kEdgeFields) {
-    return ffi::Error::InvalidArgument("legal must be [B, N, A] or empty");
-  }
-  const uint32_t* k = keys.typed_data();
   const float* sc = scale.typed_data();
   const int64_t table = scale.element_count();
-  int32_t* node_o = node_out->typed_data();
-  int32_t* action_o = action_out->typed_data();
-  int32_t* child_o = child_out->typed_data();
-  auto range = [=](int64_t begin, int64_t end) {
-    PuctSelector select(num_actions, e, st, inv, legal, masked_score, sc,
-                        table);
-    return DescendRange(begin, end, num_nodes, num_actions, e, st, k,
-                        max_depth, select, node_o, action_o, child_o);
-  };
-  const bool ok = batch < kParallelMin ? range(0, batch)
-                                       : ParallelFor(pool, batch, kChunk, range);
+  const bool ok = DescendBatch(
+      pool, args, keys.typed_data(), max_depth,
+      [=] {
+        return PuctSelector(args.num_actions, args.e, args.st, inv, args.legal,
+                            masked_score, sc, table);
+      },
+      node_out->typed_data(), action_out->typed_data(),
+      child_out->typed_data());
   if (!ok) return ffi::Error::Internal("node visit count outside the PUCT table");
   return ffi::Error::Success();
 }
@@ -844,14 +876,13 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
                              ffi::ResultBuffer<ffi::F32> cache_out,
                              int32_t max_depth, float value_scale,
                              float maxvisit_init, float masked_score) {
-  const auto dims = edges.dimensions();
-  if (dims.size() != 4 || dims[3] != kEdgeFields) {
-    return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
+  DescentArgs args;
+  if (auto error = ReadDescentArgs(edges, stats, legal_mask, &args);
+      error.failure()) {
+    return error;
   }
-  const int64_t batch = dims[0], num_nodes = dims[1];
-  const int32_t num_actions = static_cast<int32_t>(dims[2]);
-  const int32_t* e = edges.typed_data();
-  const int32_t* st = stats.typed_data();
+  const int64_t batch = args.batch;
+  const int32_t num_actions = args.num_actions;
   GumbelSelector::Root root{nullptr, nullptr, nullptr, nullptr, 0, 0};
   if (root_action.element_count() == batch) {
     root.action = root_action.typed_data();
@@ -868,12 +899,6 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
         static_cast<int32_t>(table_dims[0] - 1),
         static_cast<int32_t>(table_dims[1])};
   }
-  const bool* legal =
-      legal_mask.element_count() == 0 ? nullptr : legal_mask.typed_data();
-  if (legal != nullptr &&
-      legal_mask.element_count() != edges.element_count() / kEdgeFields) {
-    return ffi::Error::InvalidArgument("legal must be [B, N, A] or empty");
-  }
   const MixValue mix{value_scale, maxvisit_init, masked_score};
   // The prior-probability cache, updated in place (aliased), or empty.
   float* cache = nullptr;
@@ -886,16 +911,14 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
       std::memcpy(cache, cache_in.typed_data(), cache_in.size_bytes());
     }
   }
-  int32_t* node_o = node_out->typed_data();
-  int32_t* action_o = action_out->typed_data();
-  int32_t* child_o = child_out->typed_data();
-  auto range = [=](int64_t begin, int64_t end) {
-    GumbelSelector select(num_actions, e, st, root, mix, legal, cache);
-    return DescendRange(begin, end, num_nodes, num_actions, e, st, nullptr,
-                        max_depth, select, node_o, action_o, child_o);
-  };
-  const bool ok = batch < kParallelMin ? range(0, batch)
-                                       : ParallelFor(pool, batch, kChunk, range);
+  const bool ok = DescendBatch(
+      pool, args, nullptr, max_depth,
+      [=] {
+        return GumbelSelector(num_actions, args.e, args.st, root, mix,
+                              args.legal, cache);
+      },
+      node_out->typed_data(), action_out->typed_data(),
+      child_out->typed_data());
   if (!ok) {
     return ffi::Error::Internal(
         "root action outside [0, A), or root visits outside the table");
