@@ -961,13 +961,6 @@ def _argmax(x):
   return jnp.min(jnp.where(key == best, index, size), axis=-1)
 
 
-def _argmax_valid(scores, invalid):
-  """argmax over actions, never picking an action flagged in `invalid`."""
-  if invalid is not None:
-    scores = jnp.where(invalid, -jnp.inf, scores)
-  return _argmax(scores)
-
-
 # mctx adds `1e-7 * uniform[0, 1)` to the PUCT scores to break ties.
 _TIE_BREAK = 1e-7
 

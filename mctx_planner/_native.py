@@ -9,9 +9,10 @@ tree levels with one kernel each per simulation:
   ``qtransform_by_parent_and_siblings``, optionally with the planner's
   legal-move masking), every example from the root to its leaf, the batch
   split over XLA's intra-op threads from B = 128;
-* ``gumbel_descend``: Gumbel MuZero's descent below the root (whose action
-  XLA picks), with ``qtransform_completed_by_mix_value`` (optionally masked),
-  threaded alike, where ``gumbel_exact`` finds that it rounds as XLA;
+* ``gumbel_descend``: Gumbel MuZero's descent, the root's Sequential
+  Halving selection included, with ``qtransform_completed_by_mix_value``
+  (optionally masked), threaded alike, where ``gumbel_exact`` finds that it
+  rounds as XLA (for the root and the interior separately);
 * ``backup``: the backward pass of every policy, in place.
 
 They round every float operation as XLA rounds mctx's formulas (its fused
