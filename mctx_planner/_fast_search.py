@@ -846,18 +846,16 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     native_descent = (native and native_puct is not None and
                       _own_threefry_ok() and
                       _as_raw_keys(rng_key) is not None)
+    # A masked native descent reads the states' legal-move masks, `[B, A]`.
+    legal = getattr(root.embedding, "legal_action_mask", None)
+    has_masks = getattr(legal, "shape", None) == root.prior_logits.shape
     masked = native_descent and native_puct[2] is not None
-    if masked:  # the states must carry their legal-move masks, `[B, A]`
-      legal = getattr(root.embedding, "legal_action_mask", None)
-      native_descent = getattr(legal, "shape", None) == root.prior_logits.shape
+    native_descent = native_descent and (has_masks or not masked)
     mix = (_native_gumbel(gumbel_qtransform)
            if native and gumbel_qtransform is not None else None)
-    gumbel_descent = mix is not None and _native.gumbel_exact(
-        root.prior_logits.shape[-1], gumbel_qtransform)
-    if gumbel_descent and mix[2] is not None:  # masked: as for MuZero
-      legal = getattr(root.embedding, "legal_action_mask", None)
-      gumbel_descent = (getattr(legal, "shape", None) ==
-                        root.prior_logits.shape)
+    gumbel_descent = (mix is not None and (has_masks or mix[2] is None) and
+                      _native.gumbel_exact(root.prior_logits.shape[-1],
+                                           gumbel_qtransform))
     gumbel_root = (gumbel_descent and gumbel_table is not None and
                    _native.gumbel_exact(root.prior_logits.shape[-1],
                                         gumbel_qtransform, root=True))

@@ -200,8 +200,8 @@ def test_gumbel_probe_turns_the_kernel_off_where_it_rounds_otherwise(
 
 def test_native_kernels_replace_the_tree_loops():
   """With the kernels, MuZero's and Gumbel MuZero's searches have no descent
-  or backup loop left (Gumbel's root step stays XLA); with a qtransform
-  other than mctx's default, they keep the XLA descent."""
+  or backup loop left; with a qtransform other than mctx's default, they
+  keep the XLA descent."""
   _require_kernels()
   num_actions, batch = 5, 8
   params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access

@@ -139,7 +139,8 @@ inline float FromBits(uint32_t bits) {
 // `jnp.exp` as XLA:CPU computes it: XLA expands `exp` into this Cephes-style
 // polynomial (clamp, n = floor(x log2(e) + 1/2), Cody-Waite reduction, degree
 // 7, times 2^n), and LLVM fuses each product into the add that consumes it.
-// `GumbelProbe` (`_native.gumbel_exact`) checks the bits against XLA's.
+// `_native.gumbel_exact` checks the bits against XLA's (through the
+// `mctx_planner_gumbel_scores` probe).
 inline float XlaExp(float x) {
   if (std::isnan(x)) return x;
   x = x < -87.8f ? -87.8f : x;
@@ -438,12 +439,11 @@ inline void GumbelPriorProbs(const Row& row, int32_t num_actions,
 }
 
 // The rest of mctx.qtransform_completed_by_mix_value, before its last
-// product: the
-// completed q-values rescaled to [0, 1] go to `scaled`, and the factor
-// `(maxvisit_init + max n) * value_scale` is returned (the callers multiply,
-// fusing as XLA does).  `probs`: the node's `max(softmax(logits), tiny)`,
-// from `GumbelPriorProbs` (the logits are fixed, so the descent keeps them
-// per node).  `*sum_visits` gets N.
+// product: the completed q-values rescaled to [0, 1] go to `scaled`, and the
+// factor `(maxvisit_init + max n) * value_scale` is returned (the callers
+// multiply, fusing as XLA does).  `probs`: the node's
+// `max(softmax(logits), tiny)`, from `GumbelPriorProbs` (the logits are
+// fixed, so the descent keeps them per node).  `*sum_visits` gets N.
 template <typename Row>
 inline float GumbelScaledQ(const Row& row, int32_t num_actions, float raw,
                            const MixValue& mix, const float* probs,
