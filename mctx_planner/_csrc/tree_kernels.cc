@@ -384,6 +384,30 @@ inline float NanMin(float a, float b) {
   return a < b ? a : b;
 }
 
+// A float row sum in XLA:CPU's order: from 0 in order for up to 32
+// elements; a wider row is split by XLA's tree-reduction pass into windows
+// of 32 (a `reduce-window`), each summed from 0 in order, and the window sums
+// are then summed from 0 in order.  (Rows of 23 to 32 elements that XLA fuses
+// with their producer may be vectorized by LLVM instead; `gumbel_exact`
+// catches that.)  Add the elements in order with `Add`, then read `Total`.
+class XlaRowSum {
+ public:
+  void Add(float v) {
+    window_ = window_ + v;
+    if (++count_ == kWindow) {
+      total_ = total_ + window_;
+      window_ = 0.0f;
+      count_ = 0;
+    }
+  }
+  float Total() const { return count_ == 0 ? total_ : total_ + window_; }
+
+ private:
+  static constexpr int32_t kWindow = 32;
+  float total_ = 0.0f, window_ = 0.0f;
+  int32_t count_ = 0;
+};
+
 // One node's edges in the packed store, as `GumbelScores` reads them.
 struct EdgeRow {
   const int32_t* rec;
@@ -427,12 +451,12 @@ inline void GumbelPriorProbs(const Row& row, int32_t num_actions,
                              float* probs) {
   float top = -std::numeric_limits<float>::infinity();
   for (int32_t a = 0; a < num_actions; ++a) top = NanMax(top, row.logit(a));
-  float total = 0.0f;
+  XlaRowSum total;
   for (int32_t a = 0; a < num_actions; ++a) {
     probs[a] = XlaExp(row.logit(a) - top);
-    total = total + probs[a];
+    total.Add(probs[a]);
   }
-  const float inverse = 1.0f / total;
+  const float inverse = 1.0f / total.Total();
   for (int32_t a = 0; a < num_actions; ++a) {
     probs[a] = NanMax(probs[a] * inverse, std::numeric_limits<float>::min());
   }
@@ -453,19 +477,19 @@ inline float GumbelScaledQ(const Row& row, int32_t num_actions, float raw,
     total_visits += row.visits(a);
     max_visits = std::max(max_visits, row.visits(a));
   }
-  float visited_probs = 0.0f;
+  XlaRowSum visited_sum;
   for (int32_t a = 0; a < num_actions; ++a) {
-    visited_probs = visited_probs + (row.visits(a) > 0 ? probs[a] : 0.0f);
+    visited_sum.Add(row.visits(a) > 0 ? probs[a] : 0.0f);
   }
-  float weighted_q = 0.0f;
+  const float visited_probs = visited_sum.Total();
+  XlaRowSum weighted_q;
   for (int32_t a = 0; a < num_actions; ++a) {
     scaled[a] = row.q(a);
-    weighted_q = weighted_q + (row.visits(a) > 0
-                                   ? probs[a] * scaled[a] / visited_probs
-                                   : 0.0f);
+    weighted_q.Add(row.visits(a) > 0 ? probs[a] * scaled[a] / visited_probs
+                                     : 0.0f);
   }
   const float value =
-      MulAdd(static_cast<float>(total_visits), weighted_q, raw) /
+      MulAdd(static_cast<float>(total_visits), weighted_q.Total(), raw) /
       static_cast<float>(total_visits + 1);
   float lo = std::numeric_limits<float>::infinity();
   float hi = -lo;
@@ -507,12 +531,12 @@ inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
                                a, mix.masked_score);
     top = NanMax(top, scores[a]);
   }
-  float total = 0.0f;
+  XlaRowSum total;
   for (int32_t a = 0; a < num_actions; ++a) {
     scores[a] = XlaExp(scores[a] - top);
-    total = total + scores[a];
+    total.Add(scores[a]);
   }
-  const float improved = 1.0f / total;
+  const float improved = 1.0f / total.Total();
   const float visit_share = 1.0f / static_cast<float>(sum_visits + 1);
   for (int32_t a = 0; a < num_actions; ++a) {
     // probs - n / (1 + N): the first product fused into the difference.
