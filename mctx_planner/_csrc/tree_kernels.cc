@@ -53,17 +53,22 @@ enum { kSVisits = 0, kSValue = 1, kSRaw = 2, kStatFields = 3 };
 enum { kLParent = 0, kLAction = 1, kLReward = 2, kLDiscount = 3,
        kLinkFields = 4 };
 
-inline float AsFloat(int32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
+// Bit casts (through `__builtin_bit_cast` where the compiler has it, so
+// that loops using them still vectorize).
+template <typename To, typename From>
+inline To BitCast(From from) {
+  static_assert(sizeof(To) == sizeof(From), "sizes differ");
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_bit_cast(To, from);
+#else
+  To to;
+  std::memcpy(&to, &from, sizeof to);
+  return to;
+#endif
 }
 
-inline int32_t AsBits(float f) {
-  int32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  return bits;
-}
+inline float AsFloat(int32_t bits) { return BitCast<float>(bits); }
+inline int32_t AsBits(float f) { return BitCast<int32_t>(f); }
 
 // `a * b + c` rounded as XLA:CPU rounds it: XLA lets LLVM contract a
 // multiply that feeds one add into a fused multiply-add where the CPU has
@@ -130,35 +135,51 @@ inline float Uniform01(const uint32_t key[2], uint32_t i) {
   return f - 1.0f;
 }
 
-inline float FromBits(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+inline float FromBits(uint32_t bits) { return BitCast<float>(bits); }
 
 // `jnp.exp` as XLA:CPU computes it: XLA expands `exp` into this Cephes-style
 // polynomial (clamp, n = floor(x log2(e) + 1/2), Cody-Waite reduction, degree
 // 7, times 2^n), and LLVM fuses each product into the add that consumes it.
 // `_native.gumbel_exact` checks the bits against XLA's (through the
 // `mctx_planner_gumbel_scores` probe).
-inline float XlaExp(float x) {
-  if (std::isnan(x)) return x;
-  x = x < -87.8f ? -87.8f : x;
-  x = x > 88.8f ? 88.8f : x;
-  float fx = std::floor(MulAdd(x, FromBits(0x3FB8AA3Bu), 0.5f));
-  fx = fx < -127.0f ? -127.0f : fx;
-  fx = fx > 127.0f ? 127.0f : fx;
-  x = MulAdd(-fx, FromBits(0x3F318000u), x);
-  x = MulAdd(-fx, FromBits(0xB95E8083u), x);
-  float y = MulAdd(FromBits(0x39506967u), x, FromBits(0x3AB743CEu));
-  y = MulAdd(y, x, FromBits(0x3C088908u));
-  y = MulAdd(y, x, FromBits(0x3D2AA9C1u));
-  y = MulAdd(y, x, FromBits(0x3E2AAAAAu));
-  y = MulAdd(y, x, 0.5f);
-  y = MulAdd(y, x * x, x) + 1.0f;
-  const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(fx) + 127)
-                         << 23;
-  return y * FromBits(scale);
+inline float XlaExpNotNan(float x) {
+  float r = x < -87.8f ? -87.8f : x;
+  r = r > 88.8f ? 88.8f : r;
+  // n = floor(v), clamped to [-127, 127], in integers: exact here (|v| <
+  // 2^23), and without std::floor or float clamps, which keep GCC from
+  // vectorizing the row loops.
+  const float v = MulAdd(r, FromBits(0x3FB8AA3Bu), 0.5f);
+  int32_t n = static_cast<int32_t>(v);
+  n -= static_cast<float>(n) > v ? 1 : 0;
+  n = n < -127 ? -127 : n;
+  n = n > 127 ? 127 : n;
+  const float fx = static_cast<float>(n);
+  r = MulAdd(-fx, FromBits(0x3F318000u), r);
+  r = MulAdd(-fx, FromBits(0xB95E8083u), r);
+  float y = MulAdd(FromBits(0x39506967u), r, FromBits(0x3AB743CEu));
+  y = MulAdd(y, r, FromBits(0x3C088908u));
+  y = MulAdd(y, r, FromBits(0x3D2AA9C1u));
+  y = MulAdd(y, r, FromBits(0x3E2AAAAAu));
+  y = MulAdd(y, r, 0.5f);
+  y = MulAdd(y, r * r, r) + 1.0f;
+  return y * FromBits(static_cast<uint32_t>(n + 127) << 23);
+}
+
+inline float XlaExp(float x) { return x != x ? x : XlaExpNotNan(x); }
+
+// `out[a] = XlaExp(in[a] - shift)` over a row of `n`: vectorized where no
+// difference is NaN (the usual case), else element by element.
+inline void XlaExpRow(const float* in, float shift, float* out, int32_t n) {
+  int32_t nan = 0;
+  for (int32_t a = 0; a < n; ++a) {
+    out[a] = in[a] - shift;
+    nan |= out[a] != out[a];
+  }
+  if (nan) {
+    for (int32_t a = 0; a < n; ++a) out[a] = XlaExp(out[a]);
+    return;
+  }
+  for (int32_t a = 0; a < n; ++a) out[a] = XlaExpNotNan(out[a]);
 }
 
 constexpr float kTieBreak = 1e-7f;
@@ -386,27 +407,102 @@ inline float NanMin(float a, float b) {
 
 // A float row sum in XLA:CPU's order: from 0 in order for up to 32
 // elements; a wider row is split by XLA's tree-reduction pass into windows
-// of 32 (a `reduce-window`), each summed from 0 in order, and the window sums
-// are then summed from 0 in order.  (Rows of 23 to 32 elements that XLA fuses
-// with their producer may be vectorized by LLVM instead; `gumbel_exact`
-// catches that.)  Add the elements in order with `Add`, then read `Total`.
-class XlaRowSum {
- public:
-  void Add(float v) {
-    window_ = window_ + v;
-    if (++count_ == kWindow) {
-      total_ = total_ + window_;
-      window_ = 0.0f;
-      count_ = 0;
+// of 32 (a `reduce-window`), each summed from 0 in order, whose sums are then
+// added from 0 in order.  Two windows are summed side by side (independent
+// chains, the same roundings).  Rows of 23 to 32 elements that XLA fuses with
+// their producer may be vectorized by LLVM instead; `gumbel_exact` catches
+// that.
+inline float XlaRowSum(const float* v, int32_t n) {
+  constexpr int32_t kWindow = 32;
+  if (n <= kWindow) {
+    float sum = 0.0f;
+    for (int32_t a = 0; a < n; ++a) sum = sum + v[a];
+    return sum;
+  }
+  float total = 0.0f;
+  int32_t w = 0;
+  for (; w + 2 * kWindow <= n; w += 2 * kWindow) {
+    float first = 0.0f, second = 0.0f;
+    for (int32_t j = 0; j < kWindow; ++j) {
+      first = first + v[w + j];
+      second = second + v[w + kWindow + j];
+    }
+    total = total + first;
+    total = total + second;
+  }
+  for (; w < n; w += kWindow) {
+    float sum = 0.0f;
+    for (int32_t a = w; a < std::min(n, w + kWindow); ++a) sum = sum + v[a];
+    total = total + sum;
+  }
+  return total;
+}
+
+// `NanMax` / `NanMin` folded over a row in order from -inf / +inf, computed
+// in lanes: the value is the extreme whichever the order, except for the
+// sign of a zero, where the in-order fold keeps the first of the equal
+// zeros; a NaN anywhere gives NaN.
+template <bool kMax>
+inline float FoldExtreme(const float* v, int32_t n) {
+  constexpr int32_t kLanes = 8;
+  const float start = kMax ? -std::numeric_limits<float>::infinity()
+                           : std::numeric_limits<float>::infinity();
+  float lanes[kLanes];
+  int32_t nan_lanes[kLanes];
+  for (int32_t j = 0; j < kLanes; ++j) {
+    lanes[j] = start;
+    nan_lanes[j] = 0;
+  }
+  int32_t a = 0;
+  for (; a + kLanes <= n; a += kLanes) {
+    for (int32_t j = 0; j < kLanes; ++j) {
+      const float x = v[a + j];
+      nan_lanes[j] |= x != x;
+      lanes[j] = (kMax ? x > lanes[j] : x < lanes[j]) ? x : lanes[j];
     }
   }
-  float Total() const { return count_ == 0 ? total_ : total_ + window_; }
+  float result = start;
+  bool nan = false;
+  for (int32_t j = 0; j < kLanes; ++j) {
+    nan |= nan_lanes[j] != 0;
+    result = (kMax ? lanes[j] > result : lanes[j] < result) ? lanes[j] : result;
+  }
+  for (; a < n; ++a) {
+    nan |= v[a] != v[a];
+    result = (kMax ? v[a] > result : v[a] < result) ? v[a] : result;
+  }
+  if (nan) return std::numeric_limits<float>::quiet_NaN();
+  if (result == 0.0f) {
+    for (a = 0; a < n; ++a) {
+      if (v[a] == 0.0f) return v[a];
+    }
+  }
+  return result;
+}
 
- private:
-  static constexpr int32_t kWindow = 32;
-  float total_ = 0.0f, window_ = 0.0f;
-  int32_t count_ = 0;
-};
+inline float FoldMax(const float* v, int32_t n) { return FoldExtreme<true>(v, n); }
+inline float FoldMin(const float* v, int32_t n) { return FoldExtreme<false>(v, n); }
+
+// `Argmax` computed in lanes: the first NaN, else the first element equal to
+// the row's maximum.
+inline int32_t ArgmaxRow(const float* x, int32_t n) {
+  const float top = FoldMax(x, n);
+  if (top != top) {
+    for (int32_t a = 0; a < n; ++a) {
+      if (x[a] != x[a]) return a;
+    }
+  }
+  for (int32_t a = 0; a < n; ++a) {
+    if (x[a] == top) return a;
+  }
+  return 0;
+}
+
+// `NanMax` without branches, for loops that the compiler vectorizes.
+inline float SelectNanMax(float a, float b) {
+  return (a != a || b != b) ? std::numeric_limits<float>::quiet_NaN()
+                            : (a > b ? a : b);
+}
 
 // One node's edges in the packed store, as `GumbelScores` reads them.
 struct EdgeRow {
@@ -440,64 +536,72 @@ struct MixValue {
 //   q'        = (maxvisit_init + max n) * value_scale * completed
 //               (masked: legal ? q' : masked_score)
 //   scores    = softmax(logits + q') - n / (1 + N)
-// with N = sum n.  Every sum runs from 0 in action order, as XLA:CPU reduces
-// a short row; `_native.gumbel_exact` checks the bits against XLA's for the
-// search's number of actions before the kernel is used.  `row` gives
-// `logit(a)`, `q(a)` and `visits(a)`; `legal` is the node's legal-move mask
-// or null (no masking); `probs`, `completed` and `scores` are rows of
-// `num_actions`.  The prior probabilities (`GumbelPriorProbs`):
+// with N = sum n.  Every sum is an `XlaRowSum`; `_native.gumbel_exact`
+// checks the bits against XLA's for the search's number of actions before
+// the kernel is used.  The node's edges come as contiguous rows
+// (`GumbelNode`, filled by `LoadGumbelNode`), so that the element-wise loops
+// vectorize; the sums stay in XLA's order.  `legal` is the node's legal-move
+// mask or null (no masking); `probs`, `completed`, `scores` and `work` are
+// rows of `num_actions`.
+struct GumbelNode {
+  const float* logit;
+  const float* q;
+  const int32_t* visits;
+};
+
+// Copies a node's logits, q-values and visit counts out of `row` (which
+// gives `logit(a)`, `q(a)` and `visits(a)`) into rows of `num_actions`.
 template <typename Row>
-inline void GumbelPriorProbs(const Row& row, int32_t num_actions,
-                             float* probs) {
-  float top = -std::numeric_limits<float>::infinity();
-  for (int32_t a = 0; a < num_actions; ++a) top = NanMax(top, row.logit(a));
-  XlaRowSum total;
+inline void LoadGumbelNode(const Row& row, int32_t num_actions, float* logit,
+                           float* q, int32_t* visits) {
   for (int32_t a = 0; a < num_actions; ++a) {
-    probs[a] = XlaExp(row.logit(a) - top);
-    total.Add(probs[a]);
+    logit[a] = row.logit(a);
+    q[a] = row.q(a);
+    visits[a] = row.visits(a);
   }
-  const float inverse = 1.0f / total.Total();
+}
+
+// The prior probabilities `max(softmax(logits), tiny)`.
+inline void GumbelPriorProbs(const float* logits, int32_t num_actions,
+                             float* probs) {
+  const float top = FoldMax(logits, num_actions);
+  XlaExpRow(logits, top, probs, num_actions);
+  const float inverse = 1.0f / XlaRowSum(probs, num_actions);
   for (int32_t a = 0; a < num_actions; ++a) {
-    probs[a] = NanMax(probs[a] * inverse, std::numeric_limits<float>::min());
+    probs[a] = SelectNanMax(probs[a] * inverse,
+                            std::numeric_limits<float>::min());
   }
 }
 
 // The rest of mctx.qtransform_completed_by_mix_value, before its last
 // product: the completed q-values rescaled to [0, 1] go to `scaled`, and the
 // factor `(maxvisit_init + max n) * value_scale` is returned (the callers
-// multiply, fusing as XLA does).  `probs`: the node's
-// `max(softmax(logits), tiny)`, from `GumbelPriorProbs` (the logits are
-// fixed, so the descent keeps them per node).  `*sum_visits` gets N.
-template <typename Row>
-inline float GumbelScaledQ(const Row& row, int32_t num_actions, float raw,
-                           const MixValue& mix, const float* probs,
-                           float* scaled, int32_t* sum_visits) {
+// multiply, fusing as XLA does).  `probs`: the node's `GumbelPriorProbs`
+// (the logits are fixed, so the descent keeps them per node).  `*sum_visits`
+// gets N.
+inline float GumbelScaledQ(const GumbelNode& node, int32_t num_actions,
+                           float raw, const MixValue& mix, const float* probs,
+                           float* scaled, float* work, int32_t* sum_visits) {
   int32_t total_visits = 0, max_visits = std::numeric_limits<int32_t>::min();
   for (int32_t a = 0; a < num_actions; ++a) {
-    total_visits += row.visits(a);
-    max_visits = std::max(max_visits, row.visits(a));
+    total_visits += node.visits[a];
+    max_visits = std::max(max_visits, node.visits[a]);
   }
-  XlaRowSum visited_sum;
   for (int32_t a = 0; a < num_actions; ++a) {
-    visited_sum.Add(row.visits(a) > 0 ? probs[a] : 0.0f);
+    work[a] = node.visits[a] > 0 ? probs[a] : 0.0f;
   }
-  const float visited_probs = visited_sum.Total();
-  XlaRowSum weighted_q;
+  const float visited_probs = XlaRowSum(work, num_actions);
   for (int32_t a = 0; a < num_actions; ++a) {
-    scaled[a] = row.q(a);
-    weighted_q.Add(row.visits(a) > 0 ? probs[a] * scaled[a] / visited_probs
-                                     : 0.0f);
+    work[a] = node.visits[a] > 0 ? probs[a] * node.q[a] / visited_probs : 0.0f;
   }
-  const float value =
-      MulAdd(static_cast<float>(total_visits), weighted_q.Total(), raw) /
-      static_cast<float>(total_visits + 1);
-  float lo = std::numeric_limits<float>::infinity();
-  float hi = -lo;
+  const float value = MulAdd(static_cast<float>(total_visits),
+                             XlaRowSum(work, num_actions), raw) /
+                      static_cast<float>(total_visits + 1);
   for (int32_t a = 0; a < num_actions; ++a) {
-    if (row.visits(a) <= 0) scaled[a] = value;
-    lo = NanMin(lo, scaled[a]);
-    hi = NanMax(hi, scaled[a]);
+    scaled[a] = node.visits[a] > 0 ? node.q[a] : value;
   }
+  const float lo = FoldMin(scaled, num_actions);
+  const float hi = FoldMax(scaled, num_actions);
   const float rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
   for (int32_t a = 0; a < num_actions; ++a) {
     scaled[a] = (scaled[a] - lo) * rescale;
@@ -507,41 +611,42 @@ inline float GumbelScaledQ(const Row& row, int32_t num_actions, float raw,
          mix.value_scale;
 }
 
-// `base + q'` with q' = `visit_scale * scaled` the completed q-value, as XLA
-// computes it: without a mask LLVM fuses the product into the add; the
-// mask's select between them (illegal: `masked_score`) leaves a plain
+// `base + q'` for a row, q' = `visit_scale * scaled` the completed q-values,
+// as XLA computes it: without a mask LLVM fuses the product into the add;
+// the mask's select between them (illegal: `masked_score`) leaves a plain
 // product and add.
-inline float PlusCompletedQ(float base, float visit_scale, float scaled,
-                            const bool* legal, int32_t a, float masked_score) {
-  return legal == nullptr
-             ? MulAdd(visit_scale, scaled, base)
-             : base + (legal[a] ? visit_scale * scaled : masked_score);
+inline void PlusCompletedQ(const float* base, float visit_scale,
+                           const float* scaled, const bool* legal,
+                           float masked_score, int32_t num_actions,
+                           float* out) {
+  if (legal == nullptr) {
+    for (int32_t a = 0; a < num_actions; ++a) {
+      out[a] = MulAdd(visit_scale, scaled[a], base[a]);
+    }
+  } else {
+    for (int32_t a = 0; a < num_actions; ++a) {
+      out[a] = base[a] + (legal[a] ? visit_scale * scaled[a] : masked_score);
+    }
+  }
 }
 
-template <typename Row>
-inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
-                         const MixValue& mix, const bool* legal,
-                         const float* probs, float* completed, float* scores) {
+inline void GumbelScores(const GumbelNode& node, int32_t num_actions,
+                         float raw, const MixValue& mix, const bool* legal,
+                         const float* probs, float* completed, float* work,
+                         float* scores) {
   int32_t sum_visits;
-  const float visit_scale = GumbelScaledQ(row, num_actions, raw, mix, probs,
-                                          completed, &sum_visits);
-  float top = -std::numeric_limits<float>::infinity();
-  for (int32_t a = 0; a < num_actions; ++a) {
-    scores[a] = PlusCompletedQ(row.logit(a), visit_scale, completed[a], legal,
-                               a, mix.masked_score);
-    top = NanMax(top, scores[a]);
-  }
-  XlaRowSum total;
-  for (int32_t a = 0; a < num_actions; ++a) {
-    scores[a] = XlaExp(scores[a] - top);
-    total.Add(scores[a]);
-  }
-  const float improved = 1.0f / total.Total();
+  const float visit_scale = GumbelScaledQ(node, num_actions, raw, mix, probs,
+                                          completed, work, &sum_visits);
+  PlusCompletedQ(node.logit, visit_scale, completed, legal, mix.masked_score,
+                 num_actions, scores);
+  const float top = FoldMax(scores, num_actions);
+  XlaExpRow(scores, top, scores, num_actions);
+  const float improved = 1.0f / XlaRowSum(scores, num_actions);
   const float visit_share = 1.0f / static_cast<float>(sum_visits + 1);
   for (int32_t a = 0; a < num_actions; ++a) {
     // probs - n / (1 + N): the first product fused into the difference.
     scores[a] = MulAdd(scores[a], improved,
-                       -(static_cast<float>(row.visits(a)) * visit_share));
+                       -(static_cast<float>(node.visits[a]) * visit_share));
   }
 }
 
@@ -549,23 +654,25 @@ inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
 // Sequential Halving's `score_considered`, then the invalid actions masked):
 //   max(-1e9, gumbel + (logits - max logits) + q') + (n == considered ? 0 : -inf)
 // with q' as in `GumbelScores`; `invalid`: the root's invalid actions.
-template <typename Row>
-inline void GumbelRootScores(const Row& row, int32_t num_actions, float raw,
-                             const MixValue& mix, const bool* legal,
+inline void GumbelRootScores(const GumbelNode& node, int32_t num_actions,
+                             float raw, const MixValue& mix, const bool* legal,
                              const float* probs, const float* gumbel,
                              const bool* invalid, int32_t considered_visit,
-                             float* completed, float* scores) {
+                             float* completed, float* work, float* scores) {
   int32_t sum_visits;
-  const float visit_scale = GumbelScaledQ(row, num_actions, raw, mix, probs,
-                                          completed, &sum_visits);
-  float top = -std::numeric_limits<float>::infinity();
-  for (int32_t a = 0; a < num_actions; ++a) top = NanMax(top, row.logit(a));
+  const float visit_scale = GumbelScaledQ(node, num_actions, raw, mix, probs,
+                                          completed, work, &sum_visits);
+  const float top = FoldMax(node.logit, num_actions);
+  for (int32_t a = 0; a < num_actions; ++a) {
+    work[a] = gumbel[a] + (node.logit[a] - top);
+  }
+  PlusCompletedQ(work, visit_scale, completed, legal, mix.masked_score,
+                 num_actions, scores);
   const float minus_inf = -std::numeric_limits<float>::infinity();
   for (int32_t a = 0; a < num_actions; ++a) {
-    float score = PlusCompletedQ(gumbel[a] + (row.logit(a) - top), visit_scale,
-                                 completed[a], legal, a, mix.masked_score);
-    score = NanMax(-1e9f, score) +
-            (row.visits(a) == considered_visit ? 0.0f : minus_inf);
+    const float score =
+        SelectNanMax(-1e9f, scores[a]) +
+        (node.visits[a] == considered_visit ? 0.0f : minus_inf);
     scores[a] = invalid[a] ? minus_inf : score;
   }
 }
@@ -752,22 +859,27 @@ class GumbelSelector {
                  float* cache)
       : num_actions_(num_actions), e_(e), st_(st), root_(root), mix_(mix),
         legal_(legal), cache_(cache),
-        scratch_(3 * static_cast<size_t>(num_actions)) {}
+        scratch_(6 * static_cast<size_t>(num_actions)),
+        visits_(static_cast<size_t>(num_actions)) {}
 
   int32_t operator()(Path& q, int64_t b, int64_t at) {
     if (q.depth == 0 && root_.action != nullptr) {
       const int32_t action = root_.action[b];
       return action >= 0 && action < num_actions_ ? action : -1;
     }
-    const EdgeRow row{e_ + at * num_actions_ * kEdgeFields};
-    float* probs = scratch_.data();
-    float* completed = probs + num_actions_;
-    float* scores = completed + num_actions_;
+    float* rows = scratch_.data();
+    LoadGumbelNode(EdgeRow{e_ + at * num_actions_ * kEdgeFields}, num_actions_,
+                   rows, rows + num_actions_, visits_.data());
+    const GumbelNode node{rows, rows + num_actions_, visits_.data()};
+    float* probs = rows + 2 * num_actions_;
+    float* completed = rows + 3 * num_actions_;
+    float* work = rows + 4 * num_actions_;
+    float* scores = rows + 5 * num_actions_;
     if (cache_ != nullptr) {
       probs = cache_ + at * num_actions_;
-      if (AsBits(probs[0]) == 0) GumbelPriorProbs(row, num_actions_, probs);
+      if (AsBits(probs[0]) == 0) GumbelPriorProbs(node.logit, num_actions_, probs);
     } else {
-      GumbelPriorProbs(row, num_actions_, probs);
+      GumbelPriorProbs(node.logit, num_actions_, probs);
     }
     const float raw = AsFloat(st_[at * kStatFields + kSRaw]);
     const bool* legal = legal_ == nullptr ? nullptr : legal_ + at * num_actions_;
@@ -776,19 +888,19 @@ class GumbelSelector {
       int32_t num_valid = 0, sum_visits = 0;
       for (int32_t a = 0; a < num_actions_; ++a) {
         num_valid += invalid[a] ? 0 : 1;
-        sum_visits += row.visits(a);
+        sum_visits += node.visits[a];
       }
       const int32_t considered = std::min(root_.max_considered, num_valid);
       if (sum_visits < 0 || sum_visits >= root_.table_width) return -1;
-      GumbelRootScores(row, num_actions_, raw, mix_, legal, probs,
+      GumbelRootScores(node, num_actions_, raw, mix_, legal, probs,
                        root_.gumbel + b * num_actions_, invalid,
                        root_.table[considered * root_.table_width + sum_visits],
-                       completed, scores);
+                       completed, work, scores);
     } else {
-      GumbelScores(row, num_actions_, raw, mix_, legal, probs, completed,
-                   scores);
+      GumbelScores(node, num_actions_, raw, mix_, legal, probs, completed,
+                   work, scores);
     }
-    return Argmax(scores, num_actions_);
+    return ArgmaxRow(scores, num_actions_);
   }
 
  private:
@@ -800,6 +912,7 @@ class GumbelSelector {
   const bool* legal_;
   float* cache_;
   std::vector<float> scratch_;
+  std::vector<int32_t> visits_;
 };
 
 // The descent's checks and loop, shared by MuZero's and Gumbel MuZero's.
@@ -953,15 +1066,6 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
 // `GumbelScores` of independent rows (`logits`, `qvalues` `[R, A]`, `visits`
 // `[R, A]`, `raw` `[R]`): the probe that `_native.gumbel_exact` compares with
 // XLA's computation of mctx's formula.
-struct ArrayRow {
-  const float* logits;
-  const float* qvalues;
-  const int32_t* counts;
-  float logit(int32_t a) const { return logits[a]; }
-  float q(int32_t a) const { return qvalues[a]; }
-  int32_t visits(int32_t a) const { return counts[a]; }
-};
-
 ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
                             ffi::Buffer<ffi::F32> qvalues,
                             ffi::Buffer<ffi::S32> visits,
@@ -991,22 +1095,25 @@ ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
     return ffi::Error::InvalidArgument("root rows must be [R, A], [R, A], [R]");
   }
   const MixValue mix{value_scale, maxvisit_init, masked_score};
-  std::vector<float> scratch(2 * static_cast<size_t>(num_actions));
+  std::vector<float> scratch(3 * static_cast<size_t>(num_actions));
+  float* probs = scratch.data();
+  float* completed = probs + num_actions;
+  float* work = completed + num_actions;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t at = r * num_actions;
-    const ArrayRow row{logits.typed_data() + at, qvalues.typed_data() + at,
-                       visits.typed_data() + at};
-    GumbelPriorProbs(row, num_actions, scratch.data());
+    const GumbelNode node{logits.typed_data() + at, qvalues.typed_data() + at,
+                          visits.typed_data() + at};
+    GumbelPriorProbs(node.logit, num_actions, probs);
     if (root) {
-      GumbelRootScores(row, num_actions, raw.typed_data()[r], mix,
-                       legal == nullptr ? nullptr : legal + at, scratch.data(),
+      GumbelRootScores(node, num_actions, raw.typed_data()[r], mix,
+                       legal == nullptr ? nullptr : legal + at, probs,
                        gumbel.typed_data() + at, invalid.typed_data() + at,
-                       considered.typed_data()[r], scratch.data() + num_actions,
+                       considered.typed_data()[r], completed, work,
                        scores->typed_data() + at);
     } else {
-      GumbelScores(row, num_actions, raw.typed_data()[r], mix,
-                   legal == nullptr ? nullptr : legal + at, scratch.data(),
-                   scratch.data() + num_actions, scores->typed_data() + at);
+      GumbelScores(node, num_actions, raw.typed_data()[r], mix,
+                   legal == nullptr ? nullptr : legal + at, probs, completed,
+                   work, scores->typed_data() + at);
     }
   }
   return ffi::Error::Success();
