@@ -442,36 +442,40 @@ inline float XlaRowSum(const float* v, int32_t n) {
 // in lanes: the value is the extreme whichever the order, except for the
 // sign of a zero, where the in-order fold keeps the first of the equal
 // zeros; a NaN anywhere gives NaN.
+#if defined(__GNUC__) || defined(__clang__)
+typedef float Float8 __attribute__((vector_size(32)));
+#endif
+
 template <bool kMax>
 inline float FoldExtreme(const float* v, int32_t n) {
-  constexpr int32_t kLanes = 8;
-  const float start = kMax ? -std::numeric_limits<float>::infinity()
-                           : std::numeric_limits<float>::infinity();
-  float lanes[kLanes];
-  int32_t nan_lanes[kLanes];
-  for (int32_t j = 0; j < kLanes; ++j) {
-    lanes[j] = start;
-    nan_lanes[j] = 0;
-  }
+  int32_t nan = 0;
+  for (int32_t a = 0; a < n; ++a) nan |= v[a] != v[a];
+  if (nan) return std::numeric_limits<float>::quiet_NaN();
+  float result = kMax ? -std::numeric_limits<float>::infinity()
+                      : std::numeric_limits<float>::infinity();
   int32_t a = 0;
-  for (; a + kLanes <= n; a += kLanes) {
-    for (int32_t j = 0; j < kLanes; ++j) {
-      const float x = v[a + j];
-      nan_lanes[j] |= x != x;
-      lanes[j] = (kMax ? x > lanes[j] : x < lanes[j]) ? x : lanes[j];
+#if defined(__GNUC__) || defined(__clang__)
+  if (n >= 8) {
+    Float8 lanes;
+    std::memcpy(&lanes, v, sizeof lanes);
+    for (a = 8; a + 8 <= n; a += 8) {
+      Float8 x;
+      std::memcpy(&x, v + a, sizeof x);
+      if constexpr (kMax) {
+        lanes = x > lanes ? x : lanes;
+      } else {
+        lanes = x < lanes ? x : lanes;
+      }
+    }
+    for (int j = 0; j < 8; ++j) {
+      result = (kMax ? lanes[j] > result : lanes[j] < result) ? lanes[j]
+                                                             : result;
     }
   }
-  float result = start;
-  bool nan = false;
-  for (int32_t j = 0; j < kLanes; ++j) {
-    nan |= nan_lanes[j] != 0;
-    result = (kMax ? lanes[j] > result : lanes[j] < result) ? lanes[j] : result;
-  }
+#endif
   for (; a < n; ++a) {
-    nan |= v[a] != v[a];
     result = (kMax ? v[a] > result : v[a] < result) ? v[a] : result;
   }
-  if (nan) return std::numeric_limits<float>::quiet_NaN();
   if (result == 0.0f) {
     for (a = 0; a < n; ++a) {
       if (v[a] == 0.0f) return v[a];
@@ -580,25 +584,32 @@ inline void GumbelPriorProbs(const float* logits, int32_t num_actions,
 // (the logits are fixed, so the descent keeps them per node).  `*sum_visits`
 // gets N.
 inline float GumbelScaledQ(const GumbelNode& node, int32_t num_actions,
-                           float raw, const MixValue& mix, const float* probs,
-                           float* scaled, float* work, int32_t* sum_visits) {
+                           float raw, const MixValue& mix,
+                           const float* __restrict probs,
+                           float* __restrict scaled, float* __restrict work,
+                           int32_t* sum_visits) {
+  // Local, non-aliased views, so that the loops vectorize; each loop
+  // computes every element and selects (no conditional arithmetic).
+  const float* __restrict q = node.q;
+  const int32_t* __restrict visits = node.visits;
   int32_t total_visits = 0, max_visits = std::numeric_limits<int32_t>::min();
   for (int32_t a = 0; a < num_actions; ++a) {
-    total_visits += node.visits[a];
-    max_visits = std::max(max_visits, node.visits[a]);
+    total_visits += visits[a];
+    max_visits = std::max(max_visits, visits[a]);
   }
   for (int32_t a = 0; a < num_actions; ++a) {
-    work[a] = node.visits[a] > 0 ? probs[a] : 0.0f;
+    work[a] = visits[a] > 0 ? probs[a] : 0.0f;
   }
   const float visited_probs = XlaRowSum(work, num_actions);
   for (int32_t a = 0; a < num_actions; ++a) {
-    work[a] = node.visits[a] > 0 ? probs[a] * node.q[a] / visited_probs : 0.0f;
+    const float weighted = probs[a] * q[a] / visited_probs;
+    work[a] = visits[a] > 0 ? weighted : 0.0f;
   }
   const float value = MulAdd(static_cast<float>(total_visits),
                              XlaRowSum(work, num_actions), raw) /
                       static_cast<float>(total_visits + 1);
   for (int32_t a = 0; a < num_actions; ++a) {
-    scaled[a] = node.visits[a] > 0 ? node.q[a] : value;
+    scaled[a] = visits[a] > 0 ? q[a] : value;
   }
   const float lo = FoldMin(scaled, num_actions);
   const float hi = FoldMax(scaled, num_actions);
@@ -625,7 +636,8 @@ inline void PlusCompletedQ(const float* base, float visit_scale,
     }
   } else {
     for (int32_t a = 0; a < num_actions; ++a) {
-      out[a] = base[a] + (legal[a] ? visit_scale * scaled[a] : masked_score);
+      const float completed = visit_scale * scaled[a];
+      out[a] = base[a] + (legal[a] ? completed : masked_score);
     }
   }
 }
