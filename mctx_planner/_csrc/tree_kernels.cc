@@ -15,9 +15,10 @@
 //   * XLA's reciprocal where it rewrites a division by a broadcast value;
 //   * PUCT's one transcendental term, pb_c * sqrt(n), comes from a table
 //     computed by XLA (`scale`, indexed by the visit count); Gumbel's softmaxes
-//     use XLA's own `exp` polynomial (`XlaExp`) and in-order row sums, which
-//     `_native.gumbel_exact` checks against XLA before use
-//     (`mctx_planner_gumbel_scores` is that probe);
+//     use XLA's own `exp` polynomial (`XlaExp`) and its row-sum order
+//     (`XlaRowSum`), which `_native.gumbel_exact` checks against XLA before
+//     use (`mctx_planner_gumbel_scores` is that probe); their element-wise
+//     loops are written for the compiler to vectorize (same roundings);
 //   * the tie-breaking noise is drawn with JAX's threefry-2x32 (partitionable
 //     layout) from the same keys, only when it can change the argmax.
 //
@@ -438,10 +439,10 @@ inline float XlaRowSum(const float* v, int32_t n) {
   return total;
 }
 
-// `NanMax` / `NanMin` folded over a row in order from -inf / +inf, computed
-// in lanes: the value is the extreme whichever the order, except for the
-// sign of a zero, where the in-order fold keeps the first of the equal
-// zeros; a NaN anywhere gives NaN.
+// A row's maximum / minimum as XLA:CPU reduces it (jnp.max / jnp.min): a
+// NaN anywhere gives NaN, and +0 counts as greater than -0 (as XLA's
+// `maximum` and `minimum` order them, whichever comes first).  Computed in
+// lanes, then the sign of a zero extreme is settled.
 #if defined(__GNUC__) || defined(__clang__)
 typedef float Float8 __attribute__((vector_size(32)));
 #endif
@@ -477,9 +478,12 @@ inline float FoldExtreme(const float* v, int32_t n) {
     result = (kMax ? v[a] > result : v[a] < result) ? v[a] : result;
   }
   if (result == 0.0f) {
+    // +0 if the row holds one (max) / -0 if it holds one (min).
+    const float preferred = kMax ? 0.0f : -0.0f;
     for (a = 0; a < n; ++a) {
-      if (v[a] == 0.0f) return v[a];
+      if (AsBits(v[a]) == AsBits(preferred)) return preferred;
     }
+    return -preferred;
   }
   return result;
 }
