@@ -99,6 +99,9 @@ def main():
                  help="trace the search without the native CPU kernels "
                       "(mctx_planner._native), i.e. with the pure-XLA tree "
                       "loops")
+  p.add_argument("--top", type=int, default=0,
+                 help="also list the N kernels that took the most time, "
+                      "with their phase")
   args = p.parse_args()
 
   params, root, _ = so.make_inputs(args.hidden, args.actions, args.batch)
@@ -147,6 +150,8 @@ def main():
 
   kernels = collections.Counter()
   micros = collections.Counter()
+  per_kernel = collections.Counter()  # (phase, kernel) -> microseconds
+  launches = collections.Counter()
   network = 0.0
   for e in events:
     name = e.get("name", "")
@@ -163,6 +168,8 @@ def main():
       phase = "native " + re.sub(r"\w+_descend", "descent", native[name])
     kernels[phase] += 1
     micros[phase] += e.get("dur", 0.0)
+    per_kernel[phase, name] += e.get("dur", 0.0)
+    launches[phase, name] += 1
     if name.startswith(("ynn_fusion", "dot", "xnn_fusion")) and "simulation" in phase:
       network += e.get("dur", 0.0)
 
@@ -175,6 +182,12 @@ def main():
   for phase, count in kernels.most_common():
     print(f"{phase:66s} {count / args.sims:11.1f} {micros[phase] / 1e3:11.1f} "
           f"{micros[phase] / count:9.2f}")
+
+  if args.top:
+    print(f"the {args.top} kernels that took the most time:")
+    for (phase, name), us in per_kernel.most_common(args.top):
+      print(f"  {us / 1e3:8.1f} ms {launches[phase, name]:6d}x  {name}  "
+            f"({phase})")
 
   # Copies of whole tree-store arrays inside the loops: each is a pass over
   # `[B, S + 1, ...]` per simulation (or per level), the kind of waste that

@@ -601,9 +601,14 @@ def _after_read(new, old, holds):
 
 
 def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
-            action: chex.Array, child: chex.Array, prior_probs=None) -> _Store:
+            action: chex.Array, child: chex.Array, prior_probs=None,
+            native_backup: bool = False) -> _Store:
   """Evaluates `(parent, action)` and writes the result at node `child`
-  (`prior_probs`: as `_init_store`)."""
+  (`prior_probs`: as `_init_store`), then backs it up.
+
+  With `native_backup`, the writes to the packed records (stats, links,
+  edges) and the backup are one native call (`_native.expand_backup`);
+  XLA writes the embeddings and the logits.  Else `_backup` follows."""
   batch_size, _, num_actions, _ = store.edges.shape
   b = jnp.arange(batch_size)
   parent_embedding = jax.tree.map(lambda x: _rows(x, b, parent),
@@ -617,6 +622,20 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
   def put(x, v, *idx):
     return x.at[(b,) + idx].set(v, unique_indices=True)
 
+  embeddings = jax.tree.map(lambda x, v: put(x, v, child), store.embeddings,
+                            embedding)
+  logits = (None if store.logits is None
+            else put(store.logits, step.prior_logits, child))
+  if native_backup:
+    record = (step.prior_logits if store.logits is None
+              else prior_probs(step.prior_logits))
+    stats, edges, links = _native.expand_backup(
+        store.stats, store.edges, store.links, parent, action, child,
+        step.value, step.reward, step.discount, record)
+    return _Store(edges=edges, stats=stats, links=links,
+                  embeddings=embeddings, logits=logits,
+                  prior_cache=store.prior_cache)
+
   # With `max_depth`, an existing node can be evaluated again: it is then
   # overwritten and its visit count incremented, as in mctx.
   visits = store.stats[b, child, _S_VISITS] + 1
@@ -626,19 +645,16 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
       [parent + 1, action + 1, _bits(step.reward), _bits(step.discount)],
       -1), child)
   if store.logits is None:
-    logits = None
     edges = put(store.edges, _bits(step.prior_logits), child, slice(None),
                 _E_LOGIT)
   else:
-    logits = put(store.logits, step.prior_logits, child)
     edges = put(store.edges, _bits(prior_probs(step.prior_logits)), child,
                 slice(None), _E_LOGIT)
   edge = jnp.stack([_bits(step.reward), _bits(step.discount), child + 1], -1)
   edges = put(edges, edge, parent, action, slice(_E_REWARD, _E_CHILD + 1))
-  embeddings = jax.tree.map(lambda x, v: put(x, v, child), store.embeddings,
-                            embedding)
-  return _Store(edges=edges, stats=stats, links=links, embeddings=embeddings,
-                logits=logits, prior_cache=store.prior_cache)
+  return _backup(_Store(edges=edges, stats=stats, links=links,
+                        embeddings=embeddings, logits=logits,
+                        prior_cache=store.prior_cache), child)
 
 
 def _backup(store: _Store, leaf: chex.Array) -> _Store:
@@ -904,13 +920,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       # A node created by simulation `sim` gets index `sim + 1`.
       child = jnp.where(child == Tree.UNVISITED, sim + 1, child)
       store = _expand(params, expand_key, store, recurrent_fn, parent, action,
-                      child, prior_probs)
-      if native:
-        stats, edges = _native.backup(store.stats, store.edges, store.links,
-                                      child)
-        store = store._replace(stats=stats, edges=edges)
-      else:
-        store = _backup(store, child)
+                      child, prior_probs, native_backup=native)
       return rng_key, store
 
     store = _init_store(root, num_simulations, prior_probs)

@@ -13,7 +13,9 @@ tree levels with one kernel each per simulation:
   Halving selection included, with ``qtransform_completed_by_mix_value``
   (optionally masked), threaded alike, where ``gumbel_exact`` finds that it
   rounds as XLA (for the root and the interior separately);
-* ``backup``: the backward pass of every policy, in place.
+* ``expand_backup``: the expansion's writes to the tree store (the new
+  node's statistics, link and priors, its parent's edge) and the backward
+  pass, of every policy, in place.
 
 They round every float operation as XLA rounds mctx's formulas (its fused
 multiply-adds, its reciprocal for some divisions, its ``exp``; see the C++
@@ -54,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["available", "status", "disabled", "why_not_here",
-           "muzero_descend", "gumbel_descend", "gumbel_exact", "backup"]
+           "muzero_descend", "gumbel_descend", "gumbel_exact", "expand_backup"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
@@ -67,7 +69,7 @@ _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
 _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
             "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
-            "mctx_planner_backup": "MctxPlannerBackup"}
+            "mctx_planner_expand_backup": "MctxPlannerExpandBackup"}
 
 _log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -375,12 +377,21 @@ def gumbel_exact(num_actions: int, qtransform, root: bool = False) -> bool:
   return _GUMBEL_EXACT[cache_key]
 
 
-def backup(stats, edges, links, leaf):
-  """`(stats, edges)` after mctx's backward pass from `leaf` (int32 `[B]`)
-  of every example, updated in place (as `_fast_search._backup`)."""
+def expand_backup(stats, edges, links, parent, action, child, value, reward,
+                  discount, record):
+  """`(stats, edges, links)` after a simulation's expansion and backup, in
+  place: the writes of `_fast_search._expand` to the packed store (node
+  `child` gets its visit, `value`, its link to `(parent, action)` with
+  `reward` and `discount`, and its children's priors `record`; that edge
+  gets the reward, the discount and the child), then mctx's backward pass
+  from `child` (as `_fast_search._backup`).  Indices int32 `[B]`, `value`,
+  `reward`, `discount` `[B]` and `record` `[B, A]`, as float32."""
+  f32 = lambda x: jnp.asarray(x).astype(jnp.float32)
+  i32 = lambda x: jnp.asarray(x, jnp.int32)
   return jax.ffi.ffi_call(
-      "mctx_planner_backup",
-      (jax.ShapeDtypeStruct(stats.shape, jnp.int32),
-       jax.ShapeDtypeStruct(edges.shape, jnp.int32)),
-      input_output_aliases={0: 0, 1: 1}, vmap_method="sequential")(
-          stats, edges, links, jnp.asarray(leaf, jnp.int32))
+      "mctx_planner_expand_backup",
+      tuple(jax.ShapeDtypeStruct(x.shape, jnp.int32)
+            for x in (stats, edges, links)),
+      input_output_aliases={0: 0, 1: 1, 2: 2}, vmap_method="sequential")(
+          stats, edges, links, i32(parent), i32(action), i32(child),
+          f32(value), f32(reward), f32(discount), f32(record))

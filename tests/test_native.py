@@ -83,7 +83,7 @@ def test_native_muzero_matches_mctx(case):
     if seed == 0:
       text = fast.lower(params, key, root, invalid).as_text()
       assert "mctx_planner_muzero_descend" in text
-      assert "mctx_planner_backup" in text
+      assert "mctx_planner_expand_backup" in text
 
 
 def _assert_bit_identical(fast, ref):
@@ -195,7 +195,7 @@ def test_gumbel_probe_turns_the_kernel_off_where_it_rounds_otherwise(
   fast = search(_fast_search.gumbel_muzero_policy)
   text = fast.lower(params, key, root, invalid).as_text()
   assert ("mctx_planner_gumbel_descend" in text) == (broken == "root")
-  assert "mctx_planner_backup" in text
+  assert "mctx_planner_expand_backup" in text
   _assert_bit_identical(
       fast(params, key, root, invalid),
       search(mctx.gumbel_muzero_policy)(params, key, root, invalid))
@@ -219,13 +219,13 @@ def test_native_kernels_replace_the_tree_loops():
   gumbel = _hlo(search(_fast_search.gumbel_muzero_policy), params, key, root)
   assert "mctx_planner_muzero_descend" not in gumbel
   assert "mctx_planner_gumbel_descend" in gumbel
-  assert "mctx_planner_backup" in gumbel
+  assert "mctx_planner_expand_backup" in gumbel
   gumbel_raw = _hlo(search(_fast_search.gumbel_muzero_policy,
                            qtransform=functools.partial(
                                mctx.qtransform_completed_by_mix_value,
                                use_mixed_value=False)), params, key, root)
   assert "mctx_planner_gumbel_descend" not in gumbel_raw
-  assert "mctx_planner_backup" in gumbel_raw
+  assert "mctx_planner_expand_backup" in gumbel_raw
   minmax = _hlo(search(_fast_search.muzero_policy,
                        qtransform=functools.partial(
                            mctx.qtransform_by_min_max, min_value=-1.,
