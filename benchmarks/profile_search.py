@@ -18,9 +18,11 @@ the loops (there should be none: such a copy cost stochastic_muzero up to 3.4x
 until its embedding stores were updated in place).  The
 phase of a while loop is read from the HLO: the backup writes the tree store
 (scatters), the descent only reads it.  Where the native CPU kernels are in
-use (`mctx_planner.native_cpu_kernels()`), MuZero's descent and every
-backup are one custom call each per simulation ("native descent", "native
-backup"); `--xla-loops` profiles the pure-XLA loops instead.
+use (`mctx_planner.native_cpu_kernels()`), MuZero's and Gumbel MuZero's
+descents and every expansion's store writes with the backup are one custom
+call each per simulation ("native descent", "native expand_backup");
+`--xla-loops` profiles the pure-XLA loops instead.  `--top N` lists the N
+kernels that took the most time.
 """
 
 import argparse

@@ -169,7 +169,8 @@ def test_profile_search_script_tiny(xla_loops):
         pytest.skip(f"native kernels impossible here: {_native.why_not_here()}")
     stdout = _run_script("benchmarks/profile_search.py", "--policy", "muzero",
                          "--hidden", "16", "--actions", "9", "--batch", "4",
-                         "--sims", "4", *(["--xla-loops"] if xla_loops else []))
+                         "--sims", "4", "--top", "3",
+                         *(["--xla-loops"] if xla_loops else []))
     assert "kernel launches" in stdout
     assert ("copies of [B, S + 1, ...] tree arrays inside the simulation loop: none"
             in stdout)
@@ -177,9 +178,11 @@ def test_profile_search_script_tiny(xla_loops):
         # (Only there: on a newer JAX, no kernels in the trace is a failure.)
         pytest.skip(f"jax {jax.__version__}'s profiler records no XLA:CPU kernels")
     phases = (("descent (full batch)", "backup (full batch)") if xla_loops
-              else ("native descent", "native backup"))
+              else ("native descent", "native expand_backup"))
     for phase in phases + ("rest of the simulation",):
         assert phase in stdout, phase
+    top = stdout.split("the 3 kernels that took the most time:\n")[1]
+    assert len([line for line in top.splitlines() if " ms " in line]) == 3
 
 
 def test_compaction_ab_script_tiny(tmp_path):

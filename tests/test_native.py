@@ -201,6 +201,49 @@ def test_gumbel_probe_turns_the_kernel_off_where_it_rounds_otherwise(
       search(mctx.gumbel_muzero_policy)(params, key, root, invalid))
 
 
+def test_native_expansion_writes_as_xla():
+  """`expand_backup` leaves the store exactly as XLA's expansion writes and
+  backup do: a new child of the root, a grandchild, and a node evaluated
+  again (as at the depth limit), with and without the store's logits."""
+  _require_kernels()
+  batch, num_actions, sims = 3, 4, 5
+  params = golden._params(num_actions, 0.9)  # pylint: disable=protected-access
+  root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
+  steps = [  # (parent, action, child) per example
+      ([0, 0, 0], [1, 3, 0], [1, 1, 1]),
+      ([1, 1, 0], [0, 2, 2], [2, 2, 2]),
+      ([0, 1, 0], [1, 2, 0], [1, 2, 1]),  # nodes 1 and 2 evaluated again
+  ]
+
+  def run(native, prior_probs):
+    store = _fast_search._init_store(root, sims, prior_probs)  # pylint: disable=protected-access
+    for parent, action, child in steps:
+      store = _fast_search._expand(  # pylint: disable=protected-access
+          params, jax.random.PRNGKey(0), store, golden._recurrent_fn,  # pylint: disable=protected-access
+          jnp.array(parent), jnp.array(action), jnp.array(child),
+          prior_probs, native_backup=native)
+    return store
+
+  for prior_probs in (None, jax.nn.softmax):
+    native = jax.jit(functools.partial(run, True, prior_probs))()
+    xla = jax.jit(functools.partial(run, False, prior_probs))()
+    for name in ("edges", "stats", "links", "embeddings", "logits"):
+      a, b = getattr(native, name), getattr(xla, name)
+      if a is None:
+        assert b is None
+        continue
+      np.testing.assert_array_equal(np.asarray(a).view(np.uint8),
+                                    np.asarray(b).view(np.uint8),
+                                    err_msg=name)
+  with pytest.raises(Exception, match="out of range"):
+    store = _fast_search._init_store(root, sims)  # pylint: disable=protected-access
+    bad = jnp.array([0, sims + 1, 0])  # a node past the store
+    jax.block_until_ready(_native.expand_backup(
+        store.stats, store.edges, store.links, bad, jnp.zeros(3, jnp.int32),
+        jnp.ones(3, jnp.int32), jnp.zeros(3), jnp.zeros(3), jnp.ones(3),
+        jnp.zeros([3, num_actions])))
+
+
 def test_native_kernels_replace_the_tree_loops():
   """With the kernels, MuZero's and Gumbel MuZero's searches have no descent
   or backup loop left; with a qtransform other than mctx's default, they
