@@ -406,13 +406,15 @@ inline float NanMin(float a, float b) {
   return a < b ? a : b;
 }
 
-// A float row sum in XLA:CPU's order: from 0 in order for up to 32
-// elements; a wider row is split by XLA's tree-reduction pass into windows
-// of 32 (a `reduce-window`), each summed from 0 in order, whose sums are then
-// added from 0 in order.  Two windows are summed side by side (independent
-// chains, the same roundings).  Rows of 23 to 32 elements that XLA fuses with
-// their producer may be vectorized by LLVM instead; `gumbel_exact` catches
-// that.
+// A float row sum in XLA:CPU's order.  Up to 32 elements: from 0 in order.
+// A wider row is split by XLA's tree-reduction pass into windows of 32 (a
+// `reduce-window` whose padding to a multiple of 32 is split evenly, the
+// extra zero at the end), each summed from 0 in order, and the window sums
+// are then added from 0 in order.  (Its zeros of padding change no sum.)
+// Full windows are summed two side by side: independent chains, the same
+// roundings.  Rows of 23 to 32 elements that XLA fuses with their producer
+// may be vectorized by LLVM instead, and more than 32 windows would be split
+// again; `gumbel_exact` catches both.
 inline float XlaRowSum(const float* v, int32_t n) {
   constexpr int32_t kWindow = 32;
   if (n <= kWindow) {
@@ -420,21 +422,27 @@ inline float XlaRowSum(const float* v, int32_t n) {
     for (int32_t a = 0; a < n; ++a) sum = sum + v[a];
     return sum;
   }
+  const int32_t padding = (kWindow - n % kWindow) % kWindow;
   float total = 0.0f;
-  int32_t w = 0;
-  for (; w + 2 * kWindow <= n; w += 2 * kWindow) {
-    float first = 0.0f, second = 0.0f;
-    for (int32_t j = 0; j < kWindow; ++j) {
-      first = first + v[w + j];
-      second = second + v[w + kWindow + j];
+  // The first window holds `padding / 2` zeros, then elements.
+  int32_t begin = 0, end = kWindow - padding / 2;
+  while (begin < n) {
+    if (end - begin == kWindow && end + kWindow <= n) {
+      float first = 0.0f, second = 0.0f;
+      for (int32_t j = 0; j < kWindow; ++j) {
+        first = first + v[begin + j];
+        second = second + v[end + j];
+      }
+      total = total + first;
+      total = total + second;
+      begin = end + kWindow;
+    } else {
+      float sum = 0.0f;
+      for (int32_t a = begin; a < std::min(n, end); ++a) sum = sum + v[a];
+      total = total + sum;
+      begin = end;
     }
-    total = total + first;
-    total = total + second;
-  }
-  for (; w < n; w += kWindow) {
-    float sum = 0.0f;
-    for (int32_t a = w; a < std::min(n, w + kWindow); ++a) sum = sum + v[a];
-    total = total + sum;
+    end = begin + kWindow;
   }
   return total;
 }
