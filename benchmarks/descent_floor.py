@@ -1,5 +1,6 @@
-"""Two lower bounds on tree-search time on CPU: XLA's per-iteration loop
-cost, and the selection arithmetic any exact search must do.
+"""Three lower bounds on tree-search time on CPU: XLA's per-iteration loop
+cost, the selection arithmetic any exact search must do, and writing the
+search tree it returns.
 
 A tree search's descent is sequential in depth: the child picked at one level
 decides the node read at the next. Any search written as XLA loops (mctx, or
@@ -40,6 +41,14 @@ process and ``--row-processes`` fresh ones.  Reading the rows from the tree
 is not counted (the rows are inputs of the timed call), so the true cost
 is higher still.  The search takes at least ``network-only + rows floor``;
 ``--time-fast`` times the fast search beside them.
+
+A third floor (``output``) is the search's result: a search that returns
+mctx's ``Tree`` writes its arrays (six ``[B, S + 1, A]``, five
+``[B, S + 1]`` and the embeddings ``[B, S + 1, H]``) into fresh buffers, as
+every jitted program's outputs are.  ``output_seconds`` times a program
+that only fills arrays of those shapes (first touch of the memory
+included), and the last column divides the fast search by the sum of the
+three: network-only, rows floor and output floor.
 
     python benchmarks/descent_floor.py              # every record of the overhead JSON
     python benchmarks/descent_floor.py --batch 64 256 1024 --actions 9 64
@@ -233,6 +242,33 @@ def fast_and_network_seconds(policy, hidden, actions, batch, sims, budget_s=2.0)
       min_reps=5))
 
 
+def output_seconds(batch, actions, sims, hidden, reps=7):
+  """Median time to fill fresh arrays of the shapes of mctx's ``Tree`` for a
+  search of ``sims`` simulations (each from a run-time value, so that
+  nothing is folded at compile time)."""
+  nodes = sims + 1
+
+  def fill(x):
+    per_child = [jnp.full((batch, nodes, actions), x + k, dtype)
+                 for k, dtype in enumerate([jnp.int32, jnp.float32, jnp.int32,
+                                            jnp.float32, jnp.float32,
+                                            jnp.float32])]
+    per_node = [jnp.full((batch, nodes), x + 10 + k, dtype)
+                for k, dtype in enumerate([jnp.int32, jnp.float32, jnp.float32,
+                                           jnp.int32, jnp.int32])]
+    return per_child, per_node, jnp.full((batch, nodes, hidden), x + 20,
+                                         jnp.float32)
+
+  compiled = jax.jit(fill).lower(jnp.float32(0)).compile()
+  jax.block_until_ready(compiled(jnp.float32(1)))
+  ts = []
+  for i in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(jnp.float32(i)))
+    ts.append(time.perf_counter() - t0)
+  return statistics.median(ts)
+
+
 def measure(batch, actions, nodes=257):
   key = jax.random.PRNGKey(0)
   visits = jax.random.randint(key, (batch, nodes, actions), 0, 5).astype(jnp.float32)
@@ -277,10 +313,12 @@ def main():
   cache, rows = {}, []
   print("| policy | A | B | S | mean depth | levels | select+backup us | floor ms |"
         " net-only ms | floor / net | row ns | rows floor ms | rows floor / net |"
-        + (" fast / net | fast / (net + rows floor) |" if args.time_fast else
+        + " output ms | (net + rows + output) / net |"
+        + (" fast / net | fast / (net + rows floor) |"
+           " fast / (net + rows + output) |" if args.time_fast else
            " fast / net (overhead JSON) |"))
-  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        + ("---|---|" if args.time_fast else "---|"))
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        + ("---|---|---|" if args.time_fast else "---|"))
   row_cache = {}
   for r in records:
     k = (r["batch"], r["actions"])
@@ -295,10 +333,12 @@ def main():
     steps = r["mean_depth"] * r["sims"]
     floor = steps * step
     rows_floor = steps * r["batch"] * per_row
+    output = output_seconds(r["batch"], r["actions"], r["sims"], r["hidden"])
     if args.time_fast:
       fast, net = fast_and_network_seconds(r["policy"], r["hidden"], r["actions"],
                                            r["batch"], r["sims"], args.budget)
-      fast_cols = f"{fast / net:.2f} | {fast / (net + rows_floor):.2f} |"
+      fast_cols = (f"{fast / net:.2f} | {fast / (net + rows_floor):.2f} | "
+                   f"{fast / (net + rows_floor + output):.2f} |")
     else:
       fast = None
       net = network_only_seconds(r["hidden"], r["actions"], r["batch"], r["sims"])
@@ -313,13 +353,19 @@ def main():
                fast_s=fast, fast_measured_here=fast is not None,
                fast_over_net_plus_rows_floor=(None if fast is None
                                               else fast / (net + rows_floor)),
+               output_floor_s=output,
+               floors_over_net=(net + rows_floor + output) / net,
+               fast_over_floors=(None if fast is None
+                                 else fast / (net + rows_floor + output)),
                device=jax.devices()[0].device_kind,
                jax=jax.__version__, cpus=os.cpu_count(), load=os.getloadavg()[0])
     rows.append(row)
     print(f"| {r['policy']} | {r['actions']} | {r['batch']} | {r['sims']} | "
           f"{r['mean_depth']:.1f} | {steps:.0f} | {step * 1e6:.1f} | {floor * 1e3:.1f} | "
           f"{net * 1e3:.1f} | {floor / net:.2f} | {per_row * 1e9:.0f} | "
-          f"{rows_floor * 1e3:.1f} | {rows_floor / net:.2f} | {fast_cols}",
+          f"{rows_floor * 1e3:.1f} | {rows_floor / net:.2f} | "
+          f"{output * 1e3:.1f} | {(net + rows_floor + output) / net:.2f} | "
+          f"{fast_cols}",
           flush=True)
   with open(args.out, "w") as f:
     json.dump(dict(bare_and_select_backup_us={f"B={b},A={a}": [x * 1e6 for x in v]

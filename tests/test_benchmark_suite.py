@@ -296,6 +296,11 @@ def test_descent_floor_script_tiny(tmp_path):
     assert row["row_s"] == min(row["row_s_per_process"])
     assert row["fast_over_net_plus_rows_floor"] == pytest.approx(
         row["fast_s"] / (row["net_s"] + row["rows_floor_s"]))
+    assert row["output_floor_s"] > 0
+    assert row["fast_over_floors"] == pytest.approx(
+        row["fast_s"] / (row["net_s"] + row["rows_floor_s"] + row["output_floor_s"]))
+    assert row["floors_over_net"] == pytest.approx(
+        (row["net_s"] + row["rows_floor_s"] + row["output_floor_s"]) / row["net_s"])
 
 
 @pytest.mark.skipif(not _cpu_tasks.can_take_effect(),

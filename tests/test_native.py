@@ -54,11 +54,13 @@ def _policy_pair(algorithm, num_simulations, max_depth, typed=False):
 
 
 # (batch, num_simulations, num_actions, max_depth, discount, typed keys)
-# 40 actions: more than one 8-lane vector and a partial one.
+# 40 actions: more than one 8-lane vector and a partial one; B = 512: the
+# descent and the expansion split over XLA's threads.
 NATIVE_CASES = [
     (16, 24, 9, None, 0.95, False),
     (8, 17, 40, 4, -1.0, True),
     (32, 12, 3, None, -1.0, False),
+    (512, 6, 4, None, 0.95, False),
 ]
 
 
