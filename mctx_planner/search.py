@@ -709,15 +709,16 @@ def native_cpu_kernels() -> str:
 
     On a CPU, the fast backend runs the tree descents of MuZero (with the
     default ``qtransform``, ``"parent_and_siblings"``) and of Gumbel MuZero
-    (with the default ``"completed_by_mix_value"``; for 2 and 4 to 22
-    actions with jaxlib 0.10, where a check at first use finds that it
-    rounds as XLA), both also with the legal-move masking of a true model,
-    and every algorithm's backup as native XLA custom calls instead of loops
-    of small XLA kernels: the same trees, bit for bit. Measured on a 2-core
-    CPU (docs/benchmarks.md, "Native CPU kernels" and "Native Gumbel
-    descent"): MuZero searches 1.16x to 1.68x faster in the benchmark grid
-    (9 actions), Gumbel's 1.11x to 1.55x, AlphaZero's and Gumbel
-    AlphaZero's through the planner 1.1x to 2.2x. They are C++ compiled once
+    (with the default ``"completed_by_mix_value"``; for 2, 4 to 22 and 33
+    to 200 actions with jaxlib 0.10, where a check at first use finds that
+    it rounds as XLA), both also with the legal-move masking of a true
+    model, and every algorithm's expansion writes and backup as native XLA
+    custom calls instead of loops of small XLA kernels: the same trees, bit
+    for bit. Measured on a 2-core CPU (docs/benchmarks.md, "Native CPU
+    kernels", "Native Gumbel descent" and "Wide Gumbel rows"): MuZero
+    searches 1.16x to 1.68x faster in the benchmark grid (9 actions),
+    Gumbel's 1.11x to 1.55x (9 actions) and 1.25x to 2.06x (64 actions),
+    AlphaZero's and Gumbel AlphaZero's through the planner 1.03x to 2.1x. They are C++ compiled once
     per machine on first use (a few seconds) with the system's C++ compiler
     against the XLA FFI headers that jaxlib ships, and cached in
     ``$MCTX_PLANNER_CACHE_DIR`` (default ``~/.cache/mctx_planner``). Without
