@@ -142,40 +142,9 @@ inline float FromBits(uint32_t bits) { return BitCast<float>(bits); }
 // polynomial (clamp, n = floor(x log2(e) + 1/2), Cody-Waite reduction, degree
 // 7, times 2^n), and LLVM fuses each product into the add that consumes it.
 // `_native.gumbel_exact` checks the bits against XLA's (through the
-// `mctx_planner_gumbel_scores` probe).
-inline float XlaExpNotNan(float x) {
-  float r = x < -87.8f ? -87.8f : x;
-  r = r > 88.8f ? 88.8f : r;
-  // n = floor(v), clamped to [-127, 127], in integers: exact here (|v| <
-  // 2^23), and without std::floor or float clamps, which keep GCC from
-  // vectorizing the row loops.
-  const float v = MulAdd(r, FromBits(0x3FB8AA3Bu), 0.5f);
-  int32_t n = static_cast<int32_t>(v);
-  n -= static_cast<float>(n) > v ? 1 : 0;
-  n = n < -127 ? -127 : n;
-  n = n > 127 ? 127 : n;
-  const float fx = static_cast<float>(n);
-  r = MulAdd(-fx, FromBits(0x3F318000u), r);
-  r = MulAdd(-fx, FromBits(0xB95E8083u), r);
-  float y = MulAdd(FromBits(0x39506967u), r, FromBits(0x3AB743CEu));
-  y = MulAdd(y, r, FromBits(0x3C088908u));
-  y = MulAdd(y, r, FromBits(0x3D2AA9C1u));
-  y = MulAdd(y, r, FromBits(0x3E2AAAAAu));
-  y = MulAdd(y, r, 0.5f);
-  y = MulAdd(y, r * r, r) + 1.0f;
-  return y * FromBits(static_cast<uint32_t>(n + 127) << 23);
-}
-
-// The same polynomial for one value, for scalar code: `std::floor` and
-// float clamps are cheaper there than `XlaExpNotNan`'s integer floor, with
-// the same result.
-inline float XlaExp(float x) {
-  if (std::isnan(x)) return x;
-  x = x < -87.8f ? -87.8f : x;
-  x = x > 88.8f ? 88.8f : x;
-  float fx = std::floor(MulAdd(x, FromBits(0x3FB8AA3Bu), 0.5f));
-  fx = fx < -127.0f ? -127.0f : fx;
-  fx = fx > 127.0f ? 127.0f : fx;
+// `mctx_planner_gumbel_scores` probe).  `XlaExpTail` is the part after the
+// clamps and the floor: `x` clamped, `fx` = n as a float.
+inline float XlaExpTail(float x, float fx, int32_t n) {
   x = MulAdd(-fx, FromBits(0x3F318000u), x);
   x = MulAdd(-fx, FromBits(0xB95E8083u), x);
   float y = MulAdd(FromBits(0x39506967u), x, FromBits(0x3AB743CEu));
@@ -184,9 +153,33 @@ inline float XlaExp(float x) {
   y = MulAdd(y, x, FromBits(0x3E2AAAAAu));
   y = MulAdd(y, x, 0.5f);
   y = MulAdd(y, x * x, x) + 1.0f;
-  const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(fx) + 127)
-                         << 23;
-  return y * FromBits(scale);
+  return y * FromBits(static_cast<uint32_t>(n + 127) << 23);
+}
+
+// For vectorized loops (x not NaN): n = floor(v), clamped to [-127, 127], in
+// integers, exact here (|v| < 2^23): std::floor and float clamps keep GCC
+// from vectorizing the row loops.
+inline float XlaExpNotNan(float x) {
+  float r = x < -87.8f ? -87.8f : x;
+  r = r > 88.8f ? 88.8f : r;
+  const float v = MulAdd(r, FromBits(0x3FB8AA3Bu), 0.5f);
+  int32_t n = static_cast<int32_t>(v);
+  n -= static_cast<float>(n) > v ? 1 : 0;
+  n = n < -127 ? -127 : n;
+  n = n > 127 ? 127 : n;
+  return XlaExpTail(r, static_cast<float>(n), n);
+}
+
+// For scalar code: `std::floor` and float clamps are cheaper there than the
+// integer floor, with the same result.
+inline float XlaExp(float x) {
+  if (std::isnan(x)) return x;
+  x = x < -87.8f ? -87.8f : x;
+  x = x > 88.8f ? 88.8f : x;
+  float fx = std::floor(MulAdd(x, FromBits(0x3FB8AA3Bu), 0.5f));
+  fx = fx < -127.0f ? -127.0f : fx;
+  fx = fx > 127.0f ? 127.0f : fx;
+  return XlaExpTail(x, fx, static_cast<int32_t>(fx));
 }
 
 // `out[a] = XlaExp(in[a] - shift)` over a row of `n`: vectorized where no
