@@ -347,9 +347,9 @@ def gumbel_exact(num_actions: int, qtransform, root: bool = False) -> bool:
   The kernel mirrors XLA's `exp` and sums a row as XLA:CPU (jaxlib 0.10)
   does: from 0 in order up to 32 elements, in padded windows of 32 beyond
   (its tree-reduction pass); but XLA vectorizes some rows of 23 to 32
-  elements, and another jaxlib may change any of it.  So before the first use, the
-  kernel's scores of random nodes are compared bit for bit with Gumbel's
-  scores under `qtransform` compiled by XLA
+  elements, and another jaxlib may change any of it.  So before the first
+  use, the kernel's scores of random nodes are compared bit for bit with
+  Gumbel's scores under `qtransform` compiled by XLA
   (`_fast_search.gumbel_reference_scores`); where they differ the search
   keeps XLA's selection there (one log line).  Needs `available()`."""
   from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top

@@ -718,10 +718,11 @@ def native_cpu_kernels() -> str:
     kernels", "Native Gumbel descent" and "Wide Gumbel rows"): MuZero
     searches 1.16x to 1.68x faster in the benchmark grid (9 actions),
     Gumbel's 1.11x to 1.55x (9 actions) and 1.25x to 2.06x (64 actions),
-    AlphaZero's and Gumbel AlphaZero's through the planner 1.03x to 2.1x. They are C++ compiled once
-    per machine on first use (a few seconds) with the system's C++ compiler
-    against the XLA FFI headers that jaxlib ships, and cached in
-    ``$MCTX_PLANNER_CACHE_DIR`` (default ``~/.cache/mctx_planner``). Without
+    AlphaZero's and Gumbel AlphaZero's through the planner 1.03x to 2.1x.
+    They are C++ compiled once per machine on first use (a few seconds)
+    with the system's C++ compiler against the XLA FFI headers that jaxlib
+    ships, and cached in ``$MCTX_PLANNER_CACHE_DIR`` (default
+    ``~/.cache/mctx_planner``). Without
     a compiler (``$CXX``, else ``c++``), with jax older than ``jax.ffi``, or
     with ``MCTX_PLANNER_NATIVE=0`` in the environment, searches use the
     pure-XLA loops, with the same results.

@@ -83,10 +83,11 @@ inline float MulAdd(float a, float b, float c) {
 #endif
 }
 
-// jnp.maximum and jnp.max propagate NaN.
+// jnp.maximum and jnp.max propagate NaN.  Written as selects, without
+// branches, so that loops using it vectorize.
 inline float NanMax(float a, float b) {
-  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<float>::quiet_NaN();
-  return a > b ? a : b;
+  return (a != a || b != b) ? std::numeric_limits<float>::quiet_NaN()
+                            : (a > b ? a : b);
 }
 
 // jnp.argmax: the first maximum; a NaN wins (the first NaN).
@@ -461,6 +462,20 @@ inline float XlaRowSum(const float* v, int32_t n) {
   return total;
 }
 
+// A row's maximum (`kMax`) or minimum found by comparisons alone (`NanMax`
+// / `NanMin` folded in order, or lanes) is XLA's but for the sign of a zero
+// extreme, which XLA settles as +0 above -0 whichever comes first; this
+// settles it (`get(a)`: the row's values).
+template <bool kMax, typename Get>
+inline float SettleZero(float extreme, int32_t n, Get get) {
+  if (extreme != 0.0f) return extreme;
+  const float preferred = kMax ? 0.0f : -0.0f;
+  for (int32_t a = 0; a < n; ++a) {
+    if (AsBits(get(a)) == AsBits(preferred)) return preferred;
+  }
+  return -preferred;
+}
+
 // A row's maximum / minimum as XLA:CPU reduces it (jnp.max / jnp.min): a
 // NaN anywhere gives NaN, and +0 counts as greater than -0 (as XLA's
 // `maximum` and `minimum` order them, whichever comes first).  Computed in
@@ -499,15 +514,7 @@ inline float FoldExtreme(const float* v, int32_t n) {
   for (; a < n; ++a) {
     result = (kMax ? v[a] > result : v[a] < result) ? v[a] : result;
   }
-  if (result == 0.0f) {
-    // +0 if the row holds one (max) / -0 if it holds one (min).
-    const float preferred = kMax ? 0.0f : -0.0f;
-    for (a = 0; a < n; ++a) {
-      if (AsBits(v[a]) == AsBits(preferred)) return preferred;
-    }
-    return -preferred;
-  }
-  return result;
+  return SettleZero<kMax>(result, n, [v](int32_t i) { return v[i]; });
 }
 
 inline float FoldMax(const float* v, int32_t n) { return FoldExtreme<true>(v, n); }
@@ -526,12 +533,6 @@ inline int32_t ArgmaxRow(const float* x, int32_t n) {
     if (x[a] == top) return a;
   }
   return 0;
-}
-
-// `NanMax` without branches, for loops that the compiler vectorizes.
-inline float SelectNanMax(float a, float b) {
-  return (a != a || b != b) ? std::numeric_limits<float>::quiet_NaN()
-                            : (a > b ? a : b);
 }
 
 // One node's edges in the packed store, as `GumbelScores` reads them.
@@ -555,20 +556,6 @@ struct MixValue {
   float value_scale, maxvisit_init, masked_score;
 };
 
-// A row's maximum (`kMax`) or minimum folded in order with `NanMax` /
-// `NanMin` is XLA's but for the sign of a zero extreme, which XLA settles
-// as +0 above -0 whichever comes first (as `FoldExtreme`); this settles it
-// (`get(a)`: the row's values).
-template <bool kMax, typename Get>
-inline float SettleZero(float extreme, int32_t n, Get get) {
-  if (extreme != 0.0f) return extreme;
-  const float preferred = kMax ? 0.0f : -0.0f;
-  for (int32_t a = 0; a < n; ++a) {
-    if (AsBits(get(a)) == AsBits(preferred)) return preferred;
-  }
-  return -preferred;
-}
-
 // Gumbel's scores for rows of fewer than `kShortRow` actions: the formula
 // below (see `GumbelScores`) in fused scalar loops that read the node
 // straight from its packed record (`row` gives `logit(a)`, `q(a)` and
@@ -577,6 +564,29 @@ inline float SettleZero(float extreme, int32_t n, Get get) {
 // 64, S = 64) took 5.7 ms per search with them against 4.4 ms this way.
 // Both give the same bits (`gumbel_exact` checks the one a width uses).
 constexpr int32_t kShortRow = 16;
+
+// `base + q'` for action `a`, q' = `visit_scale * scaled` its completed
+// q-value, as XLA computes it: without a mask LLVM fuses the product into
+// the add; the mask's select between them (illegal: `masked_score`) leaves
+// a plain product and add (the product is computed either way, so that
+// loops of it need no branch).
+inline float PlusCompletedQ(float base, float visit_scale, float scaled,
+                            const bool* legal, int32_t a, float masked_score) {
+  if (legal == nullptr) return MulAdd(visit_scale, scaled, base);
+  const float completed = visit_scale * scaled;
+  return base + (legal[a] ? completed : masked_score);
+}
+
+// Sequential Halving's score of a root action from `with_q` (its Gumbel
+// noise + logit - max logit + q'): `max(-1e9, with_q)`, -inf unless its
+// visit count is the considered one, -inf if the action is invalid.
+inline float GumbelRootScore(float with_q, int32_t visits,
+                             int32_t considered_visit, bool invalid) {
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  const float score =
+      NanMax(-1e9f, with_q) + (visits == considered_visit ? 0.0f : minus_inf);
+  return invalid ? minus_inf : score;
+}
 
 namespace short_rows {
 
@@ -638,14 +648,6 @@ inline float GumbelScaledQ(const Row& row, int32_t num_actions, float raw,
          mix.value_scale;
 }
 
-// `base + q'` for one action (see the wide rows' `PlusCompletedQ`).
-inline float PlusCompletedQ(float base, float visit_scale, float scaled,
-                            const bool* legal, int32_t a, float masked_score) {
-  return legal == nullptr
-             ? MulAdd(visit_scale, scaled, base)
-             : base + (legal[a] ? visit_scale * scaled : masked_score);
-}
-
 template <typename Row>
 inline void GumbelScores(const Row& row, int32_t num_actions, float raw,
                          const MixValue& mix, const bool* legal,
@@ -687,13 +689,11 @@ inline void GumbelRootScores(const Row& row, int32_t num_actions, float raw,
   for (int32_t a = 0; a < num_actions; ++a) top = NanMax(top, row.logit(a));
   top = SettleZero<true>(top, num_actions,
                          [&](int32_t a) { return row.logit(a); });
-  const float minus_inf = -std::numeric_limits<float>::infinity();
   for (int32_t a = 0; a < num_actions; ++a) {
-    float score = PlusCompletedQ(gumbel[a] + (row.logit(a) - top), visit_scale,
-                                 completed[a], legal, a, mix.masked_score);
-    score = NanMax(-1e9f, score) +
-            (row.visits(a) == considered_visit ? 0.0f : minus_inf);
-    scores[a] = invalid[a] ? minus_inf : score;
+    scores[a] = GumbelRootScore(
+        PlusCompletedQ(gumbel[a] + (row.logit(a) - top), visit_scale,
+                       completed[a], legal, a, mix.masked_score),
+        row.visits(a), considered_visit, invalid[a]);
   }
 }
 
@@ -742,7 +742,7 @@ inline void GumbelPriorProbs(const float* logits, int32_t num_actions,
   XlaExpRow(logits, top, probs, num_actions);
   const float inverse = 1.0f / XlaRowSum(probs, num_actions);
   for (int32_t a = 0; a < num_actions; ++a) {
-    probs[a] = SelectNanMax(probs[a] * inverse,
+    probs[a] = NanMax(probs[a] * inverse,
                             std::numeric_limits<float>::min());
   }
 }
@@ -792,22 +792,21 @@ inline float GumbelScaledQ(const GumbelNode& node, int32_t num_actions,
          mix.value_scale;
 }
 
-// `base + q'` for a row, q' = `visit_scale * scaled` the completed q-values,
-// as XLA computes it: without a mask LLVM fuses the product into the add;
-// the mask's select between them (illegal: `masked_score`) leaves a plain
-// product and add.
-inline void PlusCompletedQ(const float* base, float visit_scale,
-                           const float* scaled, const bool* legal,
-                           float masked_score, int32_t num_actions,
-                           float* out) {
+// `PlusCompletedQ` over a row (`legal` is tested once, so that the
+// unmasked loop vectorizes).
+inline void PlusCompletedQRow(const float* base, float visit_scale,
+                              const float* scaled, const bool* legal,
+                              float masked_score, int32_t num_actions,
+                              float* out) {
   if (legal == nullptr) {
     for (int32_t a = 0; a < num_actions; ++a) {
-      out[a] = MulAdd(visit_scale, scaled[a], base[a]);
+      out[a] = PlusCompletedQ(base[a], visit_scale, scaled[a], nullptr, a,
+                              masked_score);
     }
   } else {
     for (int32_t a = 0; a < num_actions; ++a) {
-      const float completed = visit_scale * scaled[a];
-      out[a] = base[a] + (legal[a] ? completed : masked_score);
+      out[a] = PlusCompletedQ(base[a], visit_scale, scaled[a], legal, a,
+                              masked_score);
     }
   }
 }
@@ -819,8 +818,8 @@ inline void GumbelScores(const GumbelNode& node, int32_t num_actions,
   int32_t sum_visits;
   const float visit_scale = GumbelScaledQ(node, num_actions, raw, mix, probs,
                                           completed, work, &sum_visits);
-  PlusCompletedQ(node.logit, visit_scale, completed, legal, mix.masked_score,
-                 num_actions, scores);
+  PlusCompletedQRow(node.logit, visit_scale, completed, legal,
+                    mix.masked_score, num_actions, scores);
   const float top = FoldMax(scores, num_actions);
   XlaExpRow(scores, top, scores, num_actions);
   const float improved = 1.0f / XlaRowSum(scores, num_actions);
@@ -848,14 +847,56 @@ inline void GumbelRootScores(const GumbelNode& node, int32_t num_actions,
   for (int32_t a = 0; a < num_actions; ++a) {
     work[a] = gumbel[a] + (node.logit[a] - top);
   }
-  PlusCompletedQ(work, visit_scale, completed, legal, mix.masked_score,
-                 num_actions, scores);
-  const float minus_inf = -std::numeric_limits<float>::infinity();
+  PlusCompletedQRow(work, visit_scale, completed, legal, mix.masked_score,
+                    num_actions, scores);
   for (int32_t a = 0; a < num_actions; ++a) {
-    const float score =
-        SelectNanMax(-1e9f, scores[a]) +
-        (node.visits[a] == considered_visit ? 0.0f : minus_inf);
-    scores[a] = invalid[a] ? minus_inf : score;
+    scores[a] = GumbelRootScore(scores[a], node.visits[a], considered_visit,
+                                invalid[a]);
+  }
+}
+
+// A root row's Sequential Halving inputs: its Gumbel noise and invalid
+// actions (rows of `num_actions`) and the considered visit count.
+struct GumbelRootInputs {
+  const float* gumbel;
+  const bool* invalid;
+  int32_t considered_visit;
+};
+
+// One node's prior probabilities (`GumbelPriorProbs`) and scores
+// (`GumbelScores`, or with `root` `GumbelRootScores`), by the short-row code
+// from `row` (an accessor of the node) where `node` is null, else by the
+// wide-row code from `node` (the same node's contiguous rows).
+template <typename Row>
+inline void GumbelNodePriorProbs(const Row& row, const GumbelNode* node,
+                                 int32_t num_actions, float* probs) {
+  if (node == nullptr) {
+    short_rows::GumbelPriorProbs(row, num_actions, probs);
+  } else {
+    GumbelPriorProbs(node->logit, num_actions, probs);
+  }
+}
+
+template <typename Row>
+inline void GumbelNodeScores(const Row& row, const GumbelNode* node,
+                             int32_t num_actions, float raw,
+                             const MixValue& mix, const bool* legal,
+                             const float* probs, const GumbelRootInputs* root,
+                             float* completed, float* work, float* scores) {
+  if (node == nullptr && root != nullptr) {
+    short_rows::GumbelRootScores(row, num_actions, raw, mix, legal, probs,
+                                 root->gumbel, root->invalid,
+                                 root->considered_visit, completed, scores);
+  } else if (node == nullptr) {
+    short_rows::GumbelScores(row, num_actions, raw, mix, legal, probs,
+                             completed, scores);
+  } else if (root != nullptr) {
+    GumbelRootScores(*node, num_actions, raw, mix, legal, probs, root->gumbel,
+                     root->invalid, root->considered_visit, completed, work,
+                     scores);
+  } else {
+    GumbelScores(*node, num_actions, raw, mix, legal, probs, completed, work,
+                 scores);
   }
 }
 
@@ -1050,29 +1091,29 @@ class GumbelSelector {
       return action >= 0 && action < num_actions_ ? action : -1;
     }
     const EdgeRow record{e_ + at * num_actions_ * kEdgeFields};
-    const bool short_row = num_actions_ < kShortRow;
     float* rows = scratch_.data();
-    const GumbelNode node{rows, rows + num_actions_, visits_.data()};
-    if (!short_row) {
+    // Wide rows are copied into contiguous rows first (see `GumbelNode`).
+    const GumbelNode wide{rows, rows + num_actions_, visits_.data()};
+    const GumbelNode* node = nullptr;
+    if (num_actions_ >= kShortRow) {
       LoadGumbelNode(record, num_actions_, rows, rows + num_actions_,
                      visits_.data());
+      node = &wide;
     }
     float* probs = rows + 2 * num_actions_;
     float* completed = rows + 3 * num_actions_;
     float* work = rows + 4 * num_actions_;
     float* scores = rows + 5 * num_actions_;
-    if (cache_ == nullptr || AsBits(cache_[at * num_actions_]) == 0) {
-      if (cache_ != nullptr) probs = cache_ + at * num_actions_;
-      if (short_row) {
-        short_rows::GumbelPriorProbs(record, num_actions_, probs);
-      } else {
-        GumbelPriorProbs(node.logit, num_actions_, probs);
-      }
-    } else {
+    if (cache_ != nullptr) {
+      const bool first_visit = AsBits(cache_[at * num_actions_]) == 0;
       probs = cache_ + at * num_actions_;
+      if (first_visit) GumbelNodePriorProbs(record, node, num_actions_, probs);
+    } else {
+      GumbelNodePriorProbs(record, node, num_actions_, probs);
     }
     const float raw = AsFloat(st_[at * kStatFields + kSRaw]);
     const bool* legal = legal_ == nullptr ? nullptr : legal_ + at * num_actions_;
+    GumbelRootInputs root_inputs{nullptr, nullptr, 0};
     if (q.depth == 0) {
       const bool* invalid = root_.invalid + b * num_actions_;
       int32_t num_valid = 0, sum_visits = 0;
@@ -1082,26 +1123,15 @@ class GumbelSelector {
       }
       const int32_t considered = std::min(root_.max_considered, num_valid);
       if (sum_visits < 0 || sum_visits >= root_.table_width) return -1;
-      const float* gumbel = root_.gumbel + b * num_actions_;
-      const int32_t considered_visit =
-          root_.table[considered * root_.table_width + sum_visits];
-      if (short_row) {
-        short_rows::GumbelRootScores(record, num_actions_, raw, mix_, legal,
-                                     probs, gumbel, invalid, considered_visit,
-                                     completed, scores);
-      } else {
-        GumbelRootScores(node, num_actions_, raw, mix_, legal, probs, gumbel,
-                         invalid, considered_visit, completed, work, scores);
-      }
-    } else if (short_row) {
-      short_rows::GumbelScores(record, num_actions_, raw, mix_, legal, probs,
-                               completed, scores);
-    } else {
-      GumbelScores(node, num_actions_, raw, mix_, legal, probs, completed,
-                   work, scores);
+      root_inputs = GumbelRootInputs{
+          root_.gumbel + b * num_actions_, invalid,
+          root_.table[considered * root_.table_width + sum_visits]};
     }
-    return short_row ? Argmax(scores, num_actions_)
-                     : ArgmaxRow(scores, num_actions_);
+    GumbelNodeScores(record, node, num_actions_, raw, mix_, legal, probs,
+                     q.depth == 0 ? &root_inputs : nullptr, completed, work,
+                     scores);
+    return node == nullptr ? Argmax(scores, num_actions_)
+                           : ArgmaxRow(scores, num_actions_);
   }
 
  private:
@@ -1115,6 +1145,19 @@ class GumbelSelector {
   std::vector<float> scratch_;
   std::vector<int32_t> visits_;
 };
+
+// The data of `out`, the result XLA aliases to argument `in` (updated in
+// place): the same memory when XLA aliases them, as it should; else `in` is
+// copied there first.
+template <ffi::DataType T>
+ffi::NativeType<T>* InPlace(const ffi::Buffer<T>& in,
+                            ffi::ResultBuffer<T>& out) {
+  ffi::NativeType<T>* data = out->typed_data();
+  if (data != in.typed_data()) {
+    std::memcpy(data, in.typed_data(), in.size_bytes());
+  }
+  return data;
+}
 
 // The descent's checks and loop, shared by MuZero's and Gumbel MuZero's.
 struct DescentArgs {
@@ -1244,10 +1287,7 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
     if (cache_in.element_count() != edges.element_count() / kEdgeFields) {
       return ffi::Error::InvalidArgument("cache must be [B, N, A] or empty");
     }
-    cache = cache_out->typed_data();
-    if (cache != cache_in.typed_data()) {
-      std::memcpy(cache, cache_in.typed_data(), cache_in.size_bytes());
-    }
+    cache = InPlace(cache_in, cache_out);
   }
   const bool ok = DescendBatch(
       pool, args, nullptr, max_depth,
@@ -1312,43 +1352,27 @@ ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
   float* work = completed + num_actions;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t at = r * num_actions;
-    const GumbelNode node{logits.typed_data() + at, qvalues.typed_data() + at,
+    const GumbelNode wide{logits.typed_data() + at, qvalues.typed_data() + at,
                           visits.typed_data() + at};
-    if (num_actions < kShortRow) {
-      const ArrayRow row{node.logit, node.q, node.visits};
-      short_rows::GumbelPriorProbs(row, num_actions, probs);
-      if (root) {
-        short_rows::GumbelRootScores(
-            row, num_actions, raw.typed_data()[r], mix,
-            legal == nullptr ? nullptr : legal + at, probs,
-            gumbel.typed_data() + at, invalid.typed_data() + at,
-            considered.typed_data()[r], completed, scores->typed_data() + at);
-      } else {
-        short_rows::GumbelScores(row, num_actions, raw.typed_data()[r], mix,
-                                 legal == nullptr ? nullptr : legal + at,
-                                 probs, completed, scores->typed_data() + at);
-      }
-      continue;
-    }
-    GumbelPriorProbs(node.logit, num_actions, probs);
-    if (root) {
-      GumbelRootScores(node, num_actions, raw.typed_data()[r], mix,
-                       legal == nullptr ? nullptr : legal + at, probs,
-                       gumbel.typed_data() + at, invalid.typed_data() + at,
-                       considered.typed_data()[r], completed, work,
-                       scores->typed_data() + at);
-    } else {
-      GumbelScores(node, num_actions, raw.typed_data()[r], mix,
-                   legal == nullptr ? nullptr : legal + at, probs, completed,
-                   work, scores->typed_data() + at);
-    }
+    const GumbelNode* node = num_actions < kShortRow ? nullptr : &wide;
+    const ArrayRow row{wide.logit, wide.q, wide.visits};
+    GumbelNodePriorProbs(row, node, num_actions, probs);
+    const GumbelRootInputs root_inputs =
+        root ? GumbelRootInputs{gumbel.typed_data() + at,
+                                invalid.typed_data() + at,
+                                considered.typed_data()[r]}
+             : GumbelRootInputs{nullptr, nullptr, 0};
+    GumbelNodeScores(row, node, num_actions, raw.typed_data()[r], mix,
+                     legal == nullptr ? nullptr : legal + at, probs,
+                     root ? &root_inputs : nullptr, completed, work,
+                     scores->typed_data() + at);
   }
   return ffi::Error::Success();
 }
 
 // mctx's backward pass from `leaf[b]` to the root, for examples
-// `[begin, end)` (see ExpandBackupImpl).  As in the descent, `kGroup` paths go up
-// in turns, each prefetching the rows of its next step.
+// `[begin, end)` (see ExpandBackupImpl).  As in the descent, `kGroup`
+// paths go up in turns, each prefetching the rows of its next step.
 void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
                  int64_t num_actions, int32_t* st, int32_t* e,
                  const int32_t* ln, const int32_t* lf) {
@@ -1446,19 +1470,9 @@ ffi::Error ExpandBackupImpl(ffi::ThreadPool pool,
         "parent, action, child, value, reward, discount must be [B] and "
         "record [B, A]");
   }
-  int32_t* st = stats_out->typed_data();
-  int32_t* e = edges_out->typed_data();
-  int32_t* ln = links_out->typed_data();
-  // Updated in place when XLA aliases the buffers (it should); else copied.
-  if (st != stats_in.typed_data()) {
-    std::memcpy(st, stats_in.typed_data(), stats_in.size_bytes());
-  }
-  if (e != edges_in.typed_data()) {
-    std::memcpy(e, edges_in.typed_data(), edges_in.size_bytes());
-  }
-  if (ln != links_in.typed_data()) {
-    std::memcpy(ln, links_in.typed_data(), links_in.size_bytes());
-  }
+  int32_t* st = InPlace(stats_in, stats_out);
+  int32_t* e = InPlace(edges_in, edges_out);
+  int32_t* ln = InPlace(links_in, links_out);
   const int32_t* pa = parent.typed_data();
   const int32_t* ac = action.typed_data();
   const int32_t* ch = child.typed_data();
