@@ -220,10 +220,19 @@ def disabled():
     _OFF.depth -= 1
 
 
+def select_cache_shape(edges_shape) -> tuple:
+  """The shape of `muzero_descend`'s selection cache for a store of
+  `edges_shape` `[B, N, A, 6]`: `[B, N, 3 + ceil(A / 32)]`."""
+  batch, num_nodes, num_actions = edges_shape[:3]
+  return (batch, num_nodes, 3 + -(-num_actions // 32))
+
+
 def muzero_descend(edges, stats, invalid_actions, keys, scale,
-                   max_depth: int, legal=None, masked_score: float = 0.):
-  """`(node, action, child)`, each int32 `[B]`: as `_fast_search._descend`
-  with MuZero's PUCT selection and mctx's default qtransform.
+                   max_depth: int, legal=None, masked_score: float = 0.,
+                   cache=None):
+  """`(node, action, child, cache)`, the first three int32 `[B]`: as
+  `_fast_search._descend` with MuZero's PUCT selection and mctx's default
+  qtransform.
 
   `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store),
   `invalid_actions` `[B, A]` (nonzero: invalid at the root), `keys` raw
@@ -231,15 +240,23 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
   pb_c(n)` for every visit count `n` (`_fast_search._exploration_scale`).  `legal`: None,
   or the nodes' legal-move masks `[B, N, A]`, with which the qtransform's
   value of an illegal child is `masked_score` (the planner's
-  `search._legal_qtransform` over mctx's default)."""
+  `search._legal_qtransform` over mctx's default).  `cache`: None, or uint32
+  zeros of `select_cache_shape(edges.shape)` at the search's start, then
+  what this returned (updated in place): each node's visited children and
+  its two unvisited children of highest prior, with which a node visited
+  again is scored from those instead of all `A` children (same actions; not
+  used with `legal`)."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
   legal = (jnp.zeros([0], bool) if legal is None
            else jnp.asarray(legal).astype(bool))
-  return jax.ffi.ffi_call("mctx_planner_muzero_descend", (out, out, out),
-                          vmap_method="sequential")(
-      edges, stats, invalid_actions != 0, legal, keys, scale,
-      max_depth=np.int32(max_depth), masked_score=np.float32(masked_score))
+  cache = jnp.zeros([0], jnp.uint32) if cache is None else cache
+  return jax.ffi.ffi_call(
+      "mctx_planner_muzero_descend",
+      (out, out, out, jax.ShapeDtypeStruct(cache.shape, jnp.uint32)),
+      input_output_aliases={6: 3}, vmap_method="sequential")(
+          edges, stats, invalid_actions != 0, legal, keys, scale, cache,
+          max_depth=np.int32(max_depth), masked_score=np.float32(masked_score))
 
 
 def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,

@@ -88,6 +88,115 @@ def test_native_muzero_matches_mctx(case):
       assert "mctx_planner_expand_backup" in text
 
 
+# (batch, num_simulations, num_actions, max_depth, discount): from 16
+# actions the descent keeps its selection cache (`_native.muzero_descend`);
+# enough simulations for nodes to be revisited many times.
+CACHE_CASES = [
+    (16, 48, 20, None, 0.95),
+    (4, 40, 64, None, -1.0),
+]
+
+
+def _wild_recurrent_fn(params, rng_key, action, embedding):
+  """The golden toy model with values, rewards and priors that are not
+  finite in some transitions."""
+  out, nxt = golden._recurrent_fn(params, rng_key, action, embedding)  # pylint: disable=protected-access
+  logits = jnp.where((nxt[:, 1] > 0.85)[:, None], jnp.nan, out.prior_logits)
+  logits = logits.at[:, 3].set(jnp.where(nxt[:, 2] > 0.5, -jnp.inf,
+                                         logits[:, 3]))
+  return out.replace(
+      value=jnp.where(nxt[:, 3] > 0.9, jnp.inf, out.value),
+      reward=jnp.where(nxt[:, 4] < -0.9, jnp.nan, out.reward),
+      prior_logits=logits), nxt
+
+
+@pytest.mark.parametrize("case", CACHE_CASES,
+                         ids=lambda c: "-".join(map(str, c)))
+def test_native_muzero_selection_cache_matches_mctx(case):
+  """With the selection cache the native descent still picks mctx's actions
+  (flat priors: ties broken by the noise)."""
+  _require_kernels()
+  batch, sims, num_actions, max_depth, discount = case
+  assert num_actions >= _fast_search._SELECT_CACHE_MIN_ACTIONS  # pylint: disable=protected-access
+  ref, fast = _policy_pair("muzero", sims, max_depth)
+  for seed in range(3):
+    params = golden._params(num_actions, discount, flat_prior=seed == 2)  # pylint: disable=protected-access
+    root = golden._root(batch, num_actions, seed)  # pylint: disable=protected-access
+    if seed == 2:
+      root = root.replace(prior_logits=jnp.zeros_like(root.prior_logits))
+    invalid = golden._invalid(batch, num_actions, seed)  # pylint: disable=protected-access
+    key = jax.random.PRNGKey(seed)
+    if seed == 0:
+      text = fast.lower(params, key, root, invalid).as_text()
+      width = 3 + -(-num_actions // 32)
+      assert f"tensor<{batch}x{sims + 1}x{width}xui32>" in text
+    _assert_bit_identical(fast(params, key, root, invalid),
+                          ref(params, key, root, invalid))
+
+
+def test_native_muzero_selection_cache_with_values_not_finite():
+  """NaN and infinite values, rewards and priors send the cached selection
+  back to the whole row, which breaks ties as mctx does."""
+  _require_kernels()
+  batch, sims, num_actions, _, discount = CACHE_CASES[0]
+  wild = [jax.jit(lambda p, k, r, i, policy=policy: policy(  # pylint: disable=g-long-lambda
+      p, k, r, _wild_recurrent_fn, sims, invalid_actions=i))
+          for policy in (_fast_search.muzero_policy, mctx.muzero_policy)]
+  params = golden._params(num_actions, discount)  # pylint: disable=protected-access
+  root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
+  invalid = golden._invalid(batch, num_actions, 0)  # pylint: disable=protected-access
+  out = [fn(params, jax.random.PRNGKey(1), root, invalid) for fn in wild]
+  assert not np.isfinite(np.asarray(out[1].search_tree.node_values)).all()
+  golden._assert_same(*out)  # pylint: disable=protected-access
+
+
+def _cache_probe(cache_row):
+  """One descent of a hand-made store (B = 1, 20 actions) whose root leads
+  to node 1, an expanded node with no visited child: `(action picked at
+  node 1, node 1's cache row after the descent)`, given node 1's cache row
+  before it (None: zeros, i.e. not built)."""
+  num_actions, num_nodes = 20, 3
+  probs = np.linspace(0.01, 0.05, num_actions).astype(np.float32)
+  probs[5] = 0.2  # the best prior
+  bits = lambda x: np.asarray(x, np.float32).view(np.int32)
+  edges = np.zeros([1, num_nodes, num_actions, 6], np.int32)
+  edges[0, 0, 0] = [bits(1.), bits(1.), 1, bits(0.), bits(1.), 2]
+  edges[0, 1, :, 0] = bits(probs)
+  stats = np.zeros([1, num_nodes, 3], np.int32)
+  stats[0, 0, 0], stats[0, 1, 0] = 2, 1
+  cache = np.zeros(_native.select_cache_shape(edges.shape), np.uint32)
+  if cache_row is not None:
+    cache[0, 1] = cache_row
+  node, action, _, cache = _native.muzero_descend(
+      jnp.asarray(edges), jnp.asarray(stats),
+      jnp.zeros([1, num_actions], bool), jnp.zeros([1, 2], jnp.uint32),
+      jnp.ones([4], jnp.float32), 10, cache=jnp.asarray(cache))
+  assert int(node[0]) == 1
+  return int(action[0]), np.asarray(cache)[0, 1].tolist()
+
+
+def test_native_muzero_descent_reads_and_keeps_its_cache():
+  """The descent builds a node's cache row at its first visit (visited
+  children as bits, the next two unvisited children by prior) and, once
+  built, reads only the children it names: a row naming the wrong children
+  changes the action, which shows that the cache is used at all."""
+  _require_kernels()
+  # Not built: the whole row is scored (action 5, the best prior), then the
+  # row is built with 5 visited and 19, 18 as the best unvisited children.
+  action, row = _cache_probe(None)
+  assert action == 5
+  assert row == [1, 19 + 1, 18 + 1, 1 << 5]
+  # A ready row naming 7 and 8 as the best unvisited: 8 (the higher prior
+  # of the two) is picked, then counted as visited, and the best unvisited
+  # children recomputed.
+  action, row = _cache_probe([1, 7 + 1, 8 + 1, 0])
+  assert action == 8
+  assert row == [1, 5 + 1, 19 + 1, 1 << 8]
+  # A row marked unusable is ignored.
+  action, row = _cache_probe([2, 7 + 1, 8 + 1, 0])
+  assert action == 5 and row == [2, 7 + 1, 8 + 1, 0]
+
+
 def _assert_bit_identical(fast, ref):
   """Actions, weights and every tree field equal to the last bit."""
   np.testing.assert_array_equal(fast.action, ref.action)

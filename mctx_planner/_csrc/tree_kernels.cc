@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -413,6 +414,155 @@ inline int32_t NoisyArgmax(float* scores, int32_t num_actions,
                        scores[a]);
   }
   return Argmax(scores, num_actions);
+}
+
+// MuZero's selection cache: one row of `SelectCacheWords(A)` int32 per node
+// (`cache[B, N, W]`, uint32), so that a node visited again is scored from its
+// visited children and two unvisited ones instead of all `A`.  Why two
+// suffice: below the root, without legal-move masks, an unvisited child's
+// PUCT score is `MulAdd(lo - lo, inverse, scale * prior / 1)`, i.e. exactly
+// `scale * prior` when `lo` and `inverse` are finite; rounding is monotone,
+// so with `scale >= 0` the unvisited children rank by prior.  The best of
+// them, the runner-up for mctx's tie margin, and every tie at the top are
+// therefore among the visited children and the two unvisited children of
+// highest prior.  Layout of a row:
+//   [0] kCacheEmpty (not built yet), kCacheReady, or kCacheUnusable (an
+//       unvisited child's prior is not finite: the full row is scored);
+//   [1], [2] the unvisited children of highest and second-highest prior,
+//       plus one (0: none);
+//   [3 ...] a bit per action, set once the child is visited.
+// A node's children are visited only on a descent through it (the backup
+// follows the path), so the descent keeps the bits itself, and a node's
+// priors never change once it is interior (see `GumbelSelector`).
+enum { kCacheEmpty = 0, kCacheReady = 1, kCacheUnusable = 2 };
+constexpr int32_t kCacheHeader = 3;
+
+inline int32_t SelectCacheWords(int32_t num_actions) {
+  return kCacheHeader + (num_actions + 31) / 32;
+}
+
+inline bool CacheVisited(const uint32_t* c, int32_t a) {
+  return (c[kCacheHeader + (a >> 5)] >> (a & 31)) & 1u;
+}
+
+inline void CacheSetVisited(uint32_t* c, int32_t a) {
+  c[kCacheHeader + (a >> 5)] |= 1u << (a & 31);
+}
+
+// The two unvisited children of highest prior (first index on ties), or
+// kCacheUnusable.
+inline void CacheTopTwo(const int32_t* rec, int32_t num_actions, uint32_t* c) {
+  int32_t a1 = -1, a2 = -1;
+  float p1 = 0.0f, p2 = 0.0f;
+  bool finite = true;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    if (CacheVisited(c, a)) continue;
+    const float p = AsFloat(rec[a * kEdgeFields + kLogit]);
+    finite &= std::isfinite(p);
+    if (a1 < 0 || p > p1) {
+      a2 = a1;
+      p2 = p1;
+      a1 = a;
+      p1 = p;
+    } else if (a2 < 0 || p > p2) {
+      a2 = a;
+      p2 = p;
+    }
+  }
+  c[0] = finite ? kCacheReady : kCacheUnusable;
+  c[1] = static_cast<uint32_t>(a1 + 1);
+  c[2] = static_cast<uint32_t>(a2 + 1);
+}
+
+// A node's cache row from its record, `selected` counted as visited (the
+// descent is about to go through it).
+inline void CacheBuild(const int32_t* rec, int32_t num_actions,
+                       int32_t selected, uint32_t* c) {
+  const int32_t words = SelectCacheWords(num_actions) - kCacheHeader;
+  for (int32_t w = 0; w < words; ++w) c[kCacheHeader + w] = 0;
+  for (int32_t a = 0; a < num_actions; ++a) {
+    if (rec[a * kEdgeFields + kVisits] > 0 || a == selected) {
+      CacheSetVisited(c, a);
+    }
+  }
+  CacheTopTwo(rec, num_actions, c);
+}
+
+// Counts `selected` as visited in a ready row (after the descent picked it).
+inline void CacheVisit(const int32_t* rec, int32_t num_actions,
+                       int32_t selected, uint32_t* c) {
+  if (CacheVisited(c, selected)) return;
+  CacheSetVisited(c, selected);
+  const uint32_t tag = static_cast<uint32_t>(selected + 1);
+  if (tag == c[1] || tag == c[2]) CacheTopTwo(rec, num_actions, c);
+}
+
+// `PuctSelect`'s decision from a ready cache row (no invalid actions, no
+// legal-move masks): the action, or -1 where it cannot tell (a tie at the
+// top, the margin under mctx's 1e-7, or a value that is not finite; the
+// caller then scores the whole row).  Same operations per child as
+// `PuctSelectScalar`, so the same roundings.
+inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
+                                int32_t num_actions, float node_value,
+                                float scale) {
+  if (c[0] != kCacheReady || !std::isfinite(node_value) ||
+      !(scale >= 0.0f) || !std::isfinite(scale)) {
+    return -1;
+  }
+  const int32_t words = SelectCacheWords(num_actions) - kCacheHeader;
+  float lo = node_value, hi = node_value;
+  for (int32_t w = 0; w < words; ++w) {
+    for (uint32_t bits = c[kCacheHeader + w]; bits;
+         bits &= bits - 1) {
+      const int32_t* e = rec + (w * 32 + __builtin_ctz(bits)) * kEdgeFields;
+      if (e[kVisits] <= 0) return -1;
+      const float q = MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
+                             AsFloat(e[kReward]));
+      if (!std::isfinite(q)) return -1;
+      lo = q < lo ? q : lo;
+      hi = q > hi ? q : hi;
+    }
+  }
+  const float inverse = 1.0f / NanMax(hi - lo, kQEpsilon);
+  // The best score (first action among equals), how many reach it, and the
+  // best of the others.
+  float best = -std::numeric_limits<float>::infinity(), runner_up = best;
+  int32_t greedy = -1, ties = 0;
+  bool finite = true;
+  auto consider = [&](int32_t a, float completed, int32_t visits) {
+    const float policy =
+        scale * AsFloat(rec[a * kEdgeFields + kLogit]) /
+        static_cast<float>(visits + 1);
+    const float s = MulAdd(completed - lo, inverse, policy);
+    finite &= std::isfinite(s);
+    if (s > best) {
+      runner_up = best;
+      best = s;
+      greedy = a;
+      ties = 1;
+    } else if (s == best) {
+      ++ties;
+      greedy = a < greedy ? a : greedy;
+    } else if (s > runner_up) {
+      runner_up = s;
+    }
+  };
+  for (int32_t w = 0; w < words; ++w) {
+    for (uint32_t bits = c[kCacheHeader + w]; bits;
+         bits &= bits - 1) {
+      const int32_t a = w * 32 + __builtin_ctz(bits);
+      const int32_t* e = rec + a * kEdgeFields;
+      consider(a,
+               MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
+                      AsFloat(e[kReward])),
+               e[kVisits]);
+    }
+  }
+  if (c[1] != 0) consider(static_cast<int32_t>(c[1]) - 1, lo, 0);
+  if (c[2] != 0) consider(static_cast<int32_t>(c[2]) - 1, lo, 0);
+  if (!finite || greedy < 0) return -1;
+  if (ties == 1 && best > runner_up + kTieBreak) return greedy;
+  return -1;
 }
 
 // jnp.minimum and jnp.min propagate NaN.
@@ -941,6 +1091,47 @@ bool ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t chunk, Body body) {
 constexpr int64_t kChunk = 32;
 constexpr int64_t kParallelMin = 128;
 
+// Below those batches, `AdaptiveFor`: chunks of `kSmallChunk` on the calling
+// thread, the rest split over the pool once what remains is estimated to
+// take longer than `kSplitWorthNs` (paths grow with the tree: a MuZero
+// search with 64 actions descends ~90 levels per simulation at S = 256).
+constexpr int64_t kSmallChunk = 16;
+constexpr int64_t kSplitWorthNs = 60000;
+
+// `body(begin, end)` over `[0, n)`: chunks of `chunk` on the calling thread
+// while the rest, estimated from the time so far, would take less than
+// `kSplitWorthNs`; then `ParallelFor` over what is left.
+template <typename Body>
+bool AdaptiveFor(ffi::ThreadPool& pool, int64_t n, int64_t chunk, Body body) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t begin = 0; begin < n;) {
+    const int64_t end = std::min(n, begin + chunk);
+    if (!body(begin, end)) return false;
+    begin = end;
+    if (begin >= n || pool.num_threads() < 2) continue;
+    const int64_t spent = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
+    if (spent / begin * (n - begin) > kSplitWorthNs) {
+      const int64_t offset = begin;
+      return ParallelFor(pool, n - offset, chunk,
+                         [&body, offset](int64_t b, int64_t e) {
+                           return body(offset + b, offset + e);
+                         });
+    }
+  }
+  return true;
+}
+
+// Prefetches node record `at` (all `A` edges) and its statistics.
+inline void PrefetchRecord(const int32_t* e, const int32_t* st,
+                           int32_t num_actions, int64_t at) {
+  const int64_t bytes = static_cast<int64_t>(num_actions) * kEdgeFields * 4;
+  const char* p = reinterpret_cast<const char*>(e) + at * bytes;
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+  __builtin_prefetch(st + at * kStatFields);
+}
+
 // One example's way down the tree in `DescendRange`.  `key` is the descent's
 // key at depth `key_depth`; the key of a deeper level is derived only when
 // that level needs its noise (rarely, MuZero only).
@@ -948,6 +1139,7 @@ struct Path {
   uint32_t key[2];
   int32_t key_depth, node, action, child, depth;
   bool active;
+  bool staged;  // `select.Stage` has run at this node
 };
 
 // The descent of examples `[begin, end)`: from the root, `select(path, b,
@@ -960,27 +1152,21 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
                   int32_t num_actions, const int32_t* e, const int32_t* st,
                   const uint32_t* k, int32_t max_depth, Select& select,
                   int32_t* node_o, int32_t* action_o, int32_t* child_o) {
-  const int64_t record = static_cast<int64_t>(num_actions) * kEdgeFields;
   // The examples' paths are independent chains of dependent reads (a node's
   // record gives its child).  `kGroup` of them advance in turns, each one
-  // prefetching its next record, so that their cache misses overlap.
+  // prefetching what its next selection reads (`select.Prefetch`), so that
+  // their cache misses overlap.
   constexpr int kGroup = 16;
-  auto prefetch = [&](int64_t at) {
-    const char* p = reinterpret_cast<const char*>(e + at * record);
-    for (int64_t off = 0; off < record * 4; off += 64) {
-      __builtin_prefetch(p + off);
-    }
-    __builtin_prefetch(st + at * kStatFields);
-  };
+  auto prefetch = [&](int64_t at, bool root) { select.Prefetch(at, root); };
   for (int64_t b0 = begin; b0 < end; b0 += kGroup) {
     const int group = static_cast<int>(std::min<int64_t>(end - b0, kGroup));
     Path path[kGroup];
     for (int i = 0; i < group; ++i) {
       const int64_t b = b0 + i;
-      path[i] = k == nullptr ? Path{{0, 0}, 0, 0, 0, -1, 0, true}
+      path[i] = k == nullptr ? Path{{0, 0}, 0, 0, 0, -1, 0, true, true}
                              : Path{{k[2 * b], k[2 * b + 1]}, 0, 0, 0, -1, 0,
-                                    true};
-      prefetch(b * num_nodes);
+                                    true, true};
+      prefetch(b * num_nodes, true);
     }
     for (int remaining = group; remaining > 0;) {
       for (int i = 0; i < group; ++i) {
@@ -988,6 +1174,12 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
         if (!q.active) continue;
         const int64_t b = b0 + i;
         const int64_t at = b * num_nodes + q.node;
+        if (!q.staged) {
+          q.staged = true;
+          // A second prefetch, of lines known only from the first: the
+          // selection waits for the next turn.
+          if (select.Stage(q, at)) continue;
+        }
         q.action = select(q, b, at);
         if (q.action < 0) return false;
         q.child = e[(at * num_actions + q.action) * kEdgeFields + kChild] - 1;
@@ -1001,7 +1193,8 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
         }
         q.node = q.child;
         ++q.depth;
-        prefetch(b * num_nodes + q.node);
+        q.staged = false;
+        prefetch(b * num_nodes + q.node, false);
       }
     }
   }
@@ -1012,21 +1205,90 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
 // with qtransform_by_parent_and_siblings, or the planner's masked version).
 class PuctSelector {
  public:
+  // `cache`: `[B, N, SelectCacheWords(A)]`, zeros at the search's start
+  // (updated in place), or null; used only without legal-move masks.
   PuctSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
                const bool* inv, const bool* legal, float masked_score,
-               const float* sc, int64_t table)
+               const float* sc, int64_t table, uint32_t* cache)
       : num_actions_(num_actions), e_(e), st_(st), inv_(inv), legal_(legal),
         masked_score_(masked_score), sc_(sc), table_(table),
+        cache_(legal == nullptr ? cache : nullptr),
+        cache_words_(SelectCacheWords(num_actions)),
         // Scratch rows, rounded up to whole 8-lane vectors.
         scores_((num_actions + 7) / 8 * 8),
         visits_((num_actions + 7) / 8 * 8) {}
 
+  // With the cache, below the root: the node's statistics and cache row.
+  void Prefetch(int64_t at, bool root) {
+    if (cache_ == nullptr || root) {
+      PrefetchRecord(e_, st_, num_actions_, at);
+      return;
+    }
+    __builtin_prefetch(st_ + at * kStatFields);
+    __builtin_prefetch(cache_ + at * cache_words_);
+  }
+
+  // With the cache, below the root: once the node's cache row is in, the
+  // edges it names (its visited children and best two unvisited ones), or
+  // the whole record if the row is not built.  True: wait a turn.
+  bool Stage(const Path& q, int64_t at) {
+    if (cache_ == nullptr || q.depth == 0) return false;
+    const uint32_t* c = cache_ + at * cache_words_;
+    if (c[0] != kCacheReady) {
+      PrefetchRecord(e_, st_, num_actions_, at);
+      return true;
+    }
+    const char* rec = reinterpret_cast<const char*>(
+        e_ + at * num_actions_ * kEdgeFields);
+    constexpr int kEdgeBytes = kEdgeFields * 4;
+    auto edge = [&](int32_t a) {
+      __builtin_prefetch(rec + a * kEdgeBytes);
+      __builtin_prefetch(rec + a * kEdgeBytes + kEdgeBytes - 4);
+    };
+    for (int32_t w = 0; w < cache_words_ - kCacheHeader; ++w) {
+      for (uint32_t bits = c[kCacheHeader + w]; bits; bits &= bits - 1) {
+        edge(w * 32 + __builtin_ctz(bits));
+      }
+    }
+    if (c[1] != 0) edge(static_cast<int32_t>(c[1]) - 1);
+    if (c[2] != 0) edge(static_cast<int32_t>(c[2]) - 1);
+    return true;
+  }
+
   int32_t operator()(Path& q, int64_t b, int64_t at) {
     const int32_t visits = st_[at * kStatFields + kSVisits];
     if (visits < 0 || visits >= table_) return -1;
+    const int32_t* rec = e_ + at * num_actions_ * kEdgeFields;
+    const float node_value = AsFloat(st_[at * kStatFields + kSValue]);
+    // Below the root (whose invalid actions the cache does not know).
+    uint32_t* c = cache_ != nullptr && q.depth > 0
+                     ? cache_ + at * cache_words_
+                     : nullptr;
+    if (c != nullptr) {
+      const int32_t action =
+          CachedPuctSelect(rec, c, num_actions_, node_value, sc_[visits]);
+      if (action >= 0) {
+        CacheVisit(rec, num_actions_, action, c);
+        return action;
+      }
+    }
+    int32_t action = FullSelect(q, b, at, rec, node_value, sc_[visits]);
+    if (c != nullptr && action >= 0) {
+      if (c[0] == kCacheEmpty) {
+        CacheBuild(rec, num_actions_, action, c);
+      } else if (c[0] == kCacheReady) {
+        CacheVisit(rec, num_actions_, action, c);
+      }
+    }
+    return action;
+  }
+
+ private:
+  // `PuctSelect` over the whole row, then the noise if it cannot tell.
+  int32_t FullSelect(Path& q, int64_t b, int64_t at, const int32_t* rec,
+                     float node_value, float scale) {
     int32_t action = PuctSelect(
-        e_ + at * num_actions_ * kEdgeFields, num_actions_,
-        AsFloat(st_[at * kStatFields + kSValue]), sc_[visits],
+        rec, num_actions_, node_value, scale,
         q.depth == 0 ? inv_ + b * num_actions_ : nullptr,
         legal_ == nullptr ? nullptr : legal_ + at * num_actions_,
         masked_score_, scores_.data(), visits_.data());
@@ -1042,7 +1304,6 @@ class PuctSelector {
     return action;
   }
 
- private:
   const int32_t num_actions_;
   const int32_t* e_;
   const int32_t* st_;
@@ -1051,6 +1312,8 @@ class PuctSelector {
   const float masked_score_;
   const float* sc_;
   const int64_t table_;
+  uint32_t* cache_;
+  const int32_t cache_words_;
   std::vector<float> scores_;
   std::vector<int32_t> visits_;
 };
@@ -1084,6 +1347,11 @@ class GumbelSelector {
         legal_(legal), cache_(cache),
         scratch_(6 * static_cast<size_t>(num_actions)),
         visits_(static_cast<size_t>(num_actions)) {}
+
+  void Prefetch(int64_t at, bool /*root*/) {
+    PrefetchRecord(e_, st_, num_actions_, at);
+  }
+  bool Stage(const Path& /*q*/, int64_t /*at*/) { return false; }
 
   int32_t operator()(Path& q, int64_t b, int64_t at) {
     if (q.depth == 0 && root_.action != nullptr) {
@@ -1200,8 +1468,9 @@ bool DescendBatch(ffi::ThreadPool& pool, const DescentArgs& args,
                         args.st, keys, max_depth, select, node_o, action_o,
                         child_o);
   };
-  return args.batch < kParallelMin ? range(0, args.batch)
-                                   : ParallelFor(pool, args.batch, kChunk, range);
+  return args.batch < kParallelMin
+             ? AdaptiveFor(pool, args.batch, kSmallChunk, range)
+             : ParallelFor(pool, args.batch, kChunk, range);
 }
 
 // `legal`: the nodes' legal-move masks `[B, N, A]` (the planner's
@@ -1213,9 +1482,11 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
                              ffi::Buffer<ffi::PRED> legal_mask,
                              ffi::Buffer<ffi::U32> keys,
                              ffi::Buffer<ffi::F32> scale,
+                             ffi::Buffer<ffi::U32> cache_in,
                              ffi::ResultBuffer<ffi::S32> node_out,
                              ffi::ResultBuffer<ffi::S32> action_out,
                              ffi::ResultBuffer<ffi::S32> child_out,
+                             ffi::ResultBuffer<ffi::U32> cache_out,
                              int32_t max_depth, float masked_score) {
   DescentArgs args;
   if (auto error = ReadDescentArgs(edges, stats, legal_mask, &args);
@@ -1225,11 +1496,21 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
   const bool* inv = invalid.typed_data();
   const float* sc = scale.typed_data();
   const int64_t table = scale.element_count();
+  // The selection cache, updated in place (aliased), or empty.
+  uint32_t* cache = nullptr;
+  if (cache_in.element_count() != 0) {
+    if (cache_in.element_count() !=
+        args.batch * args.num_nodes * SelectCacheWords(args.num_actions)) {
+      return ffi::Error::InvalidArgument(
+          "cache must be [B, N, 3 + ceil(A / 32)] or empty");
+    }
+    cache = InPlace(cache_in, cache_out);
+  }
   const bool ok = DescendBatch(
       pool, args, keys.typed_data(), max_depth,
       [=] {
         return PuctSelector(args.num_actions, args.e, args.st, inv, args.legal,
-                            masked_score, sc, table);
+                            masked_score, sc, table, cache);
       },
       node_out->typed_data(), action_out->typed_data(),
       child_out->typed_data());
@@ -1543,9 +1824,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerMuzeroDescend, MuzeroDescendImpl,
                                   .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>()
                                   .Attr<int32_t>("max_depth")
                                   .Attr<float>("masked_score"));
 
