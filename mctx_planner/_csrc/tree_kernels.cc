@@ -1091,36 +1091,31 @@ bool ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t chunk, Body body) {
 constexpr int64_t kChunk = 32;
 constexpr int64_t kParallelMin = 128;
 
-// Below those batches, `AdaptiveFor`: chunks of `kSmallChunk` on the calling
-// thread, the rest split over the pool once what remains is estimated to
-// take longer than `kSplitWorthNs` (paths grow with the tree: a MuZero
-// search with 64 actions descends ~90 levels per simulation at S = 256).
+// Below those batches, `AdaptiveFor`: the first `kProbe` examples on the
+// calling thread, then the rest split over the pool in chunks of
+// `kSmallChunk` if they are estimated to take longer than `kSplitWorthNs`
+// (paths grow with the tree: a MuZero search with 64 actions descends ~90
+// levels per simulation at S = 256), else on the calling thread too.
+constexpr int64_t kProbe = 8;
 constexpr int64_t kSmallChunk = 16;
 constexpr int64_t kSplitWorthNs = 60000;
 
-// `body(begin, end)` over `[0, n)`: chunks of `chunk` on the calling thread
-// while the rest, estimated from the time so far, would take less than
-// `kSplitWorthNs`; then `ParallelFor` over what is left.
 template <typename Body>
-bool AdaptiveFor(ffi::ThreadPool& pool, int64_t n, int64_t chunk, Body body) {
+bool AdaptiveFor(ffi::ThreadPool& pool, int64_t n, Body body) {
   const auto start = std::chrono::steady_clock::now();
-  for (int64_t begin = 0; begin < n;) {
-    const int64_t end = std::min(n, begin + chunk);
-    if (!body(begin, end)) return false;
-    begin = end;
-    if (begin >= n || pool.num_threads() < 2) continue;
-    const int64_t spent = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              std::chrono::steady_clock::now() - start)
-                              .count();
-    if (spent / begin * (n - begin) > kSplitWorthNs) {
-      const int64_t offset = begin;
-      return ParallelFor(pool, n - offset, chunk,
-                         [&body, offset](int64_t b, int64_t e) {
-                           return body(offset + b, offset + e);
-                         });
-    }
+  const int64_t probe = std::min(n, kProbe);
+  if (!body(0, probe)) return false;
+  if (probe == n) return true;
+  const int64_t spent = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+  if (pool.num_threads() < 2 || spent / probe * (n - probe) <= kSplitWorthNs) {
+    return body(probe, n);
   }
-  return true;
+  return ParallelFor(pool, n - probe, kSmallChunk,
+                     [&body, probe](int64_t b, int64_t e) {
+                       return body(probe + b, probe + e);
+                     });
 }
 
 // Prefetches node record `at` (all `A` edges) and its statistics.
@@ -1469,7 +1464,7 @@ bool DescendBatch(ffi::ThreadPool& pool, const DescentArgs& args,
                         child_o);
   };
   return args.batch < kParallelMin
-             ? AdaptiveFor(pool, args.batch, kSmallChunk, range)
+             ? AdaptiveFor(pool, args.batch, range)
              : ParallelFor(pool, args.batch, kChunk, range);
 }
 
@@ -1794,9 +1789,11 @@ ffi::Error ExpandBackupImpl(ffi::ThreadPool pool,
   // XLA's threads, from `kParallelExpandMin` examples: at B = 1024 this took
   // 104 us per simulation against 144 on one thread (9 actions; 64: 266
   // against 433), but at B = 256 it was no faster (45 against 39 us).
+  // Below that, split only once the backups prove long (`AdaptiveFor`:
+  // deep paths, e.g. MuZero's with 64 actions).
   constexpr int64_t kParallelExpandMin = 512;
   if (batch < kParallelExpandMin) {
-    range(0, batch);
+    AdaptiveFor(pool, batch, range);
   } else if (!ParallelFor(pool, batch, kChunk, range)) {
     return ffi::Error::Internal("expansion failed");
   }
