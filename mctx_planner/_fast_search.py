@@ -160,7 +160,8 @@ class _Store(NamedTuple):
   # None, or float32 [B, N, A]: the native Gumbel descent's cache of the
   # nodes' prior probabilities (see `_native.gumbel_descend`).
   prior_cache: Any = None
-  # None, or uint32 [B, N, 3 + ceil(A / 32)]: the native MuZero descent's
+  # None, or uint32 [B, N, W] (`_native.select_cache_shape`): the native
+  # MuZero descent's
   # cache of each node's visited children and best unvisited ones (see
   # `_native.muzero_descend`).
   select_cache: Any = None

@@ -222,9 +222,10 @@ def disabled():
 
 def select_cache_shape(edges_shape) -> tuple:
   """The shape of `muzero_descend`'s selection cache for a store of
-  `edges_shape` `[B, N, A, 6]`: `[B, N, 3 + ceil(A / 32)]`."""
+  `edges_shape` `[B, N, A, 6]`: `[B, N, W]`, `W` = `5 + ceil(A / 32)`
+  rounded up to a multiple of 4 (`SelectCacheWords` in tree_kernels.cc)."""
   batch, num_nodes, num_actions = edges_shape[:3]
-  return (batch, num_nodes, 3 + -(-num_actions // 32))
+  return (batch, num_nodes, -(-(5 + -(-num_actions // 32)) // 4) * 4)
 
 
 def muzero_descend(edges, stats, invalid_actions, keys, scale,

@@ -128,7 +128,7 @@ def test_native_muzero_selection_cache_matches_mctx(case):
     key = jax.random.PRNGKey(seed)
     if seed == 0:
       text = fast.lower(params, key, root, invalid).as_text()
-      width = 3 + -(-num_actions // 32)
+      _, _, width = _native.select_cache_shape((batch, sims + 1, num_actions))
       assert f"tensor<{batch}x{sims + 1}x{width}xui32>" in text
     _assert_bit_identical(fast(params, key, root, invalid),
                           ref(params, key, root, invalid))
@@ -150,21 +150,33 @@ def test_native_muzero_selection_cache_with_values_not_finite():
   golden._assert_same(*out)  # pylint: disable=protected-access
 
 
+# The priors of node 1 in `_cache_probe`'s store: 5 is the best.
+_PROBE_PRIORS = np.linspace(0.01, 0.05, 20).astype(np.float32)
+_PROBE_PRIORS[5] = 0.2
+
+
+def _cache_row(state, best, second, visited):
+  """A cache row (`SelectCacheWords` in tree_kernels.cc) of node 1 of
+  `_cache_probe`'s store, for 20 actions."""
+  prior = lambda a: int(_PROBE_PRIORS[a:a + 1].view(np.uint32)[0])
+  return [state, best + 1, second + 1, prior(best), prior(second),
+          sum(1 << a for a in visited), 0, 0]
+
+
 def _cache_probe(cache_row):
   """One descent of a hand-made store (B = 1, 20 actions) whose root leads
   to node 1, an expanded node with no visited child: `(action picked at
   node 1, node 1's cache row after the descent)`, given node 1's cache row
   before it (None: zeros, i.e. not built)."""
   num_actions, num_nodes = 20, 3
-  probs = np.linspace(0.01, 0.05, num_actions).astype(np.float32)
-  probs[5] = 0.2  # the best prior
   bits = lambda x: np.asarray(x, np.float32).view(np.int32)
   edges = np.zeros([1, num_nodes, num_actions, 6], np.int32)
   edges[0, 0, 0] = [bits(1.), bits(1.), 1, bits(0.), bits(1.), 2]
-  edges[0, 1, :, 0] = bits(probs)
+  edges[0, 1, :, 0] = bits(_PROBE_PRIORS)
   stats = np.zeros([1, num_nodes, 3], np.int32)
   stats[0, 0, 0], stats[0, 1, 0] = 2, 1
   cache = np.zeros(_native.select_cache_shape(edges.shape), np.uint32)
+  assert cache.shape[-1] == 8
   if cache_row is not None:
     cache[0, 1] = cache_row
   node, action, _, cache = _native.muzero_descend(
@@ -185,16 +197,16 @@ def test_native_muzero_descent_reads_and_keeps_its_cache():
   # row is built with 5 visited and 19, 18 as the best unvisited children.
   action, row = _cache_probe(None)
   assert action == 5
-  assert row == [1, 19 + 1, 18 + 1, 1 << 5]
+  assert row == _cache_row(1, 19, 18, [5])
   # A ready row naming 7 and 8 as the best unvisited: 8 (the higher prior
   # of the two) is picked, then counted as visited, and the best unvisited
   # children recomputed.
-  action, row = _cache_probe([1, 7 + 1, 8 + 1, 0])
+  action, row = _cache_probe(_cache_row(1, 7, 8, []))
   assert action == 8
-  assert row == [1, 5 + 1, 19 + 1, 1 << 8]
+  assert row == _cache_row(1, 5, 19, [8])
   # A row marked unusable is ignored.
-  action, row = _cache_probe([2, 7 + 1, 8 + 1, 0])
-  assert action == 5 and row == [2, 7 + 1, 8 + 1, 0]
+  action, row = _cache_probe(_cache_row(2, 7, 8, []))
+  assert action == 5 and row == _cache_row(2, 7, 8, [])
 
 
 def _assert_bit_identical(fast, ref):

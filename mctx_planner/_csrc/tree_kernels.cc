@@ -429,16 +429,18 @@ inline int32_t NoisyArgmax(float* scores, int32_t num_actions,
 //   [0] kCacheEmpty (not built yet), kCacheReady, or kCacheUnusable (an
 //       unvisited child's prior is not finite: the full row is scored);
 //   [1], [2] the unvisited children of highest and second-highest prior,
-//       plus one (0: none);
-//   [3 ...] a bit per action, set once the child is visited.
+//       plus one (0: none), and [3], [4] their priors' bits (so that a
+//       node's selection reads no edge but those of its visited children);
+//   [5 ...] a bit per action, set once the child is visited; the row is
+//       padded to a multiple of 4 words (16 bytes).
 // A node's children are visited only on a descent through it (the backup
 // follows the path), so the descent keeps the bits itself, and a node's
 // priors never change once it is interior (see `GumbelSelector`).
 enum { kCacheEmpty = 0, kCacheReady = 1, kCacheUnusable = 2 };
-constexpr int32_t kCacheHeader = 3;
+constexpr int32_t kCacheHeader = 5;
 
 inline int32_t SelectCacheWords(int32_t num_actions) {
-  return kCacheHeader + (num_actions + 31) / 32;
+  return (kCacheHeader + (num_actions + 31) / 32 + 3) / 4 * 4;
 }
 
 inline bool CacheVisited(const uint32_t* c, int32_t a) {
@@ -472,6 +474,8 @@ inline void CacheTopTwo(const int32_t* rec, int32_t num_actions, uint32_t* c) {
   c[0] = finite ? kCacheReady : kCacheUnusable;
   c[1] = static_cast<uint32_t>(a1 + 1);
   c[2] = static_cast<uint32_t>(a2 + 1);
+  c[3] = BitCast<uint32_t>(p1);
+  c[4] = BitCast<uint32_t>(p2);
 }
 
 // A node's cache row from its record, `selected` counted as visited (the
@@ -529,10 +533,9 @@ inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
   float best = -std::numeric_limits<float>::infinity(), runner_up = best;
   int32_t greedy = -1, ties = 0;
   bool finite = true;
-  auto consider = [&](int32_t a, float completed, int32_t visits) {
-    const float policy =
-        scale * AsFloat(rec[a * kEdgeFields + kLogit]) /
-        static_cast<float>(visits + 1);
+  auto consider = [&](int32_t a, float prior, float completed,
+                      int32_t visits) {
+    const float policy = scale * prior / static_cast<float>(visits + 1);
     const float s = MulAdd(completed - lo, inverse, policy);
     finite &= std::isfinite(s);
     if (s > best) {
@@ -552,14 +555,14 @@ inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
          bits &= bits - 1) {
       const int32_t a = w * 32 + __builtin_ctz(bits);
       const int32_t* e = rec + a * kEdgeFields;
-      consider(a,
+      consider(a, AsFloat(e[kLogit]),
                MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
                       AsFloat(e[kReward])),
                e[kVisits]);
     }
   }
-  if (c[1] != 0) consider(static_cast<int32_t>(c[1]) - 1, lo, 0);
-  if (c[2] != 0) consider(static_cast<int32_t>(c[2]) - 1, lo, 0);
+  if (c[1] != 0) consider(static_cast<int32_t>(c[1]) - 1, BitCast<float>(c[3]), lo, 0);
+  if (c[2] != 0) consider(static_cast<int32_t>(c[2]) - 1, BitCast<float>(c[4]), lo, 0);
   if (!finite || greedy < 0) return -1;
   if (ties == 1 && best > runner_up + kTieBreak) return greedy;
   return -1;
@@ -1224,8 +1227,8 @@ class PuctSelector {
   }
 
   // With the cache, below the root: once the node's cache row is in, the
-  // edges it names (its visited children and best two unvisited ones), or
-  // the whole record if the row is not built.  True: wait a turn.
+  // edges of its visited children, or the whole record if the row is not
+  // built.  True: wait a turn.
   bool Stage(const Path& q, int64_t at) {
     if (cache_ == nullptr || q.depth == 0) return false;
     const uint32_t* c = cache_ + at * cache_words_;
@@ -1245,8 +1248,6 @@ class PuctSelector {
         edge(w * 32 + __builtin_ctz(bits));
       }
     }
-    if (c[1] != 0) edge(static_cast<int32_t>(c[1]) - 1);
-    if (c[2] != 0) edge(static_cast<int32_t>(c[2]) - 1);
     return true;
   }
 
@@ -1497,7 +1498,7 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
     if (cache_in.element_count() !=
         args.batch * args.num_nodes * SelectCacheWords(args.num_actions)) {
       return ffi::Error::InvalidArgument(
-          "cache must be [B, N, 3 + ceil(A / 32)] or empty");
+          "cache must be [B, N, SelectCacheWords(A)] or empty");
     }
     cache = InPlace(cache_in, cache_out);
   }
