@@ -25,12 +25,14 @@ same process (the same ``lax.scan`` of S network calls as in
 cannot be met by a search that selects one level per loop iteration, as mctx
 and this library's ``fast`` backend do.
 
-A second, design-independent floor (``rows``) counts arithmetic instead of
-iterations.  An exact search must compute the selection scores of the node
-at every level of every descent: a node's scores depend on its own visit
-count, which its previous visit changed, so no result can be reused from an
-earlier simulation (a search may batch these rows differently, e.g. all
-levels of a path at once, but it cannot skip them).  ``row_seconds`` times
+A second floor (``rows``) counts arithmetic instead of iterations: the
+selection scores of all ``A`` children of the node at every level of every
+descent, as mctx computes them.  For Gumbel MuZero it holds for any exact
+search (the softmax's sum runs over every child, and a node's visit changed
+all of them).  For MuZero it does not: unvisited children rank by prior, so
+the native kernels' selection cache scores a node from its visited children
+and two unvisited ones (docs/design.md, "MuZero's selection cache"), and
+beats this floor from 16 actions.  ``row_seconds`` times
 the policy's own interior selection arithmetic (this library's PUCT scores
 with mctx's default qtransform and their argmax for muzero, without the
 tie-breaking noise or the fast backend's test that it cannot matter; mctx's

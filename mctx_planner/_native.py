@@ -8,7 +8,10 @@ tree levels with one kernel each per simulation:
 * ``muzero_descend``: MuZero's descent (PUCT with mctx's default
   ``qtransform_by_parent_and_siblings``, optionally with the planner's
   legal-move masking), every example from the root to its leaf, the batch
-  split over XLA's intra-op threads from B = 128;
+  split over XLA's intra-op threads from B = 128 (below that, once a call
+  proves long); without masks it keeps a per-node selection cache (visited
+  children, the two best unvisited ones) so that a node visited again is
+  scored from those instead of all its children;
 * ``gumbel_descend``: Gumbel MuZero's descent, the root's Sequential
   Halving selection included, with ``qtransform_completed_by_mix_value``
   (optionally masked), threaded alike, where ``gumbel_exact`` finds that it
@@ -56,7 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["available", "status", "disabled", "why_not_here",
-           "muzero_descend", "gumbel_descend", "gumbel_exact", "expand_backup"]
+           "muzero_descend", "select_cache_shape", "gumbel_descend",
+           "gumbel_exact", "expand_backup"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",

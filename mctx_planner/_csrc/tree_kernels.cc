@@ -1172,11 +1172,13 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
         if (!q.active) continue;
         const int64_t b = b0 + i;
         const int64_t at = b * num_nodes + q.node;
-        if (!q.staged) {
-          q.staged = true;
-          // A second prefetch, of lines known only from the first: the
-          // selection waits for the next turn.
-          if (select.Stage(q, at)) continue;
+        if constexpr (Select::kStaged) {
+          if (!q.staged) {
+            q.staged = true;
+            // A second prefetch, of lines known only from the first: the
+            // selection waits for the next turn.
+            if (select.Stage(q, at)) continue;
+          }
         }
         q.action = select(q, b, at);
         if (q.action < 0) return false;
@@ -1201,24 +1203,31 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
 
 // MuZero's PUCT selection for `DescendRange` (mctx.muzero_action_selection
 // with qtransform_by_parent_and_siblings, or the planner's masked version).
+// `kCached`: with the selection cache (a separate instantiation, so that
+// the code without it stays as lean as before the cache: with 9 actions a
+// shared one made searches up to 10% slower).
+template <bool kCached>
 class PuctSelector {
  public:
   // `cache`: `[B, N, SelectCacheWords(A)]`, zeros at the search's start
-  // (updated in place), or null; used only without legal-move masks.
+  // (updated in place), with `kCached` (and no legal-move masks).
   PuctSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
                const bool* inv, const bool* legal, float masked_score,
                const float* sc, int64_t table, uint32_t* cache)
       : num_actions_(num_actions), e_(e), st_(st), inv_(inv), legal_(legal),
         masked_score_(masked_score), sc_(sc), table_(table),
-        cache_(legal == nullptr ? cache : nullptr),
+        cache_(cache),
         cache_words_(SelectCacheWords(num_actions)),
         // Scratch rows, rounded up to whole 8-lane vectors.
         scores_((num_actions + 7) / 8 * 8),
         visits_((num_actions + 7) / 8 * 8) {}
 
+  // Whether `Stage` may ask to wait a turn (see `DescendRange`).
+  static constexpr bool kStaged = kCached;
+
   // With the cache, below the root: the node's statistics and cache row.
   void Prefetch(int64_t at, bool root) {
-    if (cache_ == nullptr || root) {
+    if (!kCached || root) {
       PrefetchRecord(e_, st_, num_actions_, at);
       return;
     }
@@ -1230,7 +1239,7 @@ class PuctSelector {
   // edges of its visited children, or the whole record if the row is not
   // built.  True: wait a turn.
   bool Stage(const Path& q, int64_t at) {
-    if (cache_ == nullptr || q.depth == 0) return false;
+    if (!kCached || q.depth == 0) return false;
     const uint32_t* c = cache_ + at * cache_words_;
     if (c[0] != kCacheReady) {
       PrefetchRecord(e_, st_, num_actions_, at);
@@ -1256,10 +1265,9 @@ class PuctSelector {
     if (visits < 0 || visits >= table_) return -1;
     const int32_t* rec = e_ + at * num_actions_ * kEdgeFields;
     const float node_value = AsFloat(st_[at * kStatFields + kSValue]);
+    if (!kCached) return FullSelect(q, b, at, rec, node_value, sc_[visits]);
     // Below the root (whose invalid actions the cache does not know).
-    uint32_t* c = cache_ != nullptr && q.depth > 0
-                     ? cache_ + at * cache_words_
-                     : nullptr;
+    uint32_t* c = q.depth > 0 ? cache_ + at * cache_words_ : nullptr;
     if (c != nullptr) {
       const int32_t action =
           CachedPuctSelect(rec, c, num_actions_, node_value, sc_[visits]);
@@ -1344,6 +1352,7 @@ class GumbelSelector {
         scratch_(6 * static_cast<size_t>(num_actions)),
         visits_(static_cast<size_t>(num_actions)) {}
 
+  static constexpr bool kStaged = false;
   void Prefetch(int64_t at, bool /*root*/) {
     PrefetchRecord(e_, st_, num_actions_, at);
   }
@@ -1502,14 +1511,23 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
     }
     cache = InPlace(cache_in, cache_out);
   }
-  const bool ok = DescendBatch(
-      pool, args, keys.typed_data(), max_depth,
-      [=] {
-        return PuctSelector(args.num_actions, args.e, args.st, inv, args.legal,
-                            masked_score, sc, table, cache);
-      },
-      node_out->typed_data(), action_out->typed_data(),
-      child_out->typed_data());
+  // The cache is for descents without legal-move masks.
+  const bool cached = cache != nullptr && args.legal == nullptr;
+  const auto descend = [&](auto make_select) {
+    return DescendBatch(pool, args, keys.typed_data(), max_depth, make_select,
+                        node_out->typed_data(), action_out->typed_data(),
+                        child_out->typed_data());
+  };
+  const bool ok =
+      cached ? descend([=] {
+        return PuctSelector<true>(args.num_actions, args.e, args.st, inv,
+                                  args.legal, masked_score, sc, table, cache);
+      })
+             : descend([=] {
+                 return PuctSelector<false>(args.num_actions, args.e, args.st,
+                                            inv, args.legal, masked_score, sc,
+                                            table, nullptr);
+               });
   if (!ok) return ffi::Error::Internal("node visit count outside the PUCT table");
   return ffi::Error::Success();
 }
