@@ -37,6 +37,9 @@ keep their pure-XLA loops, with the same results (one log line says why).
 says whether they are in use.  ``MCTX_PLANNER_NATIVE_FLAGS`` adds compiler
 flags (and is part of the file name's hash): ``-mno-avx2`` builds the
 portable code paths, which a test compares with mctx.
+``MCTX_PLANNER_NATIVE_SPLIT_NS`` (default 60000) is how long, estimated, the
+rest of a call on a small batch must take before it is split over XLA's
+threads (a test sets 0 to cover the split code).
 """
 
 import contextlib
@@ -71,6 +74,8 @@ _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
           # all, see `MulAdd` in the C++ file).
           "-march=native")
 _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
+            "mctx_planner_muzero_descend_cached":
+                "MctxPlannerMuzeroDescendCached",
             "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
             "mctx_planner_expand_backup": "MctxPlannerExpandBackup"}
@@ -250,18 +255,24 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
   what this returned (updated in place): each node's visited children and
   its two unvisited children of highest prior, with which a node visited
   again is scored from those instead of all `A` children (same actions; not
-  used with `legal`)."""
+  used with `legal`).  Without it the returned cache is None."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
   legal = (jnp.zeros([0], bool) if legal is None
            else jnp.asarray(legal).astype(bool))
-  cache = jnp.zeros([0], jnp.uint32) if cache is None else cache
+  attrs = dict(max_depth=np.int32(max_depth),
+               masked_score=np.float32(masked_score))
+  if cache is None:
+    return tuple(jax.ffi.ffi_call("mctx_planner_muzero_descend",
+                                  (out, out, out), vmap_method="sequential")(
+        edges, stats, invalid_actions != 0, legal, keys, scale,
+        **attrs)) + (None,)
   return jax.ffi.ffi_call(
-      "mctx_planner_muzero_descend",
+      "mctx_planner_muzero_descend_cached",
       (out, out, out, jax.ShapeDtypeStruct(cache.shape, jnp.uint32)),
       input_output_aliases={6: 3}, vmap_method="sequential")(
           edges, stats, invalid_actions != 0, legal, keys, scale, cache,
-          max_depth=np.int32(max_depth), masked_score=np.float32(masked_score))
+          **attrs)
 
 
 def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,

@@ -486,11 +486,12 @@ library = ctypes.CDLL(_native.status()[len("in use ("):-1])
 assert library.MctxPlannerPuctLanes() == 1  # the portable PUCT rows
 for policy, ref, a, name in [
     (_fast_search.muzero_policy, mctx.muzero_policy, 11, "muzero"),
+    (_fast_search.muzero_policy, mctx.muzero_policy, 20, "muzero"),
     (_fast_search.gumbel_muzero_policy, mctx.gumbel_muzero_policy, 9,
      "gumbel")]:
   params = golden._params(a, -1.0)
-  root = golden._root(8, a, 0)
-  invalid = golden._invalid(8, a, 0)
+  root = golden._root(40, a, 0)
+  invalid = golden._invalid(40, a, 0)
   key = jax.random.PRNGKey(0)
   run = lambda fn: jax.jit(lambda p, k, r, i: fn(
       p, k, r, golden._recurrent_fn, 20, invalid_actions=i))
@@ -507,13 +508,16 @@ def test_portable_code_paths_match_mctx(tmp_path):
   """Built without AVX2 (`MCTX_PLANNER_NATIVE_FLAGS=-mno-avx2`, as on a CPU
   without it), the kernels take their portable code and still give
   mctx's searches bit for bit (in a subprocess: the kernels' targets are
-  registered once per process)."""
+  registered once per process).  `MCTX_PLANNER_NATIVE_SPLIT_NS=0` splits
+  every small batch over the threads too (`AdaptiveFor`), which real
+  searches do only when their paths are long."""
   _require_kernels()
   if platform.machine().lower() not in ("x86_64", "amd64"):
     pytest.skip("-mno-avx2 is an x86 flag; elsewhere the portable code is "
                 "the only code")
   env = dict(os.environ, MCTX_PLANNER_NATIVE_FLAGS="-mno-avx2",
-             MCTX_PLANNER_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu")
+             MCTX_PLANNER_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu",
+             MCTX_PLANNER_NATIVE_SPLIT_NS="0")
   done = subprocess.run(
       [sys.executable, "-c", _PORTABLE_SCRIPT, os.path.dirname(__file__)],
       env=env, capture_output=True, text=True, timeout=600)

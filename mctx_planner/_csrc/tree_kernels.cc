@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -1101,7 +1102,16 @@ constexpr int64_t kParallelMin = 128;
 // levels per simulation at S = 256), else on the calling thread too.
 constexpr int64_t kProbe = 8;
 constexpr int64_t kSmallChunk = 16;
-constexpr int64_t kSplitWorthNs = 60000;
+
+// `kSplitWorthNs`: 60 us, or `$MCTX_PLANNER_NATIVE_SPLIT_NS` (read once;
+// the tests set 0 to run the split code on small batches).
+inline int64_t SplitWorthNs() {
+  static const int64_t ns = [] {
+    const char* v = std::getenv("MCTX_PLANNER_NATIVE_SPLIT_NS");
+    return v != nullptr && *v != 0 ? std::atoll(v) : int64_t{60000};
+  }();
+  return ns;
+}
 
 template <typename Body>
 bool AdaptiveFor(ffi::ThreadPool& pool, int64_t n, Body body) {
@@ -1112,7 +1122,7 @@ bool AdaptiveFor(ffi::ThreadPool& pool, int64_t n, Body body) {
   const int64_t spent = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::steady_clock::now() - start)
                             .count();
-  if (pool.num_threads() < 2 || spent / probe * (n - probe) <= kSplitWorthNs) {
+  if (pool.num_threads() < 2 || spent / probe * (n - probe) < SplitWorthNs()) {
     return body(probe, n);
   }
   return ParallelFor(pool, n - probe, kSmallChunk,
@@ -1480,19 +1490,15 @@ bool DescendBatch(ffi::ThreadPool& pool, const DescentArgs& args,
 
 // `legal`: the nodes' legal-move masks `[B, N, A]` (the planner's
 // `_legal_qtransform`: illegal children score `masked_score`), or empty.
-ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
-                             ffi::Buffer<ffi::S32> edges,
-                             ffi::Buffer<ffi::S32> stats,
-                             ffi::Buffer<ffi::PRED> invalid,
-                             ffi::Buffer<ffi::PRED> legal_mask,
-                             ffi::Buffer<ffi::U32> keys,
-                             ffi::Buffer<ffi::F32> scale,
-                             ffi::Buffer<ffi::U32> cache_in,
-                             ffi::ResultBuffer<ffi::S32> node_out,
-                             ffi::ResultBuffer<ffi::S32> action_out,
-                             ffi::ResultBuffer<ffi::S32> child_out,
-                             ffi::ResultBuffer<ffi::U32> cache_out,
-                             int32_t max_depth, float masked_score) {
+ffi::Error MuzeroDescend(ffi::ThreadPool& pool,
+                         const ffi::Buffer<ffi::S32>& edges,
+                         const ffi::Buffer<ffi::S32>& stats,
+                         const ffi::Buffer<ffi::PRED>& invalid,
+                         const ffi::Buffer<ffi::PRED>& legal_mask,
+                         const ffi::Buffer<ffi::U32>& keys,
+                         const ffi::Buffer<ffi::F32>& scale, uint32_t* cache,
+                         int32_t* node_o, int32_t* action_o, int32_t* child_o,
+                         int32_t max_depth, float masked_score) {
   DescentArgs args;
   if (auto error = ReadDescentArgs(edges, stats, legal_mask, &args);
       error.failure()) {
@@ -1501,35 +1507,71 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
   const bool* inv = invalid.typed_data();
   const float* sc = scale.typed_data();
   const int64_t table = scale.element_count();
-  // The selection cache, updated in place (aliased), or empty.
-  uint32_t* cache = nullptr;
-  if (cache_in.element_count() != 0) {
-    if (cache_in.element_count() !=
-        args.batch * args.num_nodes * SelectCacheWords(args.num_actions)) {
-      return ffi::Error::InvalidArgument(
-          "cache must be [B, N, SelectCacheWords(A)] or empty");
-    }
-    cache = InPlace(cache_in, cache_out);
-  }
-  // The cache is for descents without legal-move masks.
-  const bool cached = cache != nullptr && args.legal == nullptr;
   const auto descend = [&](auto make_select) {
     return DescendBatch(pool, args, keys.typed_data(), max_depth, make_select,
-                        node_out->typed_data(), action_out->typed_data(),
-                        child_out->typed_data());
+                        node_o, action_o, child_o);
   };
+  // The cache is for descents without legal-move masks.
   const bool ok =
-      cached ? descend([=] {
-        return PuctSelector<true>(args.num_actions, args.e, args.st, inv,
-                                  args.legal, masked_score, sc, table, cache);
-      })
-             : descend([=] {
-                 return PuctSelector<false>(args.num_actions, args.e, args.st,
-                                            inv, args.legal, masked_score, sc,
-                                            table, nullptr);
-               });
+      cache != nullptr && args.legal == nullptr
+          ? descend([=] {
+              return PuctSelector<true>(args.num_actions, args.e, args.st, inv,
+                                        args.legal, masked_score, sc, table,
+                                        cache);
+            })
+          : descend([=] {
+              return PuctSelector<false>(args.num_actions, args.e, args.st,
+                                         inv, args.legal, masked_score, sc,
+                                         table, nullptr);
+            });
   if (!ok) return ffi::Error::Internal("node visit count outside the PUCT table");
   return ffi::Error::Success();
+}
+
+ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
+                             ffi::Buffer<ffi::S32> edges,
+                             ffi::Buffer<ffi::S32> stats,
+                             ffi::Buffer<ffi::PRED> invalid,
+                             ffi::Buffer<ffi::PRED> legal_mask,
+                             ffi::Buffer<ffi::U32> keys,
+                             ffi::Buffer<ffi::F32> scale,
+                             ffi::ResultBuffer<ffi::S32> node_out,
+                             ffi::ResultBuffer<ffi::S32> action_out,
+                             ffi::ResultBuffer<ffi::S32> child_out,
+                             int32_t max_depth, float masked_score) {
+  return MuzeroDescend(pool, edges, stats, invalid, legal_mask, keys, scale,
+                       nullptr, node_out->typed_data(),
+                       action_out->typed_data(), child_out->typed_data(),
+                       max_depth, masked_score);
+}
+
+// With the selection cache `[B, N, SelectCacheWords(A)]`, updated in place
+// (a separate target: an empty cache operand and result on the uncached
+// call made tic-tac-toe's MuZero searches 15% slower).
+ffi::Error MuzeroDescendCachedImpl(ffi::ThreadPool pool,
+                                   ffi::Buffer<ffi::S32> edges,
+                                   ffi::Buffer<ffi::S32> stats,
+                                   ffi::Buffer<ffi::PRED> invalid,
+                                   ffi::Buffer<ffi::PRED> legal_mask,
+                                   ffi::Buffer<ffi::U32> keys,
+                                   ffi::Buffer<ffi::F32> scale,
+                                   ffi::Buffer<ffi::U32> cache_in,
+                                   ffi::ResultBuffer<ffi::S32> node_out,
+                                   ffi::ResultBuffer<ffi::S32> action_out,
+                                   ffi::ResultBuffer<ffi::S32> child_out,
+                                   ffi::ResultBuffer<ffi::U32> cache_out,
+                                   int32_t max_depth, float masked_score) {
+  const auto dims = edges.dimensions();
+  if (dims.size() != 4 ||
+      cache_in.element_count() !=
+          dims[0] * dims[1] * SelectCacheWords(static_cast<int32_t>(dims[2]))) {
+    return ffi::Error::InvalidArgument(
+        "cache must be [B, N, SelectCacheWords(A)]");
+  }
+  return MuzeroDescend(pool, edges, stats, invalid, legal_mask, keys, scale,
+                       InPlace(cache_in, cache_out), node_out->typed_data(),
+                       action_out->typed_data(), child_out->typed_data(),
+                       max_depth, masked_score);
 }
 
 // Gumbel MuZero's descent (see GumbelSelector).  The root's action:
@@ -1832,6 +1874,22 @@ extern "C" int MctxPlannerPuctLanes() {
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerMuzeroDescend, MuzeroDescendImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int32_t>("max_depth")
+                                  .Attr<float>("masked_score"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerMuzeroDescendCached,
+                              MuzeroDescendCachedImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
