@@ -20,7 +20,8 @@ phase of a while loop is read from the HLO: the backup writes the tree store
 (scatters), the descent only reads it.  Where the native CPU kernels are in
 use (`mctx_planner.native_cpu_kernels()`), MuZero's and Gumbel MuZero's
 descents and every expansion's store writes with the backup are one custom
-call each per simulation ("native descent", "native expand_backup");
+call each per simulation ("native descent", "native expand_backup"; MuZero
+from 16 actions "native descent (selection cache)");
 `--xla-loops` profiles the pure-XLA loops instead.  `--top N` lists the N
 kernels that took the most time.
 """
@@ -167,7 +168,9 @@ def main():
                                    args.batch)
     phase = phases[computation]
     if name in native:
-      phase = "native " + re.sub(r"\w+_descend", "descent", native[name])
+      phase = "native " + re.sub(r"\w+_descend(_cached)?", lambda m: (
+          "descent" + (" (selection cache)" if m.group(1) else "")),
+                                 native[name])
     kernels[phase] += 1
     micros[phase] += e.get("dur", 0.0)
     per_kernel[phase, name] += e.get("dur", 0.0)
