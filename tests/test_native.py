@@ -64,14 +64,10 @@ NATIVE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", NATIVE_CASES,
-                         ids=lambda c: "-".join(map(str, c)))
-def test_native_muzero_matches_mctx(case):
-  _require_kernels()
-  batch, sims, num_actions, max_depth, discount, typed = case
-  ref, fast = _policy_pair("muzero", sims, max_depth, typed)
+def _muzero_inputs(batch, num_actions, discount, typed=False):
+  """`(seed, params, key, root, invalid)` of the golden toy model for seeds
+  0 to 2; the last has flat priors: exact ties, drawn by the noise."""
   for seed in range(3):
-    # The last seed has flat priors: exact ties, drawn by the noise.
     params = golden._params(num_actions, discount, flat_prior=seed == 2)  # pylint: disable=protected-access
     root = golden._root(batch, num_actions, seed)  # pylint: disable=protected-access
     if seed == 2:
@@ -80,6 +76,17 @@ def test_native_muzero_matches_mctx(case):
     key = jax.random.key(seed) if typed else jax.random.PRNGKey(seed)
     if typed:
       invalid = invalid.astype(bool)
+    yield seed, params, key, root, invalid
+
+
+@pytest.mark.parametrize("case", NATIVE_CASES,
+                         ids=lambda c: "-".join(map(str, c)))
+def test_native_muzero_matches_mctx(case):
+  _require_kernels()
+  batch, sims, num_actions, max_depth, discount, typed = case
+  ref, fast = _policy_pair("muzero", sims, max_depth, typed)
+  for seed, params, key, root, invalid in _muzero_inputs(
+      batch, num_actions, discount, typed):
     golden._assert_same(fast(params, key, root, invalid),  # pylint: disable=protected-access
                         ref(params, key, root, invalid))
     if seed == 0:
@@ -119,13 +126,8 @@ def test_native_muzero_selection_cache_matches_mctx(case):
   batch, sims, num_actions, max_depth, discount = case
   assert num_actions >= _fast_search._SELECT_CACHE_MIN_ACTIONS  # pylint: disable=protected-access
   ref, fast = _policy_pair("muzero", sims, max_depth)
-  for seed in range(3):
-    params = golden._params(num_actions, discount, flat_prior=seed == 2)  # pylint: disable=protected-access
-    root = golden._root(batch, num_actions, seed)  # pylint: disable=protected-access
-    if seed == 2:
-      root = root.replace(prior_logits=jnp.zeros_like(root.prior_logits))
-    invalid = golden._invalid(batch, num_actions, seed)  # pylint: disable=protected-access
-    key = jax.random.PRNGKey(seed)
+  for seed, params, key, root, invalid in _muzero_inputs(
+      batch, num_actions, discount):
     if seed == 0:
       text = fast.lower(params, key, root, invalid).as_text()
       _, _, width = _native.select_cache_shape((batch, sims + 1, num_actions))
