@@ -32,7 +32,7 @@ search (the softmax's sum runs over every child, and a node's visit changed
 all of them).  For MuZero it does not: unvisited children rank by prior, so
 the native kernels' selection cache scores a node from its visited children
 and two unvisited ones (docs/design.md, "MuZero's selection cache"), and
-beats this floor from 16 actions.  ``row_seconds`` times
+beats this floor with 64 actions.  ``row_seconds`` times
 the policy's own interior selection arithmetic (this library's PUCT scores
 with mctx's default qtransform and their argmax for muzero, without the
 tie-breaking noise or the fast backend's test that it cannot matter; mctx's

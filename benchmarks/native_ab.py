@@ -17,6 +17,12 @@ over a true model (AlphaZero style, legal moves masked inside the tree) with
 an untrained `AlphaZeroNet` (hidden 64, 2 layers):
 
     python benchmarks/native_ab.py --planner-cells tictactoe,muzero,256,32 connect4,muzero,256,64
+
+`--select-cache` compares, per MuZero cell, the native descent with its
+selection cache against the same descent without it (both native; see
+`_fast_search._SELECT_CACHE_MIN_ACTIONS`, which these numbers set):
+
+    python benchmarks/native_ab.py --select-cache --cells muzero,16,256,128 muzero,32,256,128
 """
 
 import argparse
@@ -29,7 +35,7 @@ sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 import jax  # noqa: E402
 
 import search_overhead as so  # noqa: E402
-from mctx_planner import _native  # noqa: E402
+from mctx_planner import _fast_search, _native  # noqa: E402
 from suite import cells as cell_args, common, search_bench  # noqa: E402
 
 
@@ -67,6 +73,31 @@ def run_cell(policy, actions, batch, sims, hidden, budget_s):
               compile_native_s=compile_native_s)
 
 
+def run_cache_cell(actions, batch, sims, hidden, budget_s):
+  """One row: MuZero's native search with and without the selection cache,
+  compiled apart, checked bit for bit and timed interleaved."""
+  search, args = search_bench.fast_cell("muzero", actions, batch, sims, hidden)
+
+  def search_without(*a):  # another name: its own trace and program
+    return search(*a)
+
+  single_task = so.fast_single_task(batch, sims, actions)
+  kept = _fast_search._SELECT_CACHE_MIN_ACTIONS  # pylint: disable=protected-access
+  try:
+    _fast_search._SELECT_CACHE_MIN_ACTIONS = 1  # pylint: disable=protected-access
+    cached, _, _ = so.compile_fn(search, *args, single_task=single_task)
+    _fast_search._SELECT_CACHE_MIN_ACTIONS = 1 << 30  # pylint: disable=protected-access
+    plain, _, _ = so.compile_fn(search_without, *args, single_task=single_task)
+  finally:
+    _fast_search._SELECT_CACHE_MIN_ACTIONS = kept  # pylint: disable=protected-access
+  same, _ = so.outputs_identical(cached(*args), plain(*args))
+  cached_s, plain_s = so.time_interleaved([(cached, args), (plain, args)],
+                                          budget_s)
+  return dict(policy="muzero", actions=actions, batch=batch, sims=sims,
+              hidden=hidden, cache_ms=cached_s * 1e3, no_cache_ms=plain_s * 1e3,
+              speedup=plain_s / cached_s, same=same)
+
+
 def run_planner_cell(domain_name, algorithm, batch, sims, budget_s):
   """One row through `make_planner(true_model(...))`: native against XLA."""
   import mctx_planner as mp  # pylint: disable=g-import-not-at-top
@@ -102,6 +133,8 @@ def main():
   parser.add_argument("--planner-cells", nargs="*", default=[],
                       help="domain,algorithm,batch,sims through the planner "
                            "(e.g. connect4,muzero,256,64)")
+  parser.add_argument("--select-cache", action="store_true",
+                      help="MuZero cells: the selection cache against none")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--budget", type=float, default=3.0,
                       help="seconds of interleaved timing per cell")
@@ -132,6 +165,18 @@ def main():
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],
                                            so.POLICIES)
+    if args.select_cache:
+      if policy != "muzero":
+        parser.error("--select-cache: the cache is MuZero's")
+      r = run_cache_cell(a, b, s, args.hidden, args.budget)
+      rows.append(r)
+      print("muzero H=%d A=%d B=%d S=%d: selection cache %.2f ms, none %.2f "
+            "ms (%.2fx); identical=%s" % (
+                r["hidden"], r["actions"], r["batch"], r["sims"],
+                r["cache_ms"], r["no_cache_ms"], r["speedup"], r["same"]),
+            flush=True)
+      common.write_ab_rows(args.out, rows, native=_native.status())
+      continue
     r = run_cell(policy, a, b, s, args.hidden, args.budget)
     rows.append(r)
     print("%s H=%d A=%d B=%d S=%d: network %.2f ms, XLA loops %.2f ms, native "

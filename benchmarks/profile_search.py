@@ -21,7 +21,7 @@ phase of a while loop is read from the HLO: the backup writes the tree store
 use (`mctx_planner.native_cpu_kernels()`), MuZero's and Gumbel MuZero's
 descents and every expansion's store writes with the backup are one custom
 call each per simulation ("native descent", "native expand_backup"; MuZero
-from 16 actions "native descent (selection cache)");
+from 20 actions "native descent (selection cache)");
 `--xla-loops` profiles the pure-XLA loops instead.  `--top N` lists the N
 kernels that took the most time.
 """

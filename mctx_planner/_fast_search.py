@@ -856,10 +856,13 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 
 
 # The native MuZero descent keeps a selection cache (`_native.muzero_descend`)
-# from this many actions: measured on CPU (hidden-256 benchmark MLP, 2 cores),
-# with 64 actions it made searches 1.3x-2.2x faster (fewer cache lines per
-# node), with 9 actions 0.92x (a node's record is 4 cache lines there).
-_SELECT_CACHE_MIN_ACTIONS = 16
+# from this many actions.  Measured on CPU (`benchmarks/native_ab.py
+# --select-cache`, hidden-256 benchmark MLP, 2 cores, cache against none in
+# one process): 0.92x-0.93x with 9, 12 and 16 actions (B = 256, S = 128;
+# 16 at B = 64, S = 256: 0.96x), 1.07x-1.09x with 20, 1.11x and 0.97x with
+# 24 (B = 64, S = 256; B = 1024, S = 64), 1.14x-1.16x with 32, 1.33x with
+# 64 (B = 256, S = 128; a 64-action record is 24 cache lines).
+_SELECT_CACHE_MIN_ACTIONS = 20
 
 
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,

@@ -324,6 +324,12 @@ def test_native_ab_script_tiny(tmp_path):
     assert "identical=True" in stdout
     (row,) = json.loads(result.read_text())["rows"]
     assert row["same"] and row["native_ms"] > 0 and row["xla_ms"] > 0
+    stdout = _run_script("benchmarks/native_ab.py", "--select-cache", "--cells",
+                         "muzero,20,8,16", "--hidden", "8", "--budget", "0.05",
+                         "--out", str(result))
+    assert "identical=True" in stdout
+    (row,) = json.loads(result.read_text())["rows"]
+    assert row["same"] and row["cache_ms"] > 0 and row["no_cache_ms"] > 0
 
 
 def test_peers_driver_tiny(tmp_path):

@@ -95,7 +95,7 @@ def test_native_muzero_matches_mctx(case):
       assert "mctx_planner_expand_backup" in text
 
 
-# (batch, num_simulations, num_actions, max_depth, discount): from 16
+# (batch, num_simulations, num_actions, max_depth, discount): from 20
 # actions the descent keeps its selection cache (`_native.muzero_descend`);
 # enough simulations for nodes to be revisited many times.
 CACHE_CASES = [
