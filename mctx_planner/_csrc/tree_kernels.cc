@@ -417,8 +417,8 @@ inline int32_t NoisyArgmax(float* scores, int32_t num_actions,
   return Argmax(scores, num_actions);
 }
 
-// MuZero's selection cache: one row of `SelectCacheWords(A)` int32 per node
-// (`cache[B, N, W]`, uint32), so that a node visited again is scored from its
+// MuZero's selection cache: one row of `SelectCacheWords(A)` uint32 per node
+// (`cache[B, N, W]`), so that a node visited again is scored from its
 // visited children and two unvisited ones instead of all `A`.  Why two
 // suffice: below the root, without legal-move masks, an unvisited child's
 // PUCT score is `MulAdd(lo - lo, inverse, scale * prior / 1)`, i.e. exactly
