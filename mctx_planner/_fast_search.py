@@ -161,9 +161,8 @@ class _Store(NamedTuple):
   # nodes' prior probabilities (see `_native.gumbel_descend`).
   prior_cache: Any = None
   # None, or uint32 [B, N, W] (`_native.select_cache_shape`): the native
-  # MuZero descent's
-  # cache of each node's visited children and best unvisited ones (see
-  # `_native.muzero_descend`).
+  # MuZero descent's cache of each node's visited children and best unvisited
+  # ones (see `_native.muzero_descend`).
   select_cache: Any = None
 
 
@@ -916,8 +915,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
             legal=store.embeddings.legal_action_mask if masked else None,
             masked_score=native_puct[2] if masked else 0.,
             cache=store.select_cache)
-        if store.select_cache is not None:
-          store = store._replace(select_cache=cache)
+        store = store._replace(select_cache=cache)  # None without a cache
       elif gumbel_descent:
         if gumbel_root:
           root_action, root_inputs = None, (extra_data.root_gumbel,

@@ -452,6 +452,17 @@ inline void CacheSetVisited(uint32_t* c, int32_t a) {
   c[kCacheHeader + (a >> 5)] |= 1u << (a & 31);
 }
 
+// Calls `fn(a)` for each child `a` marked visited in row `c`, in order.
+template <typename Fn>
+inline void ForEachVisited(const uint32_t* c, int32_t num_actions, Fn fn) {
+  const int32_t words = SelectCacheWords(num_actions) - kCacheHeader;
+  for (int32_t w = 0; w < words; ++w) {
+    for (uint32_t bits = c[kCacheHeader + w]; bits; bits &= bits - 1) {
+      fn(w * 32 + __builtin_ctz(bits));
+    }
+  }
+}
+
 // The two unvisited children of highest prior (first index on ties), or
 // kCacheUnusable.
 inline void CacheTopTwo(const int32_t* rec, int32_t num_actions, uint32_t* c) {
@@ -514,20 +525,20 @@ inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
       !(scale >= 0.0f) || !std::isfinite(scale)) {
     return -1;
   }
-  const int32_t words = SelectCacheWords(num_actions) - kCacheHeader;
+  auto q_value = [rec](int32_t a) {
+    const int32_t* e = rec + a * kEdgeFields;
+    return MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
+                  AsFloat(e[kReward]));
+  };
   float lo = node_value, hi = node_value;
-  for (int32_t w = 0; w < words; ++w) {
-    for (uint32_t bits = c[kCacheHeader + w]; bits;
-         bits &= bits - 1) {
-      const int32_t* e = rec + (w * 32 + __builtin_ctz(bits)) * kEdgeFields;
-      if (e[kVisits] <= 0) return -1;
-      const float q = MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
-                             AsFloat(e[kReward]));
-      if (!std::isfinite(q)) return -1;
-      lo = q < lo ? q : lo;
-      hi = q > hi ? q : hi;
-    }
-  }
+  bool usable = true;
+  ForEachVisited(c, num_actions, [&](int32_t a) {
+    const float q = q_value(a);
+    usable &= rec[a * kEdgeFields + kVisits] > 0 && std::isfinite(q);
+    lo = q < lo ? q : lo;
+    hi = q > hi ? q : hi;
+  });
+  if (!usable) return -1;
   const float inverse = 1.0f / NanMax(hi - lo, kQEpsilon);
   // The best score (first action among equals), how many reach it, and the
   // best of the others.
@@ -551,17 +562,10 @@ inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
       runner_up = s;
     }
   };
-  for (int32_t w = 0; w < words; ++w) {
-    for (uint32_t bits = c[kCacheHeader + w]; bits;
-         bits &= bits - 1) {
-      const int32_t a = w * 32 + __builtin_ctz(bits);
-      const int32_t* e = rec + a * kEdgeFields;
-      consider(a, AsFloat(e[kLogit]),
-               MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
-                      AsFloat(e[kReward])),
-               e[kVisits]);
-    }
-  }
+  ForEachVisited(c, num_actions, [&](int32_t a) {
+    consider(a, AsFloat(rec[a * kEdgeFields + kLogit]), q_value(a),
+             rec[a * kEdgeFields + kVisits]);
+  });
   if (c[1] != 0) consider(static_cast<int32_t>(c[1]) - 1, BitCast<float>(c[3]), lo, 0);
   if (c[2] != 0) consider(static_cast<int32_t>(c[2]) - 1, BitCast<float>(c[4]), lo, 0);
   if (!finite || greedy < 0) return -1;
@@ -1262,11 +1266,7 @@ class PuctSelector {
       __builtin_prefetch(rec + a * kEdgeBytes);
       __builtin_prefetch(rec + a * kEdgeBytes + kEdgeBytes - 4);
     };
-    for (int32_t w = 0; w < cache_words_ - kCacheHeader; ++w) {
-      for (uint32_t bits = c[kCacheHeader + w]; bits; bits &= bits - 1) {
-        edge(w * 32 + __builtin_ctz(bits));
-      }
-    }
+    ForEachVisited(c, num_actions_, edge);
     return true;
   }
 
@@ -1496,13 +1496,25 @@ ffi::Error MuzeroDescend(ffi::ThreadPool& pool,
                          const ffi::Buffer<ffi::PRED>& invalid,
                          const ffi::Buffer<ffi::PRED>& legal_mask,
                          const ffi::Buffer<ffi::U32>& keys,
-                         const ffi::Buffer<ffi::F32>& scale, uint32_t* cache,
+                         const ffi::Buffer<ffi::F32>& scale,
+                         const ffi::Buffer<ffi::U32>* cache_in,
+                         ffi::ResultBuffer<ffi::U32>* cache_out,
                          int32_t* node_o, int32_t* action_o, int32_t* child_o,
                          int32_t max_depth, float masked_score) {
   DescentArgs args;
   if (auto error = ReadDescentArgs(edges, stats, legal_mask, &args);
       error.failure()) {
     return error;
+  }
+  // The selection cache `[B, N, SelectCacheWords(A)]`, updated in place.
+  uint32_t* cache = nullptr;
+  if (cache_in != nullptr) {
+    if (cache_in->element_count() !=
+        args.batch * args.num_nodes * SelectCacheWords(args.num_actions)) {
+      return ffi::Error::InvalidArgument(
+          "cache must be [B, N, SelectCacheWords(A)]");
+    }
+    cache = InPlace(*cache_in, *cache_out);
   }
   const bool* inv = invalid.typed_data();
   const float* sc = scale.typed_data();
@@ -1540,7 +1552,7 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
                              ffi::ResultBuffer<ffi::S32> child_out,
                              int32_t max_depth, float masked_score) {
   return MuzeroDescend(pool, edges, stats, invalid, legal_mask, keys, scale,
-                       nullptr, node_out->typed_data(),
+                       nullptr, nullptr, node_out->typed_data(),
                        action_out->typed_data(), child_out->typed_data(),
                        max_depth, masked_score);
 }
@@ -1561,15 +1573,8 @@ ffi::Error MuzeroDescendCachedImpl(ffi::ThreadPool pool,
                                    ffi::ResultBuffer<ffi::S32> child_out,
                                    ffi::ResultBuffer<ffi::U32> cache_out,
                                    int32_t max_depth, float masked_score) {
-  const auto dims = edges.dimensions();
-  if (dims.size() != 4 ||
-      cache_in.element_count() !=
-          dims[0] * dims[1] * SelectCacheWords(static_cast<int32_t>(dims[2]))) {
-    return ffi::Error::InvalidArgument(
-        "cache must be [B, N, SelectCacheWords(A)]");
-  }
   return MuzeroDescend(pool, edges, stats, invalid, legal_mask, keys, scale,
-                       InPlace(cache_in, cache_out), node_out->typed_data(),
+                       &cache_in, &cache_out, node_out->typed_data(),
                        action_out->typed_data(), child_out->typed_data(),
                        max_depth, masked_score);
 }
