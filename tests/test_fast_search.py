@@ -261,7 +261,8 @@ def test_custom_loop_fn_takes_the_expected_platforms_layouts(monkeypatch):
     return jax.lax.fori_loop(lower, upper, body, init)
 
   conds = lambda: _loops_and_conds(_fresh_search(CASES[2], loop_fn=loop_fn)[1])[1]
-  on_cpu = conds()
+  with jax.default_device(jax.devices("cpu")[0]):  # also on a GPU machine
+    on_cpu = conds()
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert _fast_search._platform() == "gpu" and conds() < on_cpu  # no lazy noise
   devices = [jax.devices("cpu")[0]]
