@@ -10,6 +10,15 @@ import pytest
 import mctx_planner as mp
 from mctx_planner import _cpu_tasks
 
+
+@pytest.fixture(autouse=True)
+def _on_the_cpu():
+    """These tests are about XLA:CPU programs: run them on the CPU device also
+    where JAX's default backend is a GPU or TPU."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield
+
+
 needs_two_cpus = pytest.mark.skipif(
     not _cpu_tasks.can_take_effect(),
     reason="the task split needs a process that may use two CPUs (Linux)")

@@ -18,6 +18,15 @@ from mctx_planner import _fast_search, _native
 
 import test_fast_search as golden
 
+
+@pytest.fixture(autouse=True)
+def _on_the_cpu():
+  """These tests are about XLA:CPU programs: run them on the CPU device also
+  where JAX's default backend is a GPU or TPU."""
+  with jax.default_device(jax.devices("cpu")[0]):
+    yield
+
+
 def _require_kernels():
   """Skips only where this environment cannot have the kernels (no C++
   compiler, no `jax.ffi`, turned off); elsewhere they must load, so that a
