@@ -18,11 +18,16 @@ an untrained `AlphaZeroNet` (hidden 64, 2 layers):
 
     python benchmarks/native_ab.py --planner-cells tictactoe,muzero,256,32 connect4,muzero,256,64
 
+A planner cell's domain takes constructor arguments after colons, e.g.
+`recommendation:num_candidates=32,muzero,256,64`.
+
 `--select-cache` compares, per MuZero cell, the native descent with its
 selection cache against the same descent without it (both native; see
-`_fast_search._SELECT_CACHE_MIN_ACTIONS`, which these numbers set):
+`_fast_search._SELECT_CACHE_MIN_ACTIONS`, which these numbers set); with
+`--planner-cells` (algorithm muzero), the cache with legal-move masks:
 
     python benchmarks/native_ab.py --select-cache --cells muzero,16,256,128 muzero,32,256,128
+    python benchmarks/native_ab.py --select-cache --planner-cells recommendation:num_candidates=32,muzero,256,64
 """
 
 import argparse
@@ -73,15 +78,13 @@ def run_cell(policy, actions, batch, sims, hidden, budget_s):
               compile_native_s=compile_native_s)
 
 
-def run_cache_cell(actions, batch, sims, hidden, budget_s):
-  """One row: MuZero's native search with and without the selection cache,
-  compiled apart, checked bit for bit and timed interleaved."""
-  search, args = search_bench.fast_cell("muzero", actions, batch, sims, hidden)
-
+def time_cache_pair(search, args, single_task, budget_s):
+  """`(cache_ms, no_cache_ms, same)`: MuZero's native `search` compiled
+  with and without the selection cache, checked bit for bit and timed
+  interleaved."""
   def search_without(*a):  # another name: its own trace and program
     return search(*a)
 
-  single_task = so.fast_single_task(batch, sims, actions)
   kept = _fast_search._SELECT_CACHE_MIN_ACTIONS  # pylint: disable=protected-access
   try:
     _fast_search._SELECT_CACHE_MIN_ACTIONS = 1  # pylint: disable=protected-access
@@ -93,15 +96,39 @@ def run_cache_cell(actions, batch, sims, hidden, budget_s):
   same, _ = so.outputs_identical(cached(*args), plain(*args))
   cached_s, plain_s = so.time_interleaved([(cached, args), (plain, args)],
                                           budget_s)
+  return cached_s * 1e3, plain_s * 1e3, same
+
+
+def run_cache_cell(actions, batch, sims, hidden, budget_s):
+  """One row: MuZero's native search with and without the selection cache."""
+  search, args = search_bench.fast_cell("muzero", actions, batch, sims, hidden)
+  cache_ms, no_cache_ms, same = time_cache_pair(
+      search, args, so.fast_single_task(batch, sims, actions), budget_s)
   return dict(policy="muzero", actions=actions, batch=batch, sims=sims,
-              hidden=hidden, cache_ms=cached_s * 1e3, no_cache_ms=plain_s * 1e3,
-              speedup=plain_s / cached_s, same=same)
+              hidden=hidden, cache_ms=cache_ms, no_cache_ms=no_cache_ms,
+              speedup=no_cache_ms / cache_ms, same=same)
 
 
-def run_planner_cell(domain_name, algorithm, batch, sims, budget_s):
-  """One row through `make_planner(true_model(...))`: native against XLA."""
+def parse_domain(spec):
+  """`(name, kwargs)` from `name[:key=value...]` (integer values as int)."""
+  name, *pairs = spec.split(":")
+  kwargs = {}
+  for pair in pairs:
+    key, _, value = pair.partition("=")
+    try:
+      kwargs[key] = int(value)
+    except ValueError:
+      kwargs[key] = value
+  return name, kwargs
+
+
+def run_planner_cell(domain_name, algorithm, batch, sims, budget_s,
+                     select_cache=False):
+  """One row through `make_planner(true_model(...))`: native against XLA
+  (`select_cache`: MuZero's selection cache against none, both native)."""
   import mctx_planner as mp  # pylint: disable=g-import-not-at-top
-  domain = mp.domains.make(domain_name)
+  name, kwargs = parse_domain(domain_name)
+  domain = mp.domains.make(name, **kwargs)
   states = jax.vmap(domain.init)(jax.random.split(jax.random.PRNGKey(1), batch))
   net = mp.AlphaZeroNet(domain.num_actions,
                         mp.NetworkConfig(hidden_size=64, num_layers=2))
@@ -115,8 +142,14 @@ def run_planner_cell(domain_name, algorithm, batch, sims, budget_s):
   def search(*a):
     return planner.search(*a)
 
-  native, xla, _, _, same = compile_both(
-      search, args, so.fast_single_task(batch, sims, domain.num_actions))
+  single_task = so.fast_single_task(batch, sims, domain.num_actions)
+  if select_cache:
+    cache_ms, no_cache_ms, same = time_cache_pair(search, args, single_task,
+                                                  budget_s)
+    return dict(domain=domain_name, algorithm=algorithm, batch=batch,
+                sims=sims, cache_ms=cache_ms, no_cache_ms=no_cache_ms,
+                speedup=no_cache_ms / cache_ms, same=same)
+  native, xla, _, _, same = compile_both(search, args, single_task)
   xla_s, native_s = so.time_interleaved([(xla, args), (native, args)],
                                         budget_s)
   return dict(domain=domain_name, algorithm=algorithm, batch=batch, sims=sims,
@@ -155,12 +188,23 @@ def main():
       b, s = int(b), int(s)
     except ValueError:
       parser.error(f"--planner-cells: {cell!r} is not domain,algorithm,batch,sims")
-    r = run_planner_cell(domain_name, algorithm, b, s, args.budget)
+    if args.select_cache and algorithm != "muzero":
+      parser.error("--select-cache: the cache is MuZero's (algorithm muzero)")
+    r = run_planner_cell(domain_name, algorithm, b, s, args.budget,
+                         args.select_cache)
     rows.append(r)
-    print("%s %s B=%d S=%d (planner, true model): XLA loops %.2f ms, native "
-          "%.2f ms (%.2fx); identical=%s" % (
-              r["domain"], r["algorithm"], r["batch"], r["sims"], r["xla_ms"],
-              r["native_ms"], r["speedup"], r["same"]), flush=True)
+    if args.select_cache:
+      print("%s %s B=%d S=%d (planner, true model): selection cache %.2f ms, "
+            "none %.2f ms (%.2fx); identical=%s" % (
+                r["domain"], r["algorithm"], r["batch"], r["sims"],
+                r["cache_ms"], r["no_cache_ms"], r["speedup"], r["same"]),
+            flush=True)
+    else:
+      print("%s %s B=%d S=%d (planner, true model): XLA loops %.2f ms, "
+            "native %.2f ms (%.2fx); identical=%s" % (
+                r["domain"], r["algorithm"], r["batch"], r["sims"],
+                r["xla_ms"], r["native_ms"], r["speedup"], r["same"]),
+            flush=True)
     common.write_ab_rows(args.out, rows, native=_native.status())
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],

@@ -860,7 +860,9 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 # one process): 0.92x-0.93x with 9, 12 and 16 actions (B = 256, S = 128;
 # 16 at B = 64, S = 256: 0.96x), 1.07x-1.09x with 20, 1.11x and 0.97x with
 # 24 (B = 64, S = 256; B = 1024, S = 64), 1.14x-1.16x with 32, 1.33x with
-# 64 (B = 256, S = 128; a 64-action record is 24 cache lines).
+# 64 (B = 256, S = 128; a 64-action record is 24 cache lines).  With
+# legal-move masks, through the planner (`--planner-cells`, recommendation):
+# 1.02x-1.04x with 32 and 64 actions.
 _SELECT_CACHE_MIN_ACTIONS = 20
 
 
@@ -945,10 +947,11 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     if gumbel_descent:
       store = store._replace(prior_cache=jnp.zeros(store.edges.shape[:3],
                                                    jnp.float32))
-    if (native_descent and not masked and
+    if (native_descent and
         root.prior_logits.shape[-1] >= _SELECT_CACHE_MIN_ACTIONS):
       store = store._replace(select_cache=jnp.zeros(
-          _native.select_cache_shape(store.edges.shape), jnp.uint32))
+          _native.select_cache_shape(store.edges.shape, masked=masked),
+          jnp.uint32))
     _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     # The caches are internal (and CPU-only: every platform's branch must
     # return the same structure).

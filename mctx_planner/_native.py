@@ -9,9 +9,10 @@ tree levels with one kernel each per simulation:
   ``qtransform_by_parent_and_siblings``, optionally with the planner's
   legal-move masking), every example from the root to its leaf, the batch
   split over XLA's intra-op threads from B = 128 (below that, once a call
-  proves long); without masks it keeps a per-node selection cache (visited
-  children, the two best unvisited ones) so that a node visited again is
-  scored from those instead of all its children;
+  proves long); from 20 actions it keeps a per-node selection cache
+  (visited children, the two best unvisited ones, of each kind with masks:
+  legal and illegal) so that a node visited again is scored from those
+  instead of all its children;
 * ``gumbel_descend``: Gumbel MuZero's descent, the root's Sequential
   Halving selection included, with ``qtransform_completed_by_mix_value``
   (optionally masked), threaded alike, where ``gumbel_exact`` finds that it
@@ -229,12 +230,15 @@ def disabled():
     _OFF.depth -= 1
 
 
-def select_cache_shape(edges_shape) -> tuple:
+def select_cache_shape(edges_shape, masked: bool = False) -> tuple:
   """The shape of `muzero_descend`'s selection cache for a store of
-  `edges_shape` `[B, N, A, 6]`: `[B, N, W]`, `W` = `5 + ceil(A / 32)`
-  rounded up to a multiple of 4 (`SelectCacheWords` in tree_kernels.cc)."""
+  `edges_shape` `[B, N, A, 6]`: `[B, N, W]`, `W` = `5 + ceil(A / 32)`, or
+  with legal-move masks (`masked`) `9 + 2 * ceil(A / 32)`, rounded up to a
+  multiple of 4 (`SelectCacheWords` in tree_kernels.cc)."""
   batch, num_nodes, num_actions = edges_shape[:3]
-  return (batch, num_nodes, -(-(5 + -(-num_actions // 32)) // 4) * 4)
+  bit_words = -(-num_actions // 32)
+  words = 9 + 2 * bit_words if masked else 5 + bit_words
+  return (batch, num_nodes, -(-words // 4) * 4)
 
 
 def muzero_descend(edges, stats, invalid_actions, keys, scale,
@@ -251,11 +255,12 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
   or the nodes' legal-move masks `[B, N, A]`, with which the qtransform's
   value of an illegal child is `masked_score` (the planner's
   `search._legal_qtransform` over mctx's default).  `cache`: None, or uint32
-  zeros of `select_cache_shape(edges.shape)` at the search's start, then
-  what this returned (updated in place): each node's visited children and
-  its two unvisited children of highest prior, with which a node visited
-  again is scored from those instead of all `A` children (same actions; not
-  used with `legal`).  Without it the returned cache is None."""
+  zeros of `select_cache_shape(edges.shape, masked=legal is not None)` at
+  the search's start, then what this returned (updated in place): each
+  node's visited children and its two unvisited children of highest prior
+  (with `legal`: two legal and two illegal ones, and the node's mask), with
+  which a node visited again is scored from those instead of all `A`
+  children (same actions).  Without it the returned cache is None."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
   legal = (jnp.zeros([0], bool) if legal is None

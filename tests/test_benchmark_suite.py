@@ -330,6 +330,15 @@ def test_native_ab_script_tiny(tmp_path):
     assert "identical=True" in stdout
     (row,) = json.loads(result.read_text())["rows"]
     assert row["same"] and row["cache_ms"] > 0 and row["no_cache_ms"] > 0
+    # Through the planner, with legal-move masks and domain arguments.
+    stdout = _run_script("benchmarks/native_ab.py", "--select-cache",
+                         "--planner-cells",
+                         "recommendation:num_candidates=20,muzero,4,8",
+                         "--budget", "0.05", "--out", str(result))
+    assert "identical=True" in stdout
+    (row,) = json.loads(result.read_text())["rows"]
+    assert row["domain"] == "recommendation:num_candidates=20"
+    assert row["same"] and row["cache_ms"] > 0 and row["no_cache_ms"] > 0
 
 
 def test_peers_driver_tiny(tmp_path):

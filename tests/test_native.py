@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -161,6 +162,67 @@ def test_native_muzero_selection_cache_with_values_not_finite():
   golden._assert_same(*out)  # pylint: disable=protected-access
 
 
+class _Masked(NamedTuple):
+  """A toy state with its legal-move mask (the planner's embeddings)."""
+  x: jax.Array
+  legal_action_mask: jax.Array
+
+
+def _legal_moves(x, num_actions):
+  """About two thirds of the moves legal, a different set per state; none
+  in some states (all children then score `masked_score` alike: ties)."""
+  legal = jnp.cos(7. * x[:, :1] + jnp.arange(num_actions)) > -0.5
+  return legal & (x[:, 1:2] < 0.8)
+
+
+def _masked_recurrent_fn(params, rng_key, action, embedding):
+  out, nxt = golden._recurrent_fn(params, rng_key, action, embedding.x)  # pylint: disable=protected-access
+  return out, _Masked(nxt, _legal_moves(nxt, out.prior_logits.shape[-1]))
+
+
+def _masked_qtransform():
+  """The planner's qtransform for states with legal-move masks, as
+  `search._qtransform` makes it (with the attributes that select the
+  native masked descent)."""
+  from mctx_planner import search  # pylint: disable=g-import-not-at-top
+  base = mctx.qtransform_by_parent_and_siblings
+  masked = functools.partial(search._legal_qtransform, base=base)  # pylint: disable=protected-access
+  masked.native_base = base
+  masked.native_masked_score = search._MASKED_SCORE  # pylint: disable=protected-access
+  return masked
+
+
+@pytest.mark.parametrize("case", CACHE_CASES,
+                         ids=lambda c: "-".join(map(str, c)))
+def test_native_muzero_selection_cache_with_legal_masks_matches_mctx(case):
+  """With legal-move masks (AlphaZero over a true model) the cache keeps
+  the two best legal and the two best illegal unvisited children and the
+  node's mask, and the native descent still picks mctx's actions."""
+  _require_kernels()
+  batch, sims, num_actions, max_depth, discount = case
+  qtransform = _masked_qtransform()
+  ref, fast = (jax.jit(lambda p, k, r, i, policy=policy: policy(  # pylint: disable=g-long-lambda
+      p, k, r, _masked_recurrent_fn, sims, invalid_actions=i,
+      max_depth=max_depth, qtransform=qtransform))
+               for policy in (mctx.muzero_policy, _fast_search.muzero_policy))
+  for seed, params, key, root, invalid in _muzero_inputs(
+      batch, num_actions, discount):
+    root = root.replace(embedding=_Masked(
+        root.embedding, _legal_moves(root.embedding, num_actions)))
+    if seed == 0:
+      text = fast.lower(params, key, root, invalid).as_text()
+      _, _, width = _native.select_cache_shape((batch, sims + 1, num_actions),
+                                               masked=True)
+      assert "mctx_planner_muzero_descend_cached" in text
+      assert f"tensor<{batch}x{sims + 1}x{width}xui32>" in text
+    out = fast(params, key, root, invalid)
+    # Expanded nodes with some moves illegal, and some with none legal.
+    expanded = np.asarray(out.search_tree.node_visits) > 0
+    legal = np.asarray(out.search_tree.embeddings.legal_action_mask)[expanded]
+    assert (~legal).any() and not legal.any(axis=-1).all()
+    _assert_bit_identical(out, ref(params, key, root, invalid))
+
+
 # The priors of node 1 in `_cache_probe`'s store: 5 is the best.
 _PROBE_PRIORS = np.linspace(0.01, 0.05, 20).astype(np.float32)
 _PROBE_PRIORS[5] = 0.2
@@ -174,11 +236,27 @@ def _cache_row(state, best, second, visited):
           sum(1 << a for a in visited), 0, 0]
 
 
-def _cache_probe(cache_row):
+def _masked_cache_row(state, legal_two, illegal_two, visited, illegal):
+  """A cache row with legal-move masks (`CacheLayout<true>` in
+  tree_kernels.cc) of node 1 of `_cache_probe`'s store: the two best legal
+  and illegal unvisited children, then the visited and legal bits."""
+  unmasked = _cache_row(state, *legal_two, visited)
+  # A second illegal child of None: there is none (0, and a prior of 0).
+  first, second = illegal_two
+  illegal_part = (_cache_row(state, first, second, [])[1:5] if second is not None
+                  else _cache_row(state, first, first, [])[1:2] + [0] +
+                  _cache_row(state, first, first, [])[3:4] + [0])
+  legal_bits = sum(1 << a for a in range(20) if a not in illegal)
+  return unmasked[:5] + illegal_part + [unmasked[5], legal_bits, 0]
+
+
+def _cache_probe(cache_row, illegal=None):
   """One descent of a hand-made store (B = 1, 20 actions) whose root leads
   to node 1, an expanded node with no visited child: `(action picked at
   node 1, node 1's cache row after the descent)`, given node 1's cache row
-  before it (None: zeros, i.e. not built)."""
+  before it (None: zeros, i.e. not built).  `illegal`: the actions illegal
+  at node 1 (legal-move masks, with the planner's masked score), or None
+  (no masks)."""
   num_actions, num_nodes = 20, 3
   bits = lambda x: np.asarray(x, np.float32).view(np.int32)
   edges = np.zeros([1, num_nodes, num_actions, 6], np.int32)
@@ -186,14 +264,21 @@ def _cache_probe(cache_row):
   edges[0, 1, :, 0] = bits(_PROBE_PRIORS)
   stats = np.zeros([1, num_nodes, 3], np.int32)
   stats[0, 0, 0], stats[0, 1, 0] = 2, 1
-  cache = np.zeros(_native.select_cache_shape(edges.shape), np.uint32)
-  assert cache.shape[-1] == 8
+  masked = illegal is not None
+  cache = np.zeros(_native.select_cache_shape(edges.shape, masked=masked),
+                   np.uint32)
+  assert cache.shape[-1] == (12 if masked else 8)
   if cache_row is not None:
     cache[0, 1] = cache_row
+  legal = None
+  if masked:
+    legal = np.ones([1, num_nodes, num_actions], bool)
+    legal[0, 1, illegal] = False
   node, action, _, cache = _native.muzero_descend(
       jnp.asarray(edges), jnp.asarray(stats),
       jnp.zeros([1, num_actions], bool), jnp.zeros([1, 2], jnp.uint32),
-      jnp.ones([4], jnp.float32), 10, cache=jnp.asarray(cache))
+      jnp.ones([4], jnp.float32), 10, legal=legal, masked_score=-1e9,
+      cache=jnp.asarray(cache))
   assert int(node[0]) == 1
   return int(action[0]), np.asarray(cache)[0, 1].tolist()
 
@@ -218,6 +303,29 @@ def test_native_muzero_descent_reads_and_keeps_its_cache():
   # A row marked unusable is ignored.
   action, row = _cache_probe(_cache_row(2, 7, 8, []))
   assert action == 5 and row == _cache_row(2, 7, 8, [])
+
+
+def test_native_muzero_descent_reads_and_keeps_its_masked_cache():
+  """With legal-move masks the row keeps the two best legal and the two best
+  illegal unvisited children and the node's mask, and is read as such."""
+  _require_kernels()
+  illegal = [5, 19]  # the two best priors
+  # Not built: the best legal prior (18) is picked, then the row is built.
+  action, row = _cache_probe(None, illegal)
+  assert action == 18
+  assert row == _masked_cache_row(1, (17, 16), (5, 19), [18], illegal)
+  # A ready row naming 7 and 8 as the best legal children: 8 is picked, and
+  # the best of each kind recomputed.
+  action, row = _cache_probe(
+      _masked_cache_row(1, (7, 8), (5, 19), [], illegal), illegal)
+  assert action == 8
+  assert row == _masked_cache_row(1, (18, 17), (5, 19), [8], illegal)
+  # The row's own legal bits are read, not the mask: a row that calls 5
+  # legal picks it (the best prior) and keeps the row's bits.
+  action, row = _cache_probe(
+      _masked_cache_row(1, (5, 18), (19, None), [], [19]), illegal)
+  assert action == 5
+  assert row == _masked_cache_row(1, (18, 17), (19, None), [5], [19])
 
 
 def _assert_bit_identical(fast, ref):

@@ -417,110 +417,156 @@ inline int32_t NoisyArgmax(float* scores, int32_t num_actions,
   return Argmax(scores, num_actions);
 }
 
-// MuZero's selection cache: one row of `SelectCacheWords(A)` uint32 per node
-// (`cache[B, N, W]`), so that a node visited again is scored from its
-// visited children and two unvisited ones instead of all `A`.  Why two
-// suffice: below the root, without legal-move masks, an unvisited child's
-// PUCT score is `MulAdd(lo - lo, inverse, scale * prior / 1)`, i.e. exactly
-// `scale * prior` when `lo` and `inverse` are finite; rounding is monotone,
-// so with `scale >= 0` the unvisited children rank by prior.  The best of
-// them, the runner-up for mctx's tie margin, and every tie at the top are
-// therefore among the visited children and the two unvisited children of
-// highest prior.  Layout of a row:
+// MuZero's selection cache: one row of `SelectCacheWords(A, masked)` uint32
+// per node (`cache[B, N, W]`), so that a node visited again is scored from
+// its visited children and a few unvisited ones instead of all `A`.  Why a
+// few suffice: below the root, an unvisited child's PUCT score is
+// `MulAdd(lo - lo, inverse, scale * prior / 1)` without legal-move masks and
+// `(lo - lo) * inverse + scale * prior / 1` for a legal child with them,
+// i.e. exactly `scale * prior` when `lo` and `inverse` are finite, and
+// `masked_score + scale * prior` for an illegal child; rounding is monotone,
+// so with `scale >= 0` the unvisited children of each kind rank by prior.
+// The best of them, the runner-up for mctx's tie margin, and every tie at
+// the top are therefore among the visited children and the two unvisited
+// children of highest prior of each kind (legal, illegal).  Layout of a row:
 //   [0] kCacheEmpty (not built yet), kCacheReady, or kCacheUnusable (an
 //       unvisited child's prior is not finite: the full row is scored);
-//   [1], [2] the unvisited children of highest and second-highest prior,
-//       plus one (0: none), and [3], [4] their priors' bits (so that a
-//       node's selection reads no edge but those of its visited children);
-//   [5 ...] a bit per action, set once the child is visited; the row is
-//       padded to a multiple of 4 words (16 bytes).
+//   [1], [2] the (legal) unvisited children of highest and second-highest
+//       prior, plus one (0: none), and [3], [4] their priors' bits (so that
+//       a node's selection reads no edge but those of its visited children);
+//   with masks, [5] to [8] the same for the illegal unvisited children;
+//   then a bit per action, set once the child is visited; with masks, then
+//   a bit per action set where the child is legal (the node's mask, copied
+//   when the row is built); the row is padded to a multiple of 4 words (16
+//   bytes; with masks and up to 64 actions, 16 words: one cache line).
 // A node's children are visited only on a descent through it (the backup
 // follows the path), so the descent keeps the bits itself, and a node's
-// priors never change once it is interior (see `GumbelSelector`).
+// priors and mask never change once it is interior (see `GumbelSelector`).
 enum { kCacheEmpty = 0, kCacheReady = 1, kCacheUnusable = 2 };
-constexpr int32_t kCacheHeader = 5;
 
-inline int32_t SelectCacheWords(int32_t num_actions) {
-  return (kCacheHeader + (num_actions + 31) / 32 + 3) / 4 * 4;
-}
+template <bool kMasked>
+struct CacheLayout {
+  // Where the visited bits begin.
+  static constexpr int32_t kVisited = kMasked ? 9 : 5;
+  static int32_t BitWords(int32_t num_actions) { return (num_actions + 31) / 32; }
+  static int32_t Words(int32_t num_actions) {
+    return (kVisited + (kMasked ? 2 : 1) * BitWords(num_actions) + 3) / 4 * 4;
+  }
+  static bool Visited(const uint32_t* c, int32_t a) {
+    return (c[kVisited + (a >> 5)] >> (a & 31)) & 1u;
+  }
+  static void SetVisited(uint32_t* c, int32_t a) {
+    c[kVisited + (a >> 5)] |= 1u << (a & 31);
+  }
+  static bool Legal(const uint32_t* c, int32_t num_actions, int32_t a) {
+    if constexpr (!kMasked) return true;
+    return (c[kVisited + BitWords(num_actions) + (a >> 5)] >> (a & 31)) & 1u;
+  }
+};
 
-inline bool CacheVisited(const uint32_t* c, int32_t a) {
-  return (c[kCacheHeader + (a >> 5)] >> (a & 31)) & 1u;
-}
-
-inline void CacheSetVisited(uint32_t* c, int32_t a) {
-  c[kCacheHeader + (a >> 5)] |= 1u << (a & 31);
+inline int32_t SelectCacheWords(int32_t num_actions, bool masked) {
+  return masked ? CacheLayout<true>::Words(num_actions)
+                : CacheLayout<false>::Words(num_actions);
 }
 
 // Calls `fn(a)` for each child `a` marked visited in row `c`, in order.
-template <typename Fn>
+template <bool kMasked, typename Fn>
 inline void ForEachVisited(const uint32_t* c, int32_t num_actions, Fn fn) {
-  const int32_t words = SelectCacheWords(num_actions) - kCacheHeader;
+  using L = CacheLayout<kMasked>;
+  const int32_t words = L::BitWords(num_actions);
   for (int32_t w = 0; w < words; ++w) {
-    for (uint32_t bits = c[kCacheHeader + w]; bits; bits &= bits - 1) {
+    for (uint32_t bits = c[L::kVisited + w]; bits; bits &= bits - 1) {
       fn(w * 32 + __builtin_ctz(bits));
     }
   }
 }
 
-// The two unvisited children of highest prior (first index on ties), or
-// kCacheUnusable.
+// The two unvisited children of highest prior (first index on ties) of
+// each kind, or kCacheUnusable.
+template <bool kMasked>
 inline void CacheTopTwo(const int32_t* rec, int32_t num_actions, uint32_t* c) {
-  int32_t a1 = -1, a2 = -1;
-  float p1 = 0.0f, p2 = 0.0f;
+  using L = CacheLayout<kMasked>;
+  struct TopTwo {
+    int32_t a1 = -1, a2 = -1;
+    float p1 = 0.0f, p2 = 0.0f;
+    void Add(int32_t a, float p) {
+      if (a1 < 0 || p > p1) {
+        a2 = a1;
+        p2 = p1;
+        a1 = a;
+        p1 = p;
+      } else if (a2 < 0 || p > p2) {
+        a2 = a;
+        p2 = p;
+      }
+    }
+    void Write(uint32_t* slots) const {
+      slots[0] = static_cast<uint32_t>(a1 + 1);
+      slots[1] = static_cast<uint32_t>(a2 + 1);
+      slots[2] = BitCast<uint32_t>(p1);
+      slots[3] = BitCast<uint32_t>(p2);
+    }
+  } legal, illegal;
   bool finite = true;
   for (int32_t a = 0; a < num_actions; ++a) {
-    if (CacheVisited(c, a)) continue;
+    if (L::Visited(c, a)) continue;
     const float p = AsFloat(rec[a * kEdgeFields + kLogit]);
     finite &= std::isfinite(p);
-    if (a1 < 0 || p > p1) {
-      a2 = a1;
-      p2 = p1;
-      a1 = a;
-      p1 = p;
-    } else if (a2 < 0 || p > p2) {
-      a2 = a;
-      p2 = p;
+    if (L::Legal(c, num_actions, a)) {
+      legal.Add(a, p);
+    } else {
+      illegal.Add(a, p);
     }
   }
   c[0] = finite ? kCacheReady : kCacheUnusable;
-  c[1] = static_cast<uint32_t>(a1 + 1);
-  c[2] = static_cast<uint32_t>(a2 + 1);
-  c[3] = BitCast<uint32_t>(p1);
-  c[4] = BitCast<uint32_t>(p2);
+  legal.Write(c + 1);
+  if constexpr (kMasked) illegal.Write(c + 5);
 }
 
-// A node's cache row from its record, `selected` counted as visited (the
-// descent is about to go through it).
+// A node's cache row from its record (and legal-move mask `legal`, with
+// `kMasked`), `selected` counted as visited (the descent is about to go
+// through it).
+template <bool kMasked>
 inline void CacheBuild(const int32_t* rec, int32_t num_actions,
-                       int32_t selected, uint32_t* c) {
-  const int32_t words = SelectCacheWords(num_actions) - kCacheHeader;
-  for (int32_t w = 0; w < words; ++w) c[kCacheHeader + w] = 0;
+                       const bool* legal, int32_t selected, uint32_t* c) {
+  using L = CacheLayout<kMasked>;
+  const int32_t words = L::BitWords(num_actions);
+  for (int32_t w = 0; w < (kMasked ? 2 : 1) * words; ++w) c[L::kVisited + w] = 0;
   for (int32_t a = 0; a < num_actions; ++a) {
     if (rec[a * kEdgeFields + kVisits] > 0 || a == selected) {
-      CacheSetVisited(c, a);
+      L::SetVisited(c, a);
+    }
+    if constexpr (kMasked) {
+      if (legal[a]) c[L::kVisited + words + (a >> 5)] |= 1u << (a & 31);
     }
   }
-  CacheTopTwo(rec, num_actions, c);
+  CacheTopTwo<kMasked>(rec, num_actions, c);
 }
 
 // Counts `selected` as visited in a ready row (after the descent picked it).
+template <bool kMasked>
 inline void CacheVisit(const int32_t* rec, int32_t num_actions,
                        int32_t selected, uint32_t* c) {
-  if (CacheVisited(c, selected)) return;
-  CacheSetVisited(c, selected);
+  using L = CacheLayout<kMasked>;
+  if (L::Visited(c, selected)) return;
+  L::SetVisited(c, selected);
   const uint32_t tag = static_cast<uint32_t>(selected + 1);
-  if (tag == c[1] || tag == c[2]) CacheTopTwo(rec, num_actions, c);
+  if (tag == c[1] || tag == c[2] ||
+      (kMasked && (tag == c[5] || tag == c[6]))) {
+    CacheTopTwo<kMasked>(rec, num_actions, c);
+  }
 }
 
-// `PuctSelect`'s decision from a ready cache row (no invalid actions, no
-// legal-move masks): the action, or -1 where it cannot tell (a tie at the
-// top, the margin under mctx's 1e-7, or a value that is not finite; the
-// caller then scores the whole row).  Same operations per child as
-// `PuctSelectScalar`, so the same roundings.
+// `PuctSelect`'s decision from a ready cache row (no invalid actions: below
+// the root): the action, or -1 where it cannot tell (a tie at the top, the
+// margin under mctx's 1e-7, or a value that is not finite; the caller then
+// scores the whole row).  Same operations per child as `PuctSelectScalar`,
+// so the same roundings.
+template <bool kMasked>
 inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
                                 int32_t num_actions, float node_value,
-                                float scale) {
+                                float scale, float masked_score) {
+  using L = CacheLayout<kMasked>;
   if (c[0] != kCacheReady || !std::isfinite(node_value) ||
       !(scale >= 0.0f) || !std::isfinite(scale)) {
     return -1;
@@ -532,7 +578,7 @@ inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
   };
   float lo = node_value, hi = node_value;
   bool usable = true;
-  ForEachVisited(c, num_actions, [&](int32_t a) {
+  ForEachVisited<kMasked>(c, num_actions, [&](int32_t a) {
     const float q = q_value(a);
     usable &= rec[a * kEdgeFields + kVisits] > 0 && std::isfinite(q);
     lo = q < lo ? q : lo;
@@ -546,9 +592,12 @@ inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
   int32_t greedy = -1, ties = 0;
   bool finite = true;
   auto consider = [&](int32_t a, float prior, float completed,
-                      int32_t visits) {
+                      int32_t visits, bool legal) {
     const float policy = scale * prior / static_cast<float>(visits + 1);
-    const float s = MulAdd(completed - lo, inverse, policy);
+    // As `PuctSelectScalar`: with masks, no FMA.
+    const float s =
+        kMasked ? (legal ? (completed - lo) * inverse : masked_score) + policy
+                : MulAdd(completed - lo, inverse, policy);
     finite &= std::isfinite(s);
     if (s > best) {
       runner_up = best;
@@ -562,12 +611,18 @@ inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
       runner_up = s;
     }
   };
-  ForEachVisited(c, num_actions, [&](int32_t a) {
+  ForEachVisited<kMasked>(c, num_actions, [&](int32_t a) {
     consider(a, AsFloat(rec[a * kEdgeFields + kLogit]), q_value(a),
-             rec[a * kEdgeFields + kVisits]);
+             rec[a * kEdgeFields + kVisits], L::Legal(c, num_actions, a));
   });
-  if (c[1] != 0) consider(static_cast<int32_t>(c[1]) - 1, BitCast<float>(c[3]), lo, 0);
-  if (c[2] != 0) consider(static_cast<int32_t>(c[2]) - 1, BitCast<float>(c[4]), lo, 0);
+  for (int32_t slot = 1; slot <= (kMasked ? 5 : 1); slot += 4) {
+    for (int32_t i = 0; i < 2; ++i) {
+      if (c[slot + i] != 0) {
+        consider(static_cast<int32_t>(c[slot + i]) - 1,
+                 BitCast<float>(c[slot + 2 + i]), lo, 0, slot == 1);
+      }
+    }
+  }
   if (!finite || greedy < 0) return -1;
   if (ties == 1 && best > runner_up + kTieBreak) return greedy;
   return -1;
@@ -1219,19 +1274,20 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
 // with qtransform_by_parent_and_siblings, or the planner's masked version).
 // `kCached`: with the selection cache (a separate instantiation, so that
 // the code without it stays as lean as before the cache: with 9 actions a
-// shared one made searches up to 10% slower).
-template <bool kCached>
+// shared one made searches up to 10% slower); `kMasked`: its rows for
+// legal-move masks (`legal` not null).
+template <bool kCached, bool kMasked = false>
 class PuctSelector {
  public:
-  // `cache`: `[B, N, SelectCacheWords(A)]`, zeros at the search's start
-  // (updated in place), with `kCached` (and no legal-move masks).
+  // `cache`: `[B, N, SelectCacheWords(A, kMasked)]`, zeros at the search's
+  // start (updated in place), with `kCached`.
   PuctSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
                const bool* inv, const bool* legal, float masked_score,
                const float* sc, int64_t table, uint32_t* cache)
       : num_actions_(num_actions), e_(e), st_(st), inv_(inv), legal_(legal),
         masked_score_(masked_score), sc_(sc), table_(table),
         cache_(cache),
-        cache_words_(SelectCacheWords(num_actions)),
+        cache_words_(SelectCacheWords(num_actions, kMasked)),
         // Scratch rows, rounded up to whole 8-lane vectors.
         scores_((num_actions + 7) / 8 * 8),
         visits_((num_actions + 7) / 8 * 8) {}
@@ -1266,7 +1322,7 @@ class PuctSelector {
       __builtin_prefetch(rec + a * kEdgeBytes);
       __builtin_prefetch(rec + a * kEdgeBytes + kEdgeBytes - 4);
     };
-    ForEachVisited(c, num_actions_, edge);
+    ForEachVisited<kMasked>(c, num_actions_, edge);
     return true;
   }
 
@@ -1279,19 +1335,21 @@ class PuctSelector {
     // Below the root (whose invalid actions the cache does not know).
     uint32_t* c = q.depth > 0 ? cache_ + at * cache_words_ : nullptr;
     if (c != nullptr) {
-      const int32_t action =
-          CachedPuctSelect(rec, c, num_actions_, node_value, sc_[visits]);
+      const int32_t action = CachedPuctSelect<kMasked>(
+          rec, c, num_actions_, node_value, sc_[visits], masked_score_);
       if (action >= 0) {
-        CacheVisit(rec, num_actions_, action, c);
+        CacheVisit<kMasked>(rec, num_actions_, action, c);
         return action;
       }
     }
     int32_t action = FullSelect(q, b, at, rec, node_value, sc_[visits]);
     if (c != nullptr && action >= 0) {
       if (c[0] == kCacheEmpty) {
-        CacheBuild(rec, num_actions_, action, c);
+        CacheBuild<kMasked>(rec, num_actions_,
+                            kMasked ? legal_ + at * num_actions_ : nullptr,
+                            action, c);
       } else if (c[0] == kCacheReady) {
-        CacheVisit(rec, num_actions_, action, c);
+        CacheVisit<kMasked>(rec, num_actions_, action, c);
       }
     }
     return action;
@@ -1506,13 +1564,15 @@ ffi::Error MuzeroDescend(ffi::ThreadPool& pool,
       error.failure()) {
     return error;
   }
-  // The selection cache `[B, N, SelectCacheWords(A)]`, updated in place.
+  // The selection cache `[B, N, SelectCacheWords(A, masked)]`, updated in
+  // place.
   uint32_t* cache = nullptr;
   if (cache_in != nullptr) {
     if (cache_in->element_count() !=
-        args.batch * args.num_nodes * SelectCacheWords(args.num_actions)) {
+        args.batch * args.num_nodes *
+            SelectCacheWords(args.num_actions, args.legal != nullptr)) {
       return ffi::Error::InvalidArgument(
-          "cache must be [B, N, SelectCacheWords(A)]");
+          "cache must be [B, N, SelectCacheWords(A, masked)]");
     }
     cache = InPlace(*cache_in, *cache_out);
   }
@@ -1523,19 +1583,24 @@ ffi::Error MuzeroDescend(ffi::ThreadPool& pool,
     return DescendBatch(pool, args, keys.typed_data(), max_depth, make_select,
                         node_o, action_o, child_o);
   };
-  // The cache is for descents without legal-move masks.
-  const bool ok =
-      cache != nullptr && args.legal == nullptr
-          ? descend([=] {
-              return PuctSelector<true>(args.num_actions, args.e, args.st, inv,
-                                        args.legal, masked_score, sc, table,
-                                        cache);
-            })
-          : descend([=] {
-              return PuctSelector<false>(args.num_actions, args.e, args.st,
-                                         inv, args.legal, masked_score, sc,
-                                         table, nullptr);
-            });
+  bool ok;
+  if (cache == nullptr) {
+    ok = descend([=] {
+      return PuctSelector<false>(args.num_actions, args.e, args.st, inv,
+                                 args.legal, masked_score, sc, table, nullptr);
+    });
+  } else if (args.legal == nullptr) {
+    ok = descend([=] {
+      return PuctSelector<true>(args.num_actions, args.e, args.st, inv,
+                                args.legal, masked_score, sc, table, cache);
+    });
+  } else {
+    ok = descend([=] {
+      return PuctSelector<true, true>(args.num_actions, args.e, args.st, inv,
+                                      args.legal, masked_score, sc, table,
+                                      cache);
+    });
+  }
   if (!ok) return ffi::Error::Internal("node visit count outside the PUCT table");
   return ffi::Error::Success();
 }
@@ -1557,7 +1622,8 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
                        max_depth, masked_score);
 }
 
-// With the selection cache `[B, N, SelectCacheWords(A)]`, updated in place
+// With the selection cache `[B, N, SelectCacheWords(A, masked)]`, updated in
+// place
 // (a separate target: an empty cache operand and result on the uncached
 // call made tic-tac-toe's MuZero searches 15% slower).
 ffi::Error MuzeroDescendCachedImpl(ffi::ThreadPool pool,
