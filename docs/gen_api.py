@@ -47,6 +47,7 @@ SECTIONS = (
     ("mctx_planner.domains", "Domains"),
     ("mctx_planner.domains.base", "Domains"),
     ("mctx_planner.testing", "Domains"),
+    ("mctx_planner.topk", "Domains"),
     ("mctx_planner.search", "Search"),
     ("mctx_planner.explanation", "Explaining a search"),
     ("mctx_planner.plotting", "Explaining a search"),

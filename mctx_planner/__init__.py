@@ -32,6 +32,7 @@ from mctx_planner.testing import DomainCheckError, check_domain
 from mctx_planner.train import Agent, TrainState, make_agent, search_config, shard_state
 from mctx_planner.trainer import (TrainResult, evaluate_agent, load_run, maze_optimality,
                                   network_action_fn, train)
+from mctx_planner.topk import top_k
 from mctx_planner.transforms import Support, signed_hyperbolic, signed_parabolic
 
 __version__ = "0.1.0"
@@ -107,6 +108,7 @@ __all__ = (
     "single_task_compile",
     "tictactoe_solver_player",
     "to_dot",
+    "top_k",
     "train",
     "true_model",
     "uniform_predict_fn",

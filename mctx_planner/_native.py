@@ -64,7 +64,7 @@ import numpy as np
 
 __all__ = ["available", "status", "disabled", "why_not_here",
            "muzero_descend", "select_cache_shape", "gumbel_descend",
-           "gumbel_exact", "expand_backup"]
+           "gumbel_exact", "expand_backup", "top_k_rows"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
@@ -79,7 +79,8 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
                 "MctxPlannerMuzeroDescendCached",
             "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
-            "mctx_planner_expand_backup": "MctxPlannerExpandBackup"}
+            "mctx_planner_expand_backup": "MctxPlannerExpandBackup",
+            "mctx_planner_top_k": "MctxPlannerTopK"}
 
 _log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -160,8 +161,12 @@ def _build(compiler: str, target: Path) -> None:
                            str(_SOURCE), "-o", tmp],
                           capture_output=True, text=True, timeout=600)
     if done.returncode:
+      # The errors, not only the tail (warnings from the FFI headers can
+      # fill it).
+      errors = [line for line in done.stderr.splitlines() if "error" in line]
       raise RuntimeError(f"building {_SOURCE.name} with {compiler} failed: "
-                         f"{done.stderr[-2000:]}")
+                         + "\n".join(errors[:20]) + "\n...\n"
+                         + done.stderr[-1000:])
     os.replace(tmp, target)
   except BaseException:
     if os.path.exists(tmp):
@@ -432,3 +437,15 @@ def expand_backup(stats, edges, links, parent, action, child, value, reward,
       input_output_aliases={0: 0, 1: 1, 2: 2}, vmap_method="sequential")(
           stats, edges, links, i32(parent), i32(action), i32(child),
           f32(value), f32(reward), f32(discount), f32(record))
+
+
+def top_k_rows(x, k: int):
+  """`jax.lax.top_k(x, k)` of float32 `x` `[..., n]` (`1 <= k <= n`) by the
+  native kernel: the same values and int32 indices (descending by the
+  float bits' total order, equal values by lower index)."""
+  shape = x.shape[:-1] + (k,)
+  return tuple(jax.ffi.ffi_call(
+      "mctx_planner_top_k",
+      (jax.ShapeDtypeStruct(shape, jnp.float32),
+       jax.ShapeDtypeStruct(shape, jnp.int32)),
+      vmap_method="broadcast_all")(x))

@@ -57,6 +57,7 @@ import numpy as np
 from jax.scipy.special import ndtri
 
 from mctx_planner.domains.base import StochasticDomain, fresh_rng_keys, select_state
+from mctx_planner.topk import top_k
 
 ActFn = Callable[[chex.PRNGKey, "RecommendationState"], chex.Array]
 
@@ -109,7 +110,8 @@ def retrieve_top_k(item_embeddings: chex.Array, query: chex.Array,
                    shown: chex.Array, k: int) -> Tuple[chex.Array, chex.Array]:
     """Top-``k`` items by dot product with ``query``, excluding ``shown``.
 
-    Pure and jittable (``jax.lax.top_k``).
+    Pure and jittable (:func:`mctx_planner.top_k`: ``jax.lax.top_k``'s
+    result, by a faster kernel on CPU).
 
     Args:
       item_embeddings: ``[N, d]``.
@@ -125,7 +127,7 @@ def retrieve_top_k(item_embeddings: chex.Array, query: chex.Array,
     ids = jnp.arange(item_embeddings.shape[0], dtype=jnp.int32)
     excluded = jnp.any(ids[:, None] == shown[None, :], axis=-1)
     scores = jnp.where(excluded, -jnp.inf, scores)
-    sims, top = jax.lax.top_k(scores, k)
+    sims, top = top_k(scores, k)
     return top.astype(jnp.int32), sims.astype(jnp.float32)
 
 
