@@ -341,6 +341,20 @@ def test_native_ab_script_tiny(tmp_path):
     assert row["same"] and row["cache_ms"] > 0 and row["no_cache_ms"] > 0
 
 
+def test_topk_ab_script_tiny(tmp_path):
+    from mctx_planner import _native
+    if _native.why_not_here() is not None:
+        pytest.skip(f"native kernels impossible here: {_native.why_not_here()}")
+    result = tmp_path / "topk.json"
+    stdout = _run_script("benchmarks/topk_ab.py", "--rows", "4", "--items", "30",
+                         "--k", "5", "--planner", "4,4,8", "--budget", "0.05",
+                         "--out", str(result))
+    assert stdout.count("identical=True") == 2
+    top_k, planner = json.loads(result.read_text())["rows"]
+    assert top_k["same"] and top_k["native_us"] > 0 and top_k["xla_us"] > 0
+    assert planner["same"] and planner["native_ms"] > 0 and planner["xla_ms"] > 0
+
+
 def test_peers_driver_tiny(tmp_path):
     # The JAX and NumPy peers (LightZero needs its own virtual environment),
     # each in its own process, on the tiniest configuration; the sanity check
