@@ -128,16 +128,8 @@ def run_planner_cell(domain_name, algorithm, batch, sims, budget_s,
   (`select_cache`: MuZero's selection cache against none, both native)."""
   import mctx_planner as mp  # pylint: disable=g-import-not-at-top
   name, kwargs = parse_domain(domain_name)
-  domain = mp.domains.make(name, **kwargs)
-  states = jax.vmap(domain.init)(jax.random.split(jax.random.PRNGKey(1), batch))
-  net = mp.AlphaZeroNet(domain.num_actions,
-                        mp.NetworkConfig(hidden_size=64, num_layers=2))
-  params = mp.init_params(net, jax.random.PRNGKey(0), domain.observation_shape)
-  planner = mp.make_planner(
-      mp.true_model(domain, mp.network_predict_fn(net)),
-      mp.SearchConfig(algorithm=algorithm, num_simulations=sims,
-                      backend="fast"))
-  args = (params, jax.random.PRNGKey(3), states)
+  planner, args, domain = search_bench.planner_cell(
+      mp.domains.make(name, **kwargs), algorithm, batch, sims)
 
   def search(*a):
     return planner.search(*a)

@@ -28,7 +28,7 @@ import search_overhead as so  # noqa: E402
 import mctx_planner as mp  # noqa: E402
 from mctx_planner import _native  # noqa: E402
 from mctx_planner.domains import recommendation  # noqa: E402
-from suite import common  # noqa: E402
+from suite import common, search_bench  # noqa: E402
 
 
 def _same(a, b):
@@ -63,15 +63,9 @@ def _lax_retrieval():
 
 def run_planner(batch, sims, candidates, budget_s):
   """One row: a recommendation search with either top-k."""
-  domain = mp.domains.make("recommendation", num_candidates=candidates)
-  states = jax.vmap(domain.init)(jax.random.split(jax.random.PRNGKey(1), batch))
-  net = mp.AlphaZeroNet(domain.num_actions,
-                        mp.NetworkConfig(hidden_size=64, num_layers=2))
-  params = mp.init_params(net, jax.random.PRNGKey(0), domain.observation_shape)
-  planner = mp.make_planner(
-      mp.true_model(domain, mp.network_predict_fn(net)),
-      mp.SearchConfig(algorithm="muzero", num_simulations=sims))
-  args = (params, jax.random.PRNGKey(3), states)
+  planner, args, _ = search_bench.planner_cell(
+      mp.domains.make("recommendation", num_candidates=candidates), "muzero",
+      batch, sims)
 
   def with_lax(*a):  # another name: its own trace and program
     return planner.search(*a)
