@@ -11,8 +11,11 @@ with the same outputs bit for bit; elsewhere (GPU, TPU, other dtypes, no
 kernels) it is `jax.lax.top_k` itself.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mctx_planner import _native
 
@@ -43,8 +46,23 @@ def top_k(operand: jax.Array, k: int):
                      f"got {k!r}")
   if operand.dtype != jnp.float32 or k == 0 or not _native.available():
     return tuple(jax.lax.top_k(operand, k))
+  return _native_or_lax(operand, k)
 
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _native_or_lax(operand, k):
   # JAX lowers only the branch of the platform it compiles for.
   return jax.lax.platform_dependent(
       operand, cpu=lambda x: _native.top_k_rows(x, k),
       default=lambda x: tuple(jax.lax.top_k(x, k)))
+
+
+@_native_or_lax.defjvp
+def _native_or_lax_jvp(k, primals, tangents):
+  """As `jax.lax.top_k`'s: the values' tangents are the operand's at the
+  chosen indices (the indices have none)."""
+  (operand,), (tangent,) = primals, tangents
+  values, indices = _native_or_lax(operand, k)
+  return (values, indices), (
+      jnp.take_along_axis(tangent, indices, axis=-1),
+      np.zeros(indices.shape, jax.dtypes.float0))

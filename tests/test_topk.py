@@ -54,6 +54,18 @@ def test_under_vmap_and_other_dtypes():
     _assert_equal_to_lax(x.astype(dtype), 7)
 
 
+def test_gradients_match_lax_top_k():
+  """Differentiable as `jax.lax.top_k` (the values, through their indices),
+  forward and reverse, also under jit."""
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 40))
+  weights = jnp.arange(5.)
+  loss = lambda fn: lambda v: (fn(v, 5)[0] * weights).sum()
+  for transform in (jax.grad, jax.jacfwd):
+    np.testing.assert_array_equal(
+        jax.jit(transform(loss(mp.top_k)))(x),
+        jax.jit(transform(loss(jax.lax.top_k)))(x))
+
+
 def test_native_kernel_on_cpu_lax_top_k_elsewhere():
   reason = _native.why_not_here()
   if reason is not None:
