@@ -211,22 +211,33 @@ def _init_store(root: mctx.RootFnOutput, num_simulations: int,
 
 
 def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
-             extra_data) -> Tree:
+             extra_data, native: bool = False) -> Tree:
+  """The store as mctx's `Tree`.  With `native` (XLA:CPU, kernels loaded)
+  the `[B, N, A]` arrays come from one pass over the edge store
+  (`_native.unpack_edges`) instead of one XLA pass per array."""
   e, st, ln = store.edges, store.stats, store.links
+  if native:
+    index, visits, rewards, discounts, values, logits = _native.unpack_edges(
+        e, with_logits=store.logits is None)
+  else:
+    index, visits = e[..., _E_CHILD] - 1, e[..., _E_VISITS]
+    rewards, discounts, values = (_f32(e[..., f]) for f in (
+        _E_REWARD, _E_DISCOUNT, _E_VALUE))
+    logits = _f32(e[..., _E_LOGIT]) if store.logits is None else None
   return Tree(
       node_visits=st[..., _S_VISITS],
       raw_values=_f32(st[..., _S_RAW]).astype(value_dtype),
       node_values=_f32(st[..., _S_VALUE]).astype(value_dtype),
       parents=ln[..., _L_PARENT] - 1,
       action_from_parent=ln[..., _L_ACTION] - 1,
-      children_index=e[..., _E_CHILD] - 1,
+      children_index=index,
       children_prior_logits=(
-          _f32(e[..., _E_LOGIT]) if store.logits is None
-          else store.logits).astype(logits_dtype),
-      children_visits=e[..., _E_VISITS],
-      children_rewards=_f32(e[..., _E_REWARD]).astype(value_dtype),
-      children_discounts=_f32(e[..., _E_DISCOUNT]).astype(value_dtype),
-      children_values=_f32(e[..., _E_VALUE]).astype(value_dtype),
+          logits if store.logits is None else store.logits).astype(
+              logits_dtype),
+      children_visits=visits,
+      children_rewards=rewards.astype(value_dtype),
+      children_discounts=discounts.astype(value_dtype),
+      children_values=values.astype(value_dtype),
       embeddings=store.embeddings,
       root_invalid_actions=invalid_actions,
       extra_data=extra_data)
@@ -953,16 +964,16 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
           _native.select_cache_shape(store.edges.shape, masked=masked),
           jnp.uint32))
     _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
-    # The caches are internal (and CPU-only: every platform's branch must
-    # return the same structure).
-    return store._replace(prior_cache=None, select_cache=None)
+    # The caches are internal (and CPU-only: every platform's branch returns
+    # the same structure, a `Tree`).
+    return _to_tree(store._replace(prior_cache=None, select_cache=None),
+                    root.value.dtype, root.prior_logits.dtype,
+                    invalid_actions, extra_data, native=native)
 
   # A custom `loop_fn` (e.g. Haiku's `hk.fori_loop`, which manages module
   # state) is not wrapped in `platform_dependent`'s `lax.switch`: it gets the
   # layouts of `_platform()`'s guess at trace time instead.
-  store = _per_platform(run) if loop_fn is jax.lax.fori_loop else run()
-  return _to_tree(store, root.value.dtype, root.prior_logits.dtype,
-                  invalid_actions, extra_data)
+  return _per_platform(run) if loop_fn is jax.lax.fori_loop else run()
 
 
 # --------------------------------------------------------------------------

@@ -64,7 +64,7 @@ import numpy as np
 
 __all__ = ["available", "status", "disabled", "why_not_here",
            "muzero_descend", "select_cache_shape", "gumbel_descend",
-           "gumbel_exact", "expand_backup", "top_k_rows"]
+           "gumbel_exact", "expand_backup", "top_k_rows", "unpack_edges"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
@@ -80,7 +80,8 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
             "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
             "mctx_planner_expand_backup": "MctxPlannerExpandBackup",
-            "mctx_planner_top_k": "MctxPlannerTopK"}
+            "mctx_planner_top_k": "MctxPlannerTopK",
+            "mctx_planner_unpack_edges": "MctxPlannerUnpackEdges"}
 
 _log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -449,3 +450,20 @@ def top_k_rows(x, k: int):
       (jax.ShapeDtypeStruct(shape, jnp.float32),
        jax.ShapeDtypeStruct(shape, jnp.int32)),
       vmap_method="broadcast_all")(x))
+
+
+def unpack_edges(edges, with_logits: bool):
+  """The packed edge store `[B, N, A, 6]` int32 as mctx's tree arrays, in
+  one pass: `(children_index, children_visits)` int32 and
+  `(children_rewards, children_discounts, children_values,
+  children_prior_logits)` float32, each `[B, N, A]` (the last None unless
+  `with_logits`: the store's first field then holds the logits)."""
+  shape = edges.shape[:-1]
+  i32 = jax.ShapeDtypeStruct(shape, jnp.int32)
+  f32 = jax.ShapeDtypeStruct(shape, jnp.float32)
+  out = jax.ffi.ffi_call(
+      "mctx_planner_unpack_edges",
+      (i32, i32, f32, f32, f32,
+       f32 if with_logits else jax.ShapeDtypeStruct((0,), jnp.float32)),
+      vmap_method="sequential")(edges)
+  return tuple(out[:5]) + ((out[5] if with_logits else None),)

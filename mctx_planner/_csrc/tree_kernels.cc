@@ -1936,6 +1936,64 @@ ffi::Error ExpandBackupImpl(ffi::ThreadPool pool,
   return ffi::Error::Success();
 }
 
+// The packed edge store `[B, N, A, 6]` as mctx's tree arrays `[B, N, A]`,
+// in one pass (XLA reads the whole store once per array): children's index
+// (the stored child minus one), visit counts, rewards, discounts and
+// values, and their prior logits if `logits` is not empty (else the store
+// keeps probabilities and the logits elsewhere).
+ffi::Error UnpackEdgesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> edges,
+                           ffi::ResultBuffer<ffi::S32> index,
+                           ffi::ResultBuffer<ffi::S32> visits,
+                           ffi::ResultBuffer<ffi::F32> rewards,
+                           ffi::ResultBuffer<ffi::F32> discounts,
+                           ffi::ResultBuffer<ffi::F32> values,
+                           ffi::ResultBuffer<ffi::F32> logits) {
+  const int64_t count = edges.element_count() / kEdgeFields;
+  if (edges.element_count() % kEdgeFields != 0 ||
+      index->element_count() != count || visits->element_count() != count ||
+      rewards->element_count() != count ||
+      discounts->element_count() != count ||
+      values->element_count() != count ||
+      (logits->element_count() != count && logits->element_count() != 0)) {
+    return ffi::Error::InvalidArgument(
+        "unpack_edges: outputs must be edges.shape[:-1] (logits: or empty)");
+  }
+  const int32_t* e = edges.typed_data();
+  int32_t* io = index->typed_data();
+  int32_t* vo = visits->typed_data();
+  int32_t* ro = reinterpret_cast<int32_t*>(rewards->typed_data());
+  int32_t* dso = reinterpret_cast<int32_t*>(discounts->typed_data());
+  int32_t* qo = reinterpret_cast<int32_t*>(values->typed_data());
+  int32_t* lo = logits->element_count() == 0
+                    ? nullptr
+                    : reinterpret_cast<int32_t*>(logits->typed_data());
+  // Bits are copied as they are (floats stay bit for bit).
+  constexpr int64_t kChunkEdges = 1 << 16;
+  const auto range = [=](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t first = c * kChunkEdges;
+      const int64_t last = std::min(count, first + kChunkEdges);
+      for (int64_t i = first; i < last; ++i) {
+        const int32_t* r = e + i * kEdgeFields;
+        io[i] = r[kChild] - 1;
+        vo[i] = r[kVisits];
+        ro[i] = r[kReward];
+        dso[i] = r[kDiscount];
+        qo[i] = r[kValue];
+      }
+      if (lo != nullptr) {
+        for (int64_t i = first; i < last; ++i) lo[i] = e[i * kEdgeFields + kLogit];
+      }
+    }
+    return true;
+  };
+  const int64_t chunks = (count + kChunkEdges - 1) / kChunkEdges;
+  if (!ParallelFor(pool, chunks, 1, range)) {
+    return ffi::Error::Internal("unpack_edges failed");
+  }
+  return ffi::Error::Success();
+}
+
 // `jax.lax.top_k` of each row of `x` `[..., n]`: the `k` largest values and
 // their indices, in XLA's order: descending by the total order of the
 // float bits (+NaN above +inf, +0 above -0, -NaN below -inf), equal values
@@ -2139,3 +2197,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerTopK, TopKImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerUnpackEdges, UnpackEdgesImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
