@@ -28,6 +28,11 @@ selection cache against the same descent without it (both native; see
 
     python benchmarks/native_ab.py --select-cache --cells muzero,16,256,128 muzero,32,256,128
     python benchmarks/native_ab.py --select-cache --planner-cells recommendation:num_candidates=32,muzero,256,64
+
+`--unpack` compares the returned tree's arrays from the native one-pass
+unpack (`_native.unpack_edges`) against XLA's, per cell:
+
+    python benchmarks/native_ab.py --unpack --hidden 64 --cells muzero,64,1024,128
 """
 
 import argparse
@@ -78,25 +83,32 @@ def run_cell(policy, actions, batch, sims, hidden, budget_s):
               compile_native_s=compile_native_s)
 
 
-def time_cache_pair(search, args, single_task, budget_s):
-  """`(cache_ms, no_cache_ms, same)`: MuZero's native `search` compiled
-  with and without the selection cache, checked bit for bit and timed
-  interleaved."""
-  def search_without(*a):  # another name: its own trace and program
+def time_switch(search, args, single_task, budget_s, name, on, off):
+  """`(on_ms, off_ms, same)`: `search` compiled with `_fast_search.<name>`
+  set to `on` and to `off` (a switch read at trace time), checked bit for
+  bit and timed interleaved."""
+  def search_off(*a):  # another name: its own trace and program
     return search(*a)
 
-  kept = _fast_search._SELECT_CACHE_MIN_ACTIONS  # pylint: disable=protected-access
+  kept = getattr(_fast_search, name)
   try:
-    _fast_search._SELECT_CACHE_MIN_ACTIONS = 1  # pylint: disable=protected-access
-    cached, _, _ = so.compile_fn(search, *args, single_task=single_task)
-    _fast_search._SELECT_CACHE_MIN_ACTIONS = 1 << 30  # pylint: disable=protected-access
-    plain, _, _ = so.compile_fn(search_without, *args, single_task=single_task)
+    setattr(_fast_search, name, on)
+    with_on, _, _ = so.compile_fn(search, *args, single_task=single_task)
+    setattr(_fast_search, name, off)
+    with_off, _, _ = so.compile_fn(search_off, *args, single_task=single_task)
   finally:
-    _fast_search._SELECT_CACHE_MIN_ACTIONS = kept  # pylint: disable=protected-access
-  same, _ = so.outputs_identical(cached(*args), plain(*args))
-  cached_s, plain_s = so.time_interleaved([(cached, args), (plain, args)],
-                                          budget_s)
-  return cached_s * 1e3, plain_s * 1e3, same
+    setattr(_fast_search, name, kept)
+  same, _ = so.outputs_identical(with_on(*args), with_off(*args))
+  on_s, off_s = so.time_interleaved([(with_on, args), (with_off, args)],
+                                    budget_s)
+  return on_s * 1e3, off_s * 1e3, same
+
+
+def time_cache_pair(search, args, single_task, budget_s):
+  """`(cache_ms, no_cache_ms, same)`: MuZero's native `search` compiled
+  with and without the selection cache."""
+  return time_switch(search, args, single_task, budget_s,
+                     "_SELECT_CACHE_MIN_ACTIONS", 1, 1 << 30)
 
 
 def run_cache_cell(actions, batch, sims, hidden, budget_s):
@@ -107,6 +119,18 @@ def run_cache_cell(actions, batch, sims, hidden, budget_s):
   return dict(policy="muzero", actions=actions, batch=batch, sims=sims,
               hidden=hidden, cache_ms=cache_ms, no_cache_ms=no_cache_ms,
               speedup=no_cache_ms / cache_ms, same=same)
+
+
+def run_unpack_cell(policy, actions, batch, sims, hidden, budget_s):
+  """One row: the returned tree from the native one-pass unpack against
+  XLA's arrays (`_fast_search._NATIVE_UNPACK`)."""
+  search, args = search_bench.fast_cell(policy, actions, batch, sims, hidden)
+  unpack_ms, xla_ms, same = time_switch(
+      search, args, so.fast_single_task(batch, sims, actions), budget_s,
+      "_NATIVE_UNPACK", True, False)
+  return dict(policy=policy, actions=actions, batch=batch, sims=sims,
+              hidden=hidden, unpack_ms=unpack_ms, xla_unpack_ms=xla_ms,
+              speedup=xla_ms / unpack_ms, same=same)
 
 
 def parse_domain(spec):
@@ -160,6 +184,9 @@ def main():
                            "(e.g. connect4,muzero,256,64)")
   parser.add_argument("--select-cache", action="store_true",
                       help="MuZero cells: the selection cache against none")
+  parser.add_argument("--unpack", action="store_true",
+                      help="cells: the returned tree by the native one-pass "
+                           "unpack against XLA's arrays")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--budget", type=float, default=3.0,
                       help="seconds of interleaved timing per cell")
@@ -201,6 +228,16 @@ def main():
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],
                                            so.POLICIES)
+    if args.unpack:
+      r = run_unpack_cell(policy, a, b, s, args.hidden, args.budget)
+      rows.append(r)
+      print("%s H=%d A=%d B=%d S=%d: native unpack %.2f ms, XLA's arrays "
+            "%.2f ms (%.2fx); identical=%s" % (
+                policy, r["hidden"], r["actions"], r["batch"], r["sims"],
+                r["unpack_ms"], r["xla_unpack_ms"], r["speedup"], r["same"]),
+            flush=True)
+      common.write_ab_rows(args.out, rows, native=_native.status())
+      continue
     if args.select_cache:
       if policy != "muzero":
         parser.error("--select-cache: the cache is MuZero's")

@@ -210,6 +210,11 @@ def _init_store(root: mctx.RootFnOutput, num_simulations: int,
                         else first_node(root.prior_logits)))
 
 
+# Whether the returned tree comes from `_native.unpack_edges` where the
+# kernels are in use (a switch for `benchmarks/native_ab.py --unpack`).
+_NATIVE_UNPACK = True
+
+
 def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
              extra_data, native: bool = False) -> Tree:
   """The store as mctx's `Tree`.  With `native` (XLA:CPU, kernels loaded)
@@ -968,7 +973,8 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     # the same structure, a `Tree`).
     return _to_tree(store._replace(prior_cache=None, select_cache=None),
                     root.value.dtype, root.prior_logits.dtype,
-                    invalid_actions, extra_data, native=native)
+                    invalid_actions, extra_data,
+                    native=native and _NATIVE_UNPACK)
 
   # A custom `loop_fn` (e.g. Haiku's `hk.fori_loop`, which manages module
   # state) is not wrapped in `platform_dependent`'s `lax.switch`: it gets the

@@ -330,6 +330,12 @@ def test_native_ab_script_tiny(tmp_path):
     assert "identical=True" in stdout
     (row,) = json.loads(result.read_text())["rows"]
     assert row["same"] and row["cache_ms"] > 0 and row["no_cache_ms"] > 0
+    stdout = _run_script("benchmarks/native_ab.py", "--unpack", "--cells",
+                         "gumbel,5,8,16", "--hidden", "8", "--budget", "0.05",
+                         "--out", str(result))
+    assert "identical=True" in stdout
+    (row,) = json.loads(result.read_text())["rows"]
+    assert row["same"] and row["unpack_ms"] > 0 and row["xla_unpack_ms"] > 0
     # Through the planner, with legal-move masks and domain arguments.
     stdout = _run_script("benchmarks/native_ab.py", "--select-cache",
                          "--planner-cells",
