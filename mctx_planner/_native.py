@@ -21,6 +21,11 @@ tree levels with one kernel each per simulation:
   node's statistics, link and priors, its parent's edge) and the backward
   pass, of every policy, in place.
 
+Two more run once per call: ``unpack_edges`` turns the packed edge store into
+mctx's ``[B, N, A]`` tree arrays in one threaded pass (XLA made one pass per
+array), and ``top_k_rows`` is ``jax.lax.top_k`` by a radix select
+(``mctx_planner.top_k``, for domains that retrieve candidates in their step).
+
 They round every float operation as XLA rounds mctx's formulas (its fused
 multiply-adds, its reciprocal for some divisions, its ``exp``; see the C++
 file and docs/design.md), so the search stays bit-identical to mctx; the
