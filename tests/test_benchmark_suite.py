@@ -319,32 +319,23 @@ def test_native_ab_script_tiny(tmp_path):
     if _native.why_not_here() is not None:
         pytest.skip(f"native kernels impossible here: {_native.why_not_here()}")
     result = tmp_path / "native.json"
-    stdout = _run_script("benchmarks/native_ab.py", "--cells", "muzero,5,8,16",
-                         "--hidden", "8", "--budget", "0.05", "--out", str(result))
-    assert "identical=True" in stdout
-    (row,) = json.loads(result.read_text())["rows"]
-    assert row["same"] and row["native_ms"] > 0 and row["xla_ms"] > 0
-    stdout = _run_script("benchmarks/native_ab.py", "--select-cache", "--cells",
-                         "muzero,20,8,16", "--hidden", "8", "--budget", "0.05",
-                         "--out", str(result))
-    assert "identical=True" in stdout
-    (row,) = json.loads(result.read_text())["rows"]
-    assert row["same"] and row["cache_ms"] > 0 and row["no_cache_ms"] > 0
-    stdout = _run_script("benchmarks/native_ab.py", "--unpack", "--cells",
-                         "gumbel,5,8,16", "--hidden", "8", "--budget", "0.05",
-                         "--out", str(result))
-    assert "identical=True" in stdout
-    (row,) = json.loads(result.read_text())["rows"]
-    assert row["same"] and row["unpack_ms"] > 0 and row["xla_unpack_ms"] > 0
-    # Through the planner, with legal-move masks and domain arguments.
-    stdout = _run_script("benchmarks/native_ab.py", "--select-cache",
-                         "--planner-cells",
-                         "recommendation:num_candidates=20,muzero,4,8",
-                         "--budget", "0.05", "--out", str(result))
-    assert "identical=True" in stdout
-    (row,) = json.loads(result.read_text())["rows"]
-    assert row["domain"] == "recommendation:num_candidates=20"
-    assert row["same"] and row["cache_ms"] > 0 and row["no_cache_ms"] > 0
+    tiny = ("--hidden", "8", "--budget", "0.05", "--out", str(result))
+    # (arguments, the row's two timings): native against XLA's loops, the
+    # selection cache, the one-pass unpack, and through the planner (legal-
+    # move masks, domain arguments).
+    for args, timings in [
+            (("--cells", "muzero,5,8,16") + tiny, ("native_ms", "xla_ms")),
+            (("--select-cache", "--cells", "muzero,20,8,16") + tiny,
+             ("cache_ms", "no_cache_ms")),
+            (("--unpack", "--cells", "gumbel,5,8,16") + tiny,
+             ("unpack_ms", "xla_unpack_ms")),
+            (("--select-cache", "--planner-cells",
+              "recommendation:num_candidates=20,muzero,4,8") + tiny[2:],
+             ("cache_ms", "no_cache_ms"))]:
+        stdout = _run_script("benchmarks/native_ab.py", *args)
+        assert "identical=True" in stdout, args
+        (row,) = json.loads(result.read_text())["rows"]
+        assert row["same"] and all(row[t] > 0 for t in timings), args
 
 
 def test_topk_ab_script_tiny(tmp_path):
