@@ -201,6 +201,16 @@ def main():
   if not cells and not args.planner_cells:
     parser.error("give --cells, --grid or --planner-cells")
   rows = []
+
+  def report(r, head, first, first_key, second, second_key):
+    """Adds row `r`, prints it as `head: <first> ms, <second> ms (speedup);
+    identical=...` and rewrites `--out`."""
+    rows.append(r)
+    print("%s: %s %.2f ms, %s %.2f ms (%.2fx); identical=%s" % (
+        head, first, r[first_key], second, r[second_key], r["speedup"],
+        r["same"]), flush=True)
+    common.write_ab_rows(args.out, rows, native=_native.status())
+
   for cell in args.planner_cells:
     try:
       domain_name, algorithm, b, s = cell.split(",")
@@ -211,52 +221,32 @@ def main():
       parser.error("--select-cache: the cache is MuZero's (algorithm muzero)")
     r = run_planner_cell(domain_name, algorithm, b, s, args.budget,
                          args.select_cache)
-    rows.append(r)
+    head = "%s %s B=%d S=%d (planner, true model)" % (
+        r["domain"], r["algorithm"], r["batch"], r["sims"])
     if args.select_cache:
-      print("%s %s B=%d S=%d (planner, true model): selection cache %.2f ms, "
-            "none %.2f ms (%.2fx); identical=%s" % (
-                r["domain"], r["algorithm"], r["batch"], r["sims"],
-                r["cache_ms"], r["no_cache_ms"], r["speedup"], r["same"]),
-            flush=True)
+      report(r, head, "selection cache", "cache_ms", "none", "no_cache_ms")
     else:
-      print("%s %s B=%d S=%d (planner, true model): XLA loops %.2f ms, "
-            "native %.2f ms (%.2fx); identical=%s" % (
-                r["domain"], r["algorithm"], r["batch"], r["sims"],
-                r["xla_ms"], r["native_ms"], r["speedup"], r["same"]),
-            flush=True)
-    common.write_ab_rows(args.out, rows, native=_native.status())
+      report(r, head, "XLA loops", "xla_ms", "native", "native_ms")
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],
                                            so.POLICIES)
+    head = "%s H=%d A=%d B=%d S=%d" % (policy, args.hidden, a, b, s)
     if args.unpack:
       r = run_unpack_cell(policy, a, b, s, args.hidden, args.budget)
-      rows.append(r)
-      print("%s H=%d A=%d B=%d S=%d: native unpack %.2f ms, XLA's arrays "
-            "%.2f ms (%.2fx); identical=%s" % (
-                policy, r["hidden"], r["actions"], r["batch"], r["sims"],
-                r["unpack_ms"], r["xla_unpack_ms"], r["speedup"], r["same"]),
-            flush=True)
-      common.write_ab_rows(args.out, rows, native=_native.status())
+      report(r, head, "native unpack", "unpack_ms", "XLA's arrays",
+             "xla_unpack_ms")
       continue
     if args.select_cache:
       if policy != "muzero":
         parser.error("--select-cache: the cache is MuZero's")
       r = run_cache_cell(a, b, s, args.hidden, args.budget)
-      rows.append(r)
-      print("muzero H=%d A=%d B=%d S=%d: selection cache %.2f ms, none %.2f "
-            "ms (%.2fx); identical=%s" % (
-                r["hidden"], r["actions"], r["batch"], r["sims"],
-                r["cache_ms"], r["no_cache_ms"], r["speedup"], r["same"]),
-            flush=True)
-      common.write_ab_rows(args.out, rows, native=_native.status())
+      report(r, head, "selection cache", "cache_ms", "none", "no_cache_ms")
       continue
     r = run_cell(policy, a, b, s, args.hidden, args.budget)
     rows.append(r)
-    print("%s H=%d A=%d B=%d S=%d: network %.2f ms, XLA loops %.2f ms, native "
-          "%.2f ms (%.2fx); search/network %.2f -> %.2f; identical=%s; "
-          "compile %.1f / %.1f s"
-          % (r["policy"], r["hidden"], r["actions"], r["batch"], r["sims"],
-             r["net_ms"], r["xla_ms"], r["native_ms"], r["speedup"],
+    print("%s: network %.2f ms, XLA loops %.2f ms, native %.2f ms (%.2fx); "
+          "search/network %.2f -> %.2f; identical=%s; compile %.1f / %.1f s"
+          % (head, r["net_ms"], r["xla_ms"], r["native_ms"], r["speedup"],
              r["ratio_xla"], r["ratio_native"], r["same"], r["compile_xla_s"],
              r["compile_native_s"]), flush=True)
     common.write_ab_rows(args.out, rows, native=_native.status())

@@ -6,9 +6,10 @@ step of the model, so a search calls it once per simulation for the whole
 batch. XLA:CPU's TopK keeps a heap per row (O(n log k)); with 500 items and
 k = 64 that is 13.6 us per row, more than half of a `recommendation`
 search. On XLA:CPU, where the native kernels load (`native_cpu_kernels`),
-`top_k` selects with `std::nth_element` and sorts the first `k` instead,
-with the same outputs bit for bit; elsewhere (GPU, TPU, other dtypes, no
-kernels) it is `jax.lax.top_k` itself.
+`top_k` finds the `k` largest by a radix select over the floats'
+order-keeping integer bits and sorts only those, with the same outputs bit
+for bit; elsewhere (GPU, TPU, other dtypes, no kernels) it is
+`jax.lax.top_k` itself.
 """
 
 import functools

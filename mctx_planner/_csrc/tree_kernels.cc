@@ -1627,9 +1627,8 @@ ffi::Error MuzeroDescendImpl(ffi::ThreadPool pool,
 }
 
 // With the selection cache `[B, N, SelectCacheWords(A, masked)]`, updated in
-// place
-// (a separate target: an empty cache operand and result on the uncached
-// call made tic-tac-toe's MuZero searches 15% slower).
+// place (a separate target: an empty cache operand and result on the
+// uncached call made tic-tac-toe's MuZero searches 15% slower).
 ffi::Error MuzeroDescendCachedImpl(ffi::ThreadPool pool,
                                    ffi::Buffer<ffi::S32> edges,
                                    ffi::Buffer<ffi::S32> stats,
