@@ -13,6 +13,7 @@ for bit; elsewhere (GPU, TPU, other dtypes, no kernels) it is
 """
 
 import functools
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,9 @@ def top_k(operand: jax.Array, k: int):
 
   Args:
     operand: `[..., n]` array.
-    k: how many, `0 <= k <= n` (a Python int).
+    k: how many, `0 <= k <= n`: a Python int, or anything `operator.index`
+      takes (a NumPy integer, a concrete JAX integer scalar), as
+      `jax.lax.top_k` accepts.
 
   Returns:
     `(values [..., k], indices [..., k] int32)`: exactly `jax.lax.top_k`'s,
@@ -42,9 +45,14 @@ def top_k(operand: jax.Array, k: int):
   if operand.ndim == 0:
     raise ValueError("top_k: operand must have at least one axis, got a scalar")
   n = operand.shape[-1]
-  if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
+  k_given = k
+  try:
+    k = None if isinstance(k, (bool, np.bool_)) else operator.index(k)
+  except TypeError:  # a float, a traced value
+    k = None
+  if k is None or not 0 <= k <= n:
     raise ValueError(f"top_k: k must be an int in [0, {n}] (the last axis), "
-                     f"got {k!r}")
+                     f"got {k_given!r}")
   if operand.dtype != jnp.float32 or k == 0 or not _native.available():
     return tuple(jax.lax.top_k(operand, k))
   return _native_or_lax(operand, k)

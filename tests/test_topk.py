@@ -78,10 +78,24 @@ def test_native_kernel_on_cpu_lax_top_k_elsewhere():
     assert "mctx_planner_top_k" not in gpu and "top_k" in gpu
 
 
-@pytest.mark.parametrize("k", [-1, 51, 2.0, True])
+@pytest.mark.parametrize("k", [-1, 51, 2.0, True, np.bool_(True),
+                               np.float32(3.)])
 def test_bad_k_is_a_value_error(k):
   with pytest.raises(ValueError, match="k must be an int in"):
     mp.top_k(jnp.zeros(50), k)
+
+
+def test_k_as_numpy_or_jax_integer():
+  """`k` as a NumPy integer or a concrete JAX integer, as `jax.lax.top_k`
+  takes it; a traced `k` is a ValueError, not a trace."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 50)), jnp.float32)
+  want = jax.lax.top_k(x, 4)
+  for k in (np.int64(4), np.int32(4), jnp.int32(4)):
+    got = mp.top_k(x, k)
+    for a, b in zip(got, want):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="k must be an int in"):
+    jax.jit(mp.top_k)(x, 4)
 
 
 def test_scalar_operand_is_a_value_error():
