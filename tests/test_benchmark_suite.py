@@ -22,6 +22,8 @@ import pytest
 
 from mctx_planner import _cpu_tasks
 
+from test_native import _require_kernels
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -315,9 +317,7 @@ def test_single_task_ab_script_tiny(tmp_path):
 
 
 def test_native_ab_script_tiny(tmp_path):
-    from mctx_planner import _native
-    if _native.why_not_here() is not None:
-        pytest.skip(f"native kernels impossible here: {_native.why_not_here()}")
+    _require_kernels()
     result = tmp_path / "native.json"
     tiny = ("--hidden", "8", "--budget", "0.05", "--out", str(result))
     # (arguments, the row's two timings): native against XLA's loops, the
@@ -339,9 +339,7 @@ def test_native_ab_script_tiny(tmp_path):
 
 
 def test_topk_ab_script_tiny(tmp_path):
-    from mctx_planner import _native
-    if _native.why_not_here() is not None:
-        pytest.skip(f"native kernels impossible here: {_native.why_not_here()}")
+    _require_kernels()
     result = tmp_path / "topk.json"
     stdout = _run_script("benchmarks/topk_ab.py", "--rows", "4", "--items", "30",
                          "--k", "5", "--planner", "4,4,8", "--budget", "0.05",

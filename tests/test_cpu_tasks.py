@@ -11,12 +11,9 @@ import mctx_planner as mp
 from mctx_planner import _cpu_tasks
 
 
-@pytest.fixture(autouse=True)
-def _on_the_cpu():
-    """These tests are about XLA:CPU programs: run them on the CPU device also
-    where JAX's default backend is a GPU or TPU."""
-    with jax.default_device(jax.devices("cpu")[0]):
-        yield
+# These tests are about XLA:CPU programs: on the CPU device also where JAX's
+# default backend is a GPU or TPU.
+pytestmark = pytest.mark.usefixtures("on_the_cpu")
 
 
 needs_two_cpus = pytest.mark.skipif(

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import mctx_planner as mp
-from mctx_planner import _native
 
 import test_fast_search as golden
+from test_native import _require_kernels
 
 # Every float class XLA orders by its bits: +NaN above +inf, +0 above -0,
 # -NaN below -inf; equal values by lower index.
@@ -67,9 +67,7 @@ def test_gradients_match_lax_top_k():
 
 
 def test_native_kernel_on_cpu_lax_top_k_elsewhere():
-  reason = _native.why_not_here()
-  if reason is not None:
-    pytest.skip(f"native kernels impossible here: {reason}")
+  _require_kernels()
   x = jnp.zeros((4, 50), jnp.float32)
   traced = jax.jit(lambda v: mp.top_k(v, 5)).trace(x)
   assert "mctx_planner_top_k" in traced.lower(lowering_platforms=("cpu",)).as_text()
