@@ -84,12 +84,10 @@ def fast_cell(policy: str, actions: int, batch: int, sims: int, hidden: int):
 
 def planner_cell(domain, algorithm: str, batch: int, sims: int):
     """``(planner, (params, key, states), domain)`` of a search through the
-    planner over ``domain`` (a built-in's name or a ``Domain``) with its true
-    model and an untrained ``AlphaZeroNet`` (hidden 64, 2 layers), fast
-    backend, for the A/B scripts (``native_ab.py``, ``topk_ab.py``)."""
+    planner over ``domain`` (a ``Domain``) with its true model and an
+    untrained ``AlphaZeroNet`` (hidden 64, 2 layers), fast backend, for the
+    A/B scripts (``native_ab.py``, ``topk_ab.py``)."""
     import mctx_planner as mp  # pylint: disable=g-import-not-at-top
-    if isinstance(domain, str):
-        domain = mp.domains.make(domain)
     states = jax.vmap(domain.init)(jax.random.split(jax.random.PRNGKey(1), batch))
     net = mp.AlphaZeroNet(domain.num_actions,
                           mp.NetworkConfig(hidden_size=64, num_layers=2))

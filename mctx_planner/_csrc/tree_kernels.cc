@@ -466,6 +466,9 @@ struct CacheLayout {
     if constexpr (!kMasked) return true;
     return (c[kVisited + BitWords(num_actions) + (a >> 5)] >> (a & 31)) & 1u;
   }
+  static void SetLegal(uint32_t* c, int32_t num_actions, int32_t a) {
+    c[kVisited + BitWords(num_actions) + (a >> 5)] |= 1u << (a & 31);
+  }
 };
 
 inline int32_t SelectCacheWords(int32_t num_actions, bool masked) {
@@ -541,7 +544,7 @@ inline void CacheBuild(const int32_t* rec, int32_t num_actions,
       L::SetVisited(c, a);
     }
     if constexpr (kMasked) {
-      if (legal[a]) c[L::kVisited + words + (a >> 5)] |= 1u << (a & 31);
+      if (legal[a]) L::SetLegal(c, num_actions, a);
     }
   }
   CacheTopTwo<kMasked>(rec, num_actions, c);
