@@ -33,6 +33,12 @@ selection cache against the same descent without it (both native; see
 unpack (`_native.unpack_edges`) against XLA's, per cell:
 
     python benchmarks/native_ab.py --unpack --hidden 64 --cells muzero,64,1024,128
+
+`--huge-pages` compares, per cell, the store written by `_native.store_init`
+with and without its advice for transparent huge pages
+(`_fast_search._HUGE_PAGES`, as `MCTX_PLANNER_HUGE_PAGES=0` sets it):
+
+    python benchmarks/native_ab.py --huge-pages --cells muzero,64,256,256 gumbel,64,256,128
 """
 
 import argparse
@@ -121,6 +127,18 @@ def run_cache_cell(actions, batch, sims, hidden, budget_s):
               speedup=no_cache_ms / cache_ms, same=same)
 
 
+def run_huge_pages_cell(policy, actions, batch, sims, hidden, budget_s):
+  """One row: the store in memory advised for huge pages against the same
+  store without the advice (`_fast_search._HUGE_PAGES`)."""
+  search, args = search_bench.fast_cell(policy, actions, batch, sims, hidden)
+  huge_ms, plain_ms, same = time_switch(
+      search, args, so.fast_single_task(batch, sims, actions), budget_s,
+      "_HUGE_PAGES", True, False)
+  return dict(policy=policy, actions=actions, batch=batch, sims=sims,
+              hidden=hidden, huge_pages_ms=huge_ms, plain_pages_ms=plain_ms,
+              speedup=plain_ms / huge_ms, same=same)
+
+
 def run_unpack_cell(policy, actions, batch, sims, hidden, budget_s):
   """One row: the returned tree from the native one-pass unpack against
   XLA's arrays (`_fast_search._NATIVE_UNPACK`)."""
@@ -187,6 +205,9 @@ def main():
   parser.add_argument("--unpack", action="store_true",
                       help="cells: the returned tree by the native one-pass "
                            "unpack against XLA's arrays")
+  parser.add_argument("--huge-pages", action="store_true",
+                      help="cells: the store advised for huge pages against "
+                           "the same store without the advice")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--budget", type=float, default=3.0,
                       help="seconds of interleaved timing per cell")
@@ -231,6 +252,11 @@ def main():
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],
                                            so.POLICIES)
     head = "%s H=%d A=%d B=%d S=%d" % (policy, args.hidden, a, b, s)
+    if args.huge_pages:
+      r = run_huge_pages_cell(policy, a, b, s, args.hidden, args.budget)
+      report(r, head, "huge pages", "huge_pages_ms", "4 KB pages",
+             "plain_pages_ms")
+      continue
     if args.unpack:
       r = run_unpack_cell(policy, a, b, s, args.hidden, args.budget)
       report(r, head, "native unpack", "unpack_ms", "XLA's arrays",

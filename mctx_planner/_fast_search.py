@@ -67,6 +67,7 @@ import contextlib
 import functools
 import inspect
 import math
+import os
 import re
 import threading
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple
@@ -178,37 +179,53 @@ def _f32(x):
   return jax.lax.bitcast_convert_type(x, jnp.float32)
 
 
+def _whole_bytes(dtype) -> bool:
+  """Whether elements of `dtype` take whole bytes (not int4's packed
+  halves), as `_native.store_init` copies rows by bytes."""
+  bits = getattr(jax.dtypes, "itemsize_bits", None)
+  return (bits(dtype) if bits else 8 * jnp.dtype(dtype).itemsize) % 8 == 0
+
+
 def _init_store(root: mctx.RootFnOutput, num_simulations: int,
-                prior_probs: Optional[Callable] = None) -> _Store:
+                prior_probs: Optional[Callable] = None,
+                native: bool = False) -> _Store:
   """Allocates storage for `S + 1` nodes and writes the root (node 0).
 
   With `prior_probs`, the edge records hold `prior_probs(logits)` and the
-  logits go to `_Store.logits`.
+  logits go to `_Store.logits`.  With `native` (the CPU kernels in use),
+  each array of whole-byte elements is written by `_native.store_init`, in
+  memory advised for huge pages (unless `_HUGE_PAGES` is off).
   """
   chex.assert_rank(root.prior_logits, 2)
   batch_size, num_actions = root.prior_logits.shape
   chex.assert_shape(root.value, [batch_size])
   n = num_simulations + 1
 
+  def first_node(x):
+    if native and _whole_bytes(x.dtype):
+      return _native.store_init(x, n, advise=_HUGE_PAGES)
+    return jnp.zeros((batch_size, n) + x.shape[1:], x.dtype).at[:, 0].set(x)
+
   edge0 = jnp.zeros([batch_size, num_actions, 6], jnp.int32)
   edge0 = edge0.at[..., _E_LOGIT].set(_bits(
       root.prior_logits if prior_probs is None
       else prior_probs(root.prior_logits)))
-  edges = jnp.zeros([batch_size, n, num_actions, 6], jnp.int32)
-  edges = edges.at[:, 0].set(edge0)
+  edges = first_node(edge0)
   stat0 = jnp.stack([jnp.ones([batch_size], jnp.int32), _bits(root.value),
                      _bits(root.value)], axis=-1)
-  stats = jnp.zeros([batch_size, n, 3], jnp.int32).at[:, 0].set(stat0)
-  links = jnp.zeros([batch_size, n, 4], jnp.int32)
-
-  def first_node(x):
-    return jnp.zeros((batch_size, n) + x.shape[1:], x.dtype).at[:, 0].set(x)
+  stats = first_node(stat0)
+  links = first_node(jnp.zeros([batch_size, 4], jnp.int32))
 
   return _Store(edges=edges, stats=stats, links=links,
                 embeddings=jax.tree.map(first_node, root.embedding),
                 logits=(None if prior_probs is None
                         else first_node(root.prior_logits)))
 
+
+# Whether the native `store_init` advises the kernel to back the store with
+# transparent huge pages (`MCTX_PLANNER_HUGE_PAGES=0`: no; a switch for
+# `benchmarks/native_ab.py --huge-pages`, read at trace time).
+_HUGE_PAGES = os.environ.get("MCTX_PLANNER_HUGE_PAGES", "1") != "0"
 
 # Whether the returned tree comes from `_native.unpack_edges` where the
 # kernels are in use (a switch for `benchmarks/native_ab.py --unpack`).
@@ -959,13 +976,17 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                       child, prior_probs, native_backup=native)
       return rng_key, store
 
-    store = _init_store(root, num_simulations, prior_probs)
+    store = _init_store(root, num_simulations, prior_probs, native=native)
+    # The kernels' caches, zeros (native: always here), in memory advised
+    # for huge pages like the store's.
+    zeros = lambda shape, dtype: _native.store_init(
+        jnp.zeros(shape[:1] + shape[2:], dtype), shape[1], advise=_HUGE_PAGES)
     if gumbel_descent:
-      store = store._replace(prior_cache=jnp.zeros(store.edges.shape[:3],
-                                                   jnp.float32))
+      store = store._replace(prior_cache=zeros(store.edges.shape[:3],
+                                               jnp.float32))
     if (native_descent and
         root.prior_logits.shape[-1] >= _SELECT_CACHE_MIN_ACTIONS):
-      store = store._replace(select_cache=jnp.zeros(
+      store = store._replace(select_cache=zeros(
           _native.select_cache_shape(store.edges.shape, masked=masked),
           jnp.uint32))
     _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))

@@ -442,9 +442,10 @@ def test_gumbel_probe_turns_the_kernel_off_where_it_rounds_otherwise(
 
 
 def test_native_expansion_writes_as_xla():
-  """`expand_backup` leaves the store exactly as XLA's expansion writes and
-  backup do: a new child of the root, a grandchild, and a node evaluated
-  again (as at the depth limit), with and without the store's logits."""
+  """`store_init` then `expand_backup` leave the store exactly as XLA's
+  initial store, expansion writes and backup do: a new child of the root, a
+  grandchild, and a node evaluated again (as at the depth limit), with and
+  without the store's logits."""
   _require_kernels()
   batch, num_actions, sims = 3, 4, 5
   params = golden._params(num_actions, 0.9)  # pylint: disable=protected-access
@@ -456,7 +457,7 @@ def test_native_expansion_writes_as_xla():
   ]
 
   def run(native, prior_probs):
-    store = _fast_search._init_store(root, sims, prior_probs)  # pylint: disable=protected-access
+    store = _fast_search._init_store(root, sims, prior_probs, native=native)  # pylint: disable=protected-access
     for parent, action, child in steps:
       store = _fast_search._expand(  # pylint: disable=protected-access
           params, jax.random.PRNGKey(0), store, golden._recurrent_fn,  # pylint: disable=protected-access
@@ -484,6 +485,47 @@ def test_native_expansion_writes_as_xla():
         jnp.zeros([3, num_actions])))
 
 
+def test_store_init_writes_the_first_node_and_zeros():
+  """`store_init(first, n)` is `zeros([B, n, ...]).at[:, 0].set(first)` bit
+  for bit, for any element type and trailing shape, also for a store of
+  several MB (split over threads, in memory advised for huge pages or not)
+  and when XLA hands it memory that held other values."""
+  _require_kernels()
+  rng = np.random.default_rng(0)
+  cases = [np.asarray(rng.integers(-9, 9, [3, 4, 6]), np.int32),
+           np.asarray(rng.normal(size=[2, 5]), jnp.bfloat16),
+           rng.random([3, 7]) < 0.5,
+           np.asarray([1, 2], np.uint32),
+           # 64 x 40 x 4 KB: 10 MB.
+           np.asarray(rng.normal(size=[64, 1024]), np.float32)]
+  for first, advise in [(x, True) for x in cases] + [(cases[-1], False)]:
+    num_nodes = 40 if first.shape[0] == 64 else 6
+
+    @jax.jit
+    def both(x, n=num_nodes, advise=advise):
+      garbage = jnp.full((x.shape[0], n) + x.shape[1:], 7, x.dtype).sum()
+      return _native.store_init(x, n, advise=advise), garbage
+
+    want = np.zeros((first.shape[0], num_nodes) + first.shape[1:], first.dtype)
+    want[:, 0] = first
+    for _ in range(2):
+      got, _ = both(jnp.asarray(first))
+      assert got.dtype == want.dtype and got.shape == want.shape
+      np.testing.assert_array_equal(np.asarray(got).view(np.uint8),
+                                    want.view(np.uint8))
+  # A search's store: packed int4 embeddings keep XLA's initial store.
+  root = mctx.RootFnOutput(
+      prior_logits=jnp.zeros([2, 3]), value=jnp.ones([2]),
+      embedding=(jnp.ones([2, 5], jnp.int4), jnp.ones([2, 5], bool)))
+  stores = [jax.jit(functools.partial(_fast_search._init_store, num_simulations=4,  # pylint: disable=protected-access
+                                      native=native))(root)
+            for native in (True, False)]
+  for a, b in zip(jax.tree.leaves(stores[0]), jax.tree.leaves(stores[1])):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a.astype(jnp.int32)),
+                                  np.asarray(b.astype(jnp.int32)))
+
+
 def test_native_kernels_replace_the_tree_loops():
   """With the kernels, MuZero's and Gumbel MuZero's searches have no descent
   or backup loop left; with a qtransform other than mctx's default, they
@@ -499,6 +541,7 @@ def test_native_kernels_replace_the_tree_loops():
 
   muzero = _hlo(search(_fast_search.muzero_policy), params, key, root)
   assert "mctx_planner_muzero_descend" in muzero
+  assert "mctx_planner_store_init" in muzero
   gumbel = _hlo(search(_fast_search.gumbel_muzero_policy), params, key, root)
   assert "mctx_planner_muzero_descend" not in gumbel
   assert "mctx_planner_gumbel_descend" in gumbel

@@ -44,6 +44,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -1938,6 +1942,24 @@ ffi::Error ExpandBackupImpl(ffi::ThreadPool pool,
   return ffi::Error::Success();
 }
 
+// Asks the kernel for transparent huge pages over the 2 MB pages inside
+// `[data, data + bytes)` (Linux; elsewhere, and where THP is off, nothing):
+// advice on memory not touched yet, so that its first writes fault in 2 MB
+// pages instead of 4 KB ones.
+inline void AdviseHugePages(void* data, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) {
+    madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  }
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
 // The packed edge store `[B, N, A, 6]` as mctx's tree arrays `[B, N, A]`,
 // in one pass (XLA reads the whole store once per array): children's index
 // (the stored child minus one), visit counts, rewards, discounts and
@@ -2199,6 +2221,50 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerTopK, TopKImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
+
+// A store `[B, N, ...]` whose node 0 is `first[B, ...]` and every other node
+// zeros (any element type), written once, by example (over XLA's threads
+// from 4 MB), after `AdviseHugePages` on it if `advise`.
+ffi::Error StoreInitImpl(ffi::ThreadPool pool, ffi::AnyBuffer first,
+                         ffi::Result<ffi::AnyBuffer> out, bool advise) {
+  const auto dims = out->dimensions();
+  if (dims.size() < 2 || first.dimensions().size() + 1 != dims.size() ||
+      first.dimensions()[0] != dims[0] ||
+      first.element_type() != out->element_type()) {
+    return ffi::Error::InvalidArgument("store must be [B, N, ...] of first's [B, ...]");
+  }
+  const int64_t batch = dims[0], num_nodes = dims[1];
+  const int64_t row = batch == 0 ? 0 : static_cast<int64_t>(first.size_bytes()) / batch;
+  if (row * num_nodes * batch != static_cast<int64_t>(out->size_bytes())) {
+    return ffi::Error::InvalidArgument("store size does not match first");
+  }
+  char* o = static_cast<char*>(out->untyped_data());
+  const char* f = static_cast<const char*>(first.untyped_data());
+  if (advise) AdviseHugePages(o, out->size_bytes());
+  auto range = [=](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      char* dst = o + b * num_nodes * row;
+      std::memcpy(dst, f + b * row, row);
+      std::memset(dst + row, 0, (num_nodes - 1) * row);
+    }
+    return true;
+  };
+  // Handing chunks to XLA's threads costs about 20 us: worth it from a few
+  // MB (the page faults, then the writes).
+  if (out->size_bytes() < (size_t{4} << 20)) {
+    range(0, batch);
+  } else {
+    ParallelFor(pool, batch, 8, range);
+  }
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerStoreInit, StoreInitImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("advise"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerUnpackEdges, UnpackEdgesImpl,
                               ffi::Ffi::Bind()
