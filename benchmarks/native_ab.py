@@ -127,28 +127,17 @@ def run_cache_cell(actions, batch, sims, hidden, budget_s):
               speedup=no_cache_ms / cache_ms, same=same)
 
 
-def run_huge_pages_cell(policy, actions, batch, sims, hidden, budget_s):
-  """One row: the store in memory advised for huge pages against the same
-  store without the advice (`_fast_search._HUGE_PAGES`)."""
+def run_switch_cell(policy, actions, batch, sims, hidden, budget_s, switch,
+                    on_key, off_key):
+  """One row: the search compiled with `_fast_search.<switch>` True (its
+  time under `on_key`, ms) and False (`off_key`); speedup = off / on."""
   search, args = search_bench.fast_cell(policy, actions, batch, sims, hidden)
-  huge_ms, plain_ms, same = time_switch(
+  on_ms, off_ms, same = time_switch(
       search, args, so.fast_single_task(batch, sims, actions), budget_s,
-      "_HUGE_PAGES", True, False)
-  return dict(policy=policy, actions=actions, batch=batch, sims=sims,
-              hidden=hidden, huge_pages_ms=huge_ms, plain_pages_ms=plain_ms,
-              speedup=plain_ms / huge_ms, same=same)
-
-
-def run_unpack_cell(policy, actions, batch, sims, hidden, budget_s):
-  """One row: the returned tree from the native one-pass unpack against
-  XLA's arrays (`_fast_search._NATIVE_UNPACK`)."""
-  search, args = search_bench.fast_cell(policy, actions, batch, sims, hidden)
-  unpack_ms, xla_ms, same = time_switch(
-      search, args, so.fast_single_task(batch, sims, actions), budget_s,
-      "_NATIVE_UNPACK", True, False)
-  return dict(policy=policy, actions=actions, batch=batch, sims=sims,
-              hidden=hidden, unpack_ms=unpack_ms, xla_unpack_ms=xla_ms,
-              speedup=xla_ms / unpack_ms, same=same)
+      switch, True, False)
+  return {"policy": policy, "actions": actions, "batch": batch, "sims": sims,
+          "hidden": hidden, on_key: on_ms, off_key: off_ms,
+          "speedup": off_ms / on_ms, "same": same}
 
 
 def parse_domain(spec):
@@ -248,19 +237,29 @@ def main():
       report(r, head, "selection cache", "cache_ms", "none", "no_cache_ms")
     else:
       report(r, head, "XLA loops", "xla_ms", "native", "native_ms")
+  # A switch of `_fast_search` read at trace time: (name, label and row key
+  # when on, the same when off).
+  switches = {
+      # The returned tree from the native one-pass unpack against XLA's.
+      "unpack": ("_NATIVE_UNPACK", "native unpack", "unpack_ms",
+                 "XLA's arrays", "xla_unpack_ms"),
+      # The store advised for huge pages against the same store without it.
+      "huge_pages": ("_HUGE_PAGES", "huge pages", "huge_pages_ms",
+                     "4 KB pages", "plain_pages_ms"),
+  }
+  chosen = [switches[k] for k in switches if getattr(args, k)]
+  if len(chosen) > 1:
+    parser.error("give one of --unpack and --huge-pages")
+  switch = chosen[0] if chosen else None
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],
                                            so.POLICIES)
     head = "%s H=%d A=%d B=%d S=%d" % (policy, args.hidden, a, b, s)
-    if args.huge_pages:
-      r = run_huge_pages_cell(policy, a, b, s, args.hidden, args.budget)
-      report(r, head, "huge pages", "huge_pages_ms", "4 KB pages",
-             "plain_pages_ms")
-      continue
-    if args.unpack:
-      r = run_unpack_cell(policy, a, b, s, args.hidden, args.budget)
-      report(r, head, "native unpack", "unpack_ms", "XLA's arrays",
-             "xla_unpack_ms")
+    if switch is not None:
+      name, on_label, on_key, off_label, off_key = switch
+      r = run_switch_cell(policy, a, b, s, args.hidden, args.budget, name,
+                          on_key, off_key)
+      report(r, head, on_label, on_key, off_label, off_key)
       continue
     if args.select_cache:
       if policy != "muzero":

@@ -321,14 +321,16 @@ def test_native_ab_script_tiny(tmp_path):
     result = tmp_path / "native.json"
     tiny = ("--hidden", "8", "--budget", "0.05", "--out", str(result))
     # (arguments, the row's two timings): native against XLA's loops, the
-    # selection cache, the one-pass unpack, and through the planner (legal-
-    # move masks, domain arguments).
+    # selection cache, the one-pass unpack, huge pages for the store, and
+    # through the planner (legal-move masks, domain arguments).
     for args, timings in [
             (("--cells", "muzero,5,8,16") + tiny, ("native_ms", "xla_ms")),
             (("--select-cache", "--cells", "muzero,20,8,16") + tiny,
              ("cache_ms", "no_cache_ms")),
             (("--unpack", "--cells", "gumbel,5,8,16") + tiny,
              ("unpack_ms", "xla_unpack_ms")),
+            (("--huge-pages", "--cells", "muzero,5,8,16") + tiny,
+             ("huge_pages_ms", "plain_pages_ms")),
             (("--select-cache", "--planner-cells",
               "recommendation:num_candidates=20,muzero,4,8") + tiny[2:],
              ("cache_ms", "no_cache_ms"))]:
