@@ -179,11 +179,28 @@ def _f32(x):
   return jax.lax.bitcast_convert_type(x, jnp.float32)
 
 
+# Whether the native `store_init` advises the kernel to back the store with
+# transparent huge pages (`MCTX_PLANNER_HUGE_PAGES=0`: no; a switch for
+# `benchmarks/native_ab.py --huge-pages`, read at trace time).
+_HUGE_PAGES = os.environ.get("MCTX_PLANNER_HUGE_PAGES", "1") != "0"
+
+
 def _whole_bytes(dtype) -> bool:
   """Whether elements of `dtype` take whole bytes (not int4's packed
   halves), as `_native.store_init` copies rows by bytes."""
   bits = getattr(jax.dtypes, "itemsize_bits", None)
   return (bits(dtype) if bits else 8 * jnp.dtype(dtype).itemsize) % 8 == 0
+
+
+def _store_array(first: chex.Array, num_nodes: int, native: bool) -> chex.Array:
+  """`[B, num_nodes, ...]`: node 0 is `first[B, ...]`, the others zeros.
+  With `native` (the CPU kernels in use) and whole-byte elements, written by
+  `_native.store_init`, in memory advised for huge pages unless
+  `_HUGE_PAGES` is off; else by XLA."""
+  if native and _whole_bytes(first.dtype):
+    return _native.store_init(first, num_nodes, advise=_HUGE_PAGES)
+  return jnp.zeros((first.shape[0], num_nodes) + first.shape[1:],
+                   first.dtype).at[:, 0].set(first)
 
 
 def _init_store(root: mctx.RootFnOutput, num_simulations: int,
@@ -192,19 +209,14 @@ def _init_store(root: mctx.RootFnOutput, num_simulations: int,
   """Allocates storage for `S + 1` nodes and writes the root (node 0).
 
   With `prior_probs`, the edge records hold `prior_probs(logits)` and the
-  logits go to `_Store.logits`.  With `native` (the CPU kernels in use),
-  each array of whole-byte elements is written by `_native.store_init`, in
-  memory advised for huge pages (unless `_HUGE_PAGES` is off).
+  logits go to `_Store.logits`.  `native`: as `_store_array`.
   """
   chex.assert_rank(root.prior_logits, 2)
   batch_size, num_actions = root.prior_logits.shape
   chex.assert_shape(root.value, [batch_size])
   n = num_simulations + 1
 
-  def first_node(x):
-    if native and _whole_bytes(x.dtype):
-      return _native.store_init(x, n, advise=_HUGE_PAGES)
-    return jnp.zeros((batch_size, n) + x.shape[1:], x.dtype).at[:, 0].set(x)
+  first_node = lambda x: _store_array(x, n, native)
 
   edge0 = jnp.zeros([batch_size, num_actions, 6], jnp.int32)
   edge0 = edge0.at[..., _E_LOGIT].set(_bits(
@@ -221,11 +233,6 @@ def _init_store(root: mctx.RootFnOutput, num_simulations: int,
                 logits=(None if prior_probs is None
                         else first_node(root.prior_logits)))
 
-
-# Whether the native `store_init` advises the kernel to back the store with
-# transparent huge pages (`MCTX_PLANNER_HUGE_PAGES=0`: no; a switch for
-# `benchmarks/native_ab.py --huge-pages`, read at trace time).
-_HUGE_PAGES = os.environ.get("MCTX_PLANNER_HUGE_PAGES", "1") != "0"
 
 # Whether the returned tree comes from `_native.unpack_edges` where the
 # kernels are in use (a switch for `benchmarks/native_ab.py --unpack`).
@@ -977,10 +984,9 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       return rng_key, store
 
     store = _init_store(root, num_simulations, prior_probs, native=native)
-    # The kernels' caches, zeros (native: always here), in memory advised
-    # for huge pages like the store's.
-    zeros = lambda shape, dtype: _native.store_init(
-        jnp.zeros(shape[:1] + shape[2:], dtype), shape[1], advise=_HUGE_PAGES)
+    # The kernels' caches (native only), zeros, written as the store is.
+    zeros = lambda shape, dtype: _store_array(
+        jnp.zeros(shape[:1] + shape[2:], dtype), shape[1], native=True)
     if gumbel_descent:
       store = store._replace(prior_cache=zeros(store.edges.shape[:3],
                                                jnp.float32))
