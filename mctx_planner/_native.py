@@ -253,10 +253,13 @@ def disabled():
 
 def select_cache_shape(edges_shape, masked: bool = False) -> tuple:
   """The shape of `muzero_descend`'s selection cache for a store of
-  `edges_shape` `[B, N, A, 6]`: `[B, N, W]`, `W` = `5 + ceil(A / 32)`, or
-  with legal-move masks (`masked`) `9 + 2 * ceil(A / 32)`, rounded up to a
-  multiple of 4 (`SelectCacheWords` in tree_kernels.cc)."""
+  `edges_shape` `[B, N, A, 6]`: `[B, N, W]`, `W` = 16 without legal-move
+  masks up to 64 actions (a cache line, with the vector descent's slots),
+  else `5 + ceil(A / 32)`, or with masks (`masked`) `9 + 2 * ceil(A / 32)`,
+  rounded up to a multiple of 4 (`SelectCacheWords` in tree_kernels.cc)."""
   batch, num_nodes, num_actions = edges_shape[:3]
+  if not masked and num_actions <= 64:
+    return (batch, num_nodes, 16)
   bit_words = -(-num_actions // 32)
   words = 9 + 2 * bit_words if masked else 5 + bit_words
   return (batch, num_nodes, -(-words // 4) * 4)

@@ -104,10 +104,15 @@ def test_native_muzero_matches_mctx(case):
 
 # (batch, num_simulations, num_actions, max_depth, discount): from 20
 # actions the descent keeps its selection cache (`_native.muzero_descend`);
-# enough simulations for nodes to be revisited many times.
+# enough simulations for nodes to be revisited many times.  From 64
+# examples and up to 64 actions, with AVX-512, the descent runs in vector
+# lanes (`DescendLanes` in tree_kernels.cc), also at a depth limit, where
+# the last level's nodes are scored by the scalar code.
 CACHE_CASES = [
     (16, 48, 20, None, 0.95),
     (4, 40, 64, None, -1.0),
+    (64, 40, 33, None, 0.95),
+    (80, 32, 64, 6, -1.0),
 ]
 
 
@@ -143,11 +148,13 @@ def test_native_muzero_selection_cache_matches_mctx(case):
                           ref(params, key, root, invalid))
 
 
-def test_native_muzero_selection_cache_with_values_not_finite():
+@pytest.mark.parametrize("batch", [16, 64])
+def test_native_muzero_selection_cache_with_values_not_finite(batch):
   """NaN and infinite values, rewards and priors send the cached selection
-  back to the whole row, which breaks ties as mctx does."""
+  back to the whole row, which breaks ties as mctx does (64 examples: from
+  the vector lanes too)."""
   _require_kernels()
-  batch, sims, num_actions, _, discount = CACHE_CASES[0]
+  _, sims, num_actions, _, discount = CACHE_CASES[0]
   wild = [jax.jit(lambda p, k, r, i, policy=policy: policy(  # pylint: disable=g-long-lambda
       p, k, r, _wild_recurrent_fn, sims, invalid_actions=i))
           for policy in (_fast_search.muzero_policy, mctx.muzero_policy)]
@@ -227,10 +234,12 @@ _PROBE_PRIORS[5] = 0.2
 
 def _cache_row(state, best, second, visited):
   """A cache row (`SelectCacheWords` in tree_kernels.cc) of node 1 of
-  `_cache_probe`'s store, for 20 actions."""
+  `_cache_probe`'s store, for 20 actions: 16 words, the last 9 the vector
+  descent's slots (`LaneSlots`), which a descent of one example leaves at
+  0."""
   prior = lambda a: int(_PROBE_PRIORS[a:a + 1].view(np.uint32)[0])
   return [state, best + 1, second + 1, prior(best), prior(second),
-          sum(1 << a for a in visited), 0, 0]
+          sum(1 << a for a in visited), 0] + [0] * 9
 
 
 def _masked_cache_row(state, legal_two, illegal_two, visited, illegal):
@@ -264,7 +273,7 @@ def _cache_probe(cache_row, illegal=None):
   masked = illegal is not None
   cache = np.zeros(_native.select_cache_shape(edges.shape, masked=masked),
                    np.uint32)
-  assert cache.shape[-1] == (12 if masked else 8)
+  assert cache.shape[-1] == (12 if masked else 16)
   if cache_row is not None:
     cache[0, 1] = cache_row
   legal = None

@@ -457,7 +457,11 @@ struct CacheLayout {
   // Where the visited bits begin.
   static constexpr int32_t kVisited = kMasked ? 9 : 5;
   static int32_t BitWords(int32_t num_actions) { return (num_actions + 31) / 32; }
+  // Unmasked rows of up to 64 actions: 16 words (one cache line), words 7
+  // to 15 being `DescendLanes`' slots (`LaneSlots`; the scalar code ignores
+  // them).
   static int32_t Words(int32_t num_actions) {
+    if (!kMasked && num_actions <= 64) return 16;
     return (kVisited + (kMasked ? 2 : 1) * BitWords(num_actions) + 3) / 4 * 4;
   }
   static bool Visited(const uint32_t* c, int32_t a) {
@@ -1366,6 +1370,12 @@ class PuctSelector {
     return action;
   }
 
+  // For `DescendLanes`.
+  uint32_t* cache() const { return cache_; }
+  int32_t cache_words() const { return cache_words_; }
+  const float* scale_table() const { return sc_; }
+  int64_t table() const { return table_; }
+
  private:
   // `PuctSelect` over the whole row, then the noise if it cannot tell.
   int32_t FullSelect(Path& q, int64_t b, int64_t at, const int32_t* rec,
@@ -1400,6 +1410,412 @@ class PuctSelector {
   std::vector<float> scores_;
   std::vector<int32_t> visits_;
 };
+
+#if defined(__AVX512F__) && defined(__AVX512CD__)
+#define MCTX_PLANNER_LANES 1
+
+// Whether `DescendLanes` may run: yes unless `$MCTX_PLANNER_NATIVE_LANES` is
+// "0" (read once; for A/B benchmarks and tests).
+inline bool LanesEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("MCTX_PLANNER_NATIVE_LANES");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+// The least batch that `DescendLanes` runs on (below it the scalar
+// `DescendRange`: too few examples to fill the lanes).
+constexpr int64_t kLanesMin = 64;
+
+// Whether `DescendLanes` can run on this store: at most 64 actions (two
+// words of visited bits and a row of 16 words with the slots), and every
+// edge field addressable by a 32-bit gather index.
+inline bool LanesFit(int64_t batch, int64_t num_nodes, int32_t num_actions) {
+  return num_actions <= 64 &&
+         batch * num_nodes * num_actions * kEdgeFields <
+             std::numeric_limits<int32_t>::max() &&
+         CacheLayout<false>::Words(num_actions) == 16;
+}
+
+// `DescendLanes`' part of an unmasked cache row (words 7 to 15): the node's
+// first two visited children (in increasing order of action) as they were
+// when the slots were written, each with the fields its score needs that
+// never change once the child is expanded (below the depth limit's last
+// level): its node, prior, reward and discount.  The child's visit count
+// and value come from the child's statistics, which the backup writes with
+// the same bits as the edge (`BackupRange`).
+struct LaneSlots {
+  // Word 7: the slots' actions plus one, the first in the low 16 bits (0: an
+  // empty slot); then per slot: node, prior, reward, discount.
+  static constexpr int32_t kActions = 7, kFirst = 8, kWords = 4;
+  enum { kSlotNode = 0, kSlotPrior = 1, kSlotReward = 2, kSlotDiscount = 3 };
+
+  // Writes the slots of a ready row `c` from the node's record `rec`: a
+  // visited child that is not expanded yet (the descent just picked it)
+  // leaves its slot and those after it empty.
+  static void Fill(const int32_t* rec, int32_t num_actions, uint32_t* c) {
+    using L = CacheLayout<false>;
+    uint32_t actions = 0;
+    if (c[0] == kCacheReady) {
+      int32_t j = 0;
+      bool open = true;
+      ForEachVisited<false>(c, num_actions, [&](int32_t a) {
+        if (j >= 2 || !open) return;
+        const int32_t* edge = rec + a * kEdgeFields;
+        if (edge[kChild] <= 0) {
+          open = false;
+          return;
+        }
+        uint32_t* slot = c + kFirst + j * kWords;
+        slot[kSlotNode] = static_cast<uint32_t>(edge[kChild] - 1);
+        slot[kSlotPrior] = static_cast<uint32_t>(edge[kLogit]);
+        slot[kSlotReward] = static_cast<uint32_t>(edge[kReward]);
+        slot[kSlotDiscount] = static_cast<uint32_t>(edge[kDiscount]);
+        actions |= static_cast<uint32_t>(a + 1) << (16 * j);
+        ++j;
+      });
+    }
+    static_assert(L::kVisited + 2 <= kActions, "slots overlap the bits");
+    c[kActions] = actions;
+  }
+};
+
+inline __mmask16 FiniteMask(__m512 x) {
+  // x - x is 0 for finite x, NaN for infinities and NaN.
+  return _mm512_cmp_ps_mask(_mm512_sub_ps(x, x), _mm512_setzero_ps(),
+                            _CMP_EQ_OQ);
+}
+
+// MuZero's cached descent (`PuctSelector<true>`, no masks) with the
+// selections of 16 examples at a time in the lanes of AVX-512 vectors.
+// Each lane runs `CachedPuctSelect`'s operations on its own example (the
+// same operations in the same order: fused `MulAdd`, the division, the
+// comparisons, so the same roundings and the same decisions), reading a
+// visited child from its slot in the row (`LaneSlots`) and the child's
+// statistics instead of its edge: a level of a path reads one row and the
+// statistics it goes on to, not a row, statistics and edges.  A lane that
+// cannot decide there is scored by `select` itself, the scalar code, which
+// then rewrites the row's slots: a row not built, slots that do not match
+// the visited children (more than two, or one not expanded when they were
+// written), a node on the depth limit's last level (its children's rewards
+// can be rewritten there), a tie or the 1e-7 margin, a value that is not
+// finite, a visit count outside the table.  Roots are always scalar.
+//
+// `kGroups` groups of 16 lanes take turns, as `DescendRange`'s paths do: a
+// group's turn either reads its rows and prefetches the children's
+// statistics they name (stage), or selects and prefetches the next rows
+// (select).  A lane whose path ends takes the range's next example; once
+// none is left, a group of at most `kScalarBelow` lanes finishes by the
+// scalar code.  Writes the same `(node, action, child)` and selection-cache
+// state as `DescendRange` (the slots aside).
+template <typename Select>
+bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
+                  int32_t num_actions, const int32_t* e, const uint32_t* k,
+                  int32_t max_depth, Select& select, const int32_t* st,
+                  int32_t* node_o, int32_t* action_o, int32_t* child_o) {
+  constexpr int kLanes = 16, kGroups = 4, kScalarBelow = 3, kRootAhead = 8;
+  using L = CacheLayout<false>;
+  using S = LaneSlots;
+  uint32_t* cache = select.cache();
+  const int32_t cache_words = select.cache_words();
+  const float* sc = select.scale_table();
+  const int32_t table = static_cast<int32_t>(
+      std::min<int64_t>(select.table(), std::numeric_limits<int32_t>::max()));
+  struct Group {
+    Path path[kLanes];
+    int64_t b[kLanes];
+    alignas(64) int32_t at[kLanes];    // b * num_nodes + node
+    alignas(64) int32_t base[kLanes];  // b * num_nodes
+    uint32_t active;
+    bool staged;
+  };
+  Group groups[kGroups];
+  int64_t next = begin;
+  for (int64_t b = begin; b < std::min(end, begin + kRootAhead); ++b) {
+    select.Prefetch(b * num_nodes, true);
+  }
+  // Moves lane `l`'s path to `child` (-1: unexpanded), or ends it (true: it
+  // goes on).
+  auto advance = [&](Group& g, int l, int32_t child) {
+    Path& q = g.path[l];
+    const int64_t b = g.b[l];
+    q.child = child;
+    if (q.child < 0 || q.depth + 1 >= max_depth) {
+      node_o[b] = q.node;
+      action_o[b] = q.action;
+      child_o[b] = q.child;
+      return false;
+    }
+    q.node = q.child;
+    ++q.depth;
+    g.at[l] = static_cast<int32_t>(b * num_nodes + q.node);
+    select.Prefetch(g.at[l], false);
+    return true;
+  };
+  auto edge_child = [&](int64_t at, int32_t action) {
+    return e[(at * num_actions + action) * kEdgeFields + kChild] - 1;
+  };
+  // Gives lane `l` the next example that goes below its root (the root's
+  // selection by `select`), or leaves it idle; false on an error.
+  auto start = [&](Group& g, int l) {
+    while (next < end) {
+      const int64_t b = next++;
+      if (next + kRootAhead - 1 < end) {
+        select.Prefetch((next + kRootAhead - 1) * num_nodes, true);
+      }
+      Path& q = g.path[l];
+      q = k == nullptr ? Path{{0, 0}, 0, 0, 0, -1, 0, true, true}
+                       : Path{{k[2 * b], k[2 * b + 1]}, 0, 0, 0, -1, 0, true,
+                              true};
+      g.b[l] = b;
+      g.base[l] = static_cast<int32_t>(b * num_nodes);
+      q.action = select(q, b, b * num_nodes);
+      if (q.action < 0) return false;
+      if (advance(g, l, edge_child(b * num_nodes, q.action))) {
+        g.active |= 1u << l;
+        return true;
+      }
+    }
+    return true;
+  };
+  for (Group& g : groups) {
+    g.active = 0;
+    g.staged = false;
+    for (int l = 0; l < kLanes; ++l) {
+      g.at[l] = g.base[l] = 0;
+      if (!start(g, l)) return false;
+    }
+  }
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512 minus_inf =
+      _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  alignas(64) int32_t chosen[kLanes], chosen_child[kLanes];
+  for (bool any = true; any;) {
+    any = false;
+    for (Group& g : groups) {
+      if (g.active == 0) continue;
+      any = true;
+      if (!g.staged) {
+        // Stage: the rows are in; prefetch the statistics of the slots'
+        // children (a row not built: the whole record, for the scalar code).
+        for (uint32_t m = g.active; m; m &= m - 1) {
+          const int l = __builtin_ctz(m);
+          const uint32_t* c = cache + static_cast<int64_t>(g.at[l]) * cache_words;
+          if (c[0] != kCacheReady) {
+            select.Stage(g.path[l], g.at[l]);
+            continue;
+          }
+          const uint32_t actions = c[S::kActions];
+          for (int32_t j = 0; j < 2; ++j) {
+            if (((actions >> (16 * j)) & 0xFFFFu) == 0) break;
+            __builtin_prefetch(
+                st + (static_cast<int64_t>(g.base[l]) +
+                      c[S::kFirst + j * S::kWords + S::kSlotNode]) *
+                         kStatFields);
+          }
+        }
+        g.staged = true;
+        continue;
+      }
+      g.staged = false;
+      const uint32_t active = g.active;
+      uint32_t decided = 0;
+      if (next < end || __builtin_popcount(active) > kScalarBelow) {
+        // Lanes below the depth limit's last level.
+        uint32_t open = 0;
+        for (uint32_t m = active; m; m &= m - 1) {
+          const int l = __builtin_ctz(m);
+          open |= g.path[l].depth + 1 < max_depth ? 1u << l : 0u;
+        }
+        const __mmask16 m = static_cast<__mmask16>(open);
+        const __m512i at = _mm512_load_si512(g.at);
+        const __m512i base = _mm512_load_si512(g.base);
+        const __m512i at_stat =
+            _mm512_mullo_epi32(at, _mm512_set1_epi32(kStatFields));
+        const __m512i visits = _mm512_mask_i32gather_epi32(
+            zero, m, _mm512_add_epi32(at_stat, _mm512_set1_epi32(kSVisits)),
+            st, 4);
+        const __m512 node_value =
+            _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
+                zero, m, _mm512_add_epi32(at_stat, _mm512_set1_epi32(kSValue)),
+                st, 4));
+        const __mmask16 in_table =
+            m & _mm512_cmpge_epi32_mask(visits, zero) &
+            _mm512_cmplt_epi32_mask(visits, _mm512_set1_epi32(table));
+        const __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(),
+                                                      in_table, visits, sc, 4);
+        const __m512i at_row =
+            _mm512_mullo_epi32(at, _mm512_set1_epi32(cache_words));
+        auto row_word = [&](int32_t i, __mmask16 mm) {
+          return _mm512_mask_i32gather_epi32(
+              zero, mm, _mm512_add_epi32(at_row, _mm512_set1_epi32(i)), cache,
+              4);
+        };
+        const __m512i state = row_word(0, in_table);
+        __mmask16 usable =
+            in_table &
+            _mm512_cmpeq_epi32_mask(state, _mm512_set1_epi32(kCacheReady)) &
+            FiniteMask(node_value) & FiniteMask(scale) &
+            _mm512_cmp_ps_mask(scale, _mm512_setzero_ps(), _CMP_GE_OQ);
+        __m512i rest0 = row_word(L::kVisited, usable);
+        __m512i rest1 =
+            num_actions > 32 ? row_word(L::kVisited + 1, usable) : zero;
+        const __m512i slot_actions = row_word(S::kActions, usable);
+        // The visited children in increasing order (`ForEachVisited`), at
+        // most two, each matched against its slot.
+        __m512 lo = node_value, hi = node_value;
+        __m512i child_action[2], child_visits[2], child_node[2];
+        __m512 child_q[2], child_prior[2];
+        __mmask16 child_mask[2];
+        int count = 0;
+        for (; count < 2; ++count) {
+          const __mmask16 first = _mm512_test_epi32_mask(rest0, rest0);
+          const __mmask16 mm =
+              usable & (first | _mm512_test_epi32_mask(rest1, rest1));
+          if (mm == 0) break;
+          const __m512i word = _mm512_mask_blend_epi32(first, rest1, rest0);
+          const __m512i lowest =
+              _mm512_and_si512(word, _mm512_sub_epi32(zero, word));
+          __m512i a = _mm512_sub_epi32(_mm512_set1_epi32(31),
+                                       _mm512_lzcnt_epi32(lowest));
+          a = _mm512_mask_add_epi32(a, static_cast<__mmask16>(~first), a,
+                                    _mm512_set1_epi32(32));
+          const __m512i cleared =
+              _mm512_and_si512(word, _mm512_sub_epi32(word, one));
+          rest0 = _mm512_mask_mov_epi32(rest0, first, cleared);
+          rest1 = _mm512_mask_mov_epi32(rest1, static_cast<__mmask16>(~first),
+                                        cleared);
+          const __m512i slot_action = _mm512_and_si512(
+              count == 0 ? slot_actions : _mm512_srli_epi32(slot_actions, 16),
+              _mm512_set1_epi32(0xFFFF));
+          usable &= ~mm | _mm512_cmpeq_epi32_mask(
+                              slot_action, _mm512_add_epi32(a, one));
+          const __mmask16 mv = mm & usable;
+          const int32_t first_word = S::kFirst + count * S::kWords;
+          const __m512i node = row_word(first_word + S::kSlotNode, mv);
+          const __m512i child_stat = _mm512_mullo_epi32(
+              _mm512_add_epi32(base, node), _mm512_set1_epi32(kStatFields));
+          const __m512i n = _mm512_mask_i32gather_epi32(
+              zero, mv, _mm512_add_epi32(child_stat, _mm512_set1_epi32(kSVisits)),
+              st, 4);
+          const __m512 value = _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
+              zero, mv, _mm512_add_epi32(child_stat, _mm512_set1_epi32(kSValue)),
+              st, 4));
+          const __m512 q = _mm512_fmadd_ps(
+              _mm512_castsi512_ps(row_word(first_word + S::kSlotDiscount, mv)), value,
+              _mm512_castsi512_ps(row_word(first_word + S::kSlotReward, mv)));
+          usable &= ~mv | (_mm512_cmpgt_epi32_mask(n, zero) & FiniteMask(q));
+          lo = _mm512_mask_mov_ps(lo, mv & _mm512_cmp_ps_mask(q, lo, _CMP_LT_OQ),
+                                  q);
+          hi = _mm512_mask_mov_ps(hi, mv & _mm512_cmp_ps_mask(q, hi, _CMP_GT_OQ),
+                                  q);
+          child_action[count] = a;
+          child_visits[count] = n;
+          child_node[count] = node;
+          child_q[count] = q;
+          child_prior[count] = _mm512_castsi512_ps(
+              row_word(first_word + S::kSlotPrior, mv));
+          child_mask[count] = mv;
+        }
+        // More than two visited children: the scalar code.
+        usable &= ~(_mm512_test_epi32_mask(rest0, rest0) |
+                    _mm512_test_epi32_mask(rest1, rest1));
+        // 1 / NanMax(hi - lo, kQEpsilon).
+        const __m512 spread = _mm512_sub_ps(hi, lo);
+        __m512 floor = _mm512_mask_mov_ps(
+            _mm512_set1_ps(kQEpsilon),
+            _mm512_cmp_ps_mask(spread, _mm512_set1_ps(kQEpsilon), _CMP_GT_OQ),
+            spread);
+        floor = _mm512_mask_mov_ps(
+            floor, _mm512_cmp_ps_mask(spread, spread, _CMP_UNORD_Q),
+            _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+        const __m512 inverse = _mm512_div_ps(_mm512_set1_ps(1.0f), floor);
+        __m512 best = minus_inf, runner_up = minus_inf;
+        __m512i greedy = _mm512_set1_epi32(-1), ties = zero;
+        __m512i greedy_node = _mm512_set1_epi32(-1);
+        __mmask16 finite = usable;
+        // `CachedPuctSelect`'s `consider`; `node`: the candidate's child
+        // (-1: unvisited, read from its edge after the choice).
+        auto consider = [&](__mmask16 mm, __m512i a, __m512 prior,
+                            __m512 completed, __m512i n, __m512i node) {
+          const __m512 policy = _mm512_div_ps(
+              _mm512_mul_ps(scale, prior),
+              _mm512_cvtepi32_ps(_mm512_add_epi32(n, one)));
+          const __m512 s =
+              _mm512_fmadd_ps(_mm512_sub_ps(completed, lo), inverse, policy);
+          finite &= ~mm | FiniteMask(s);
+          const __mmask16 above = mm & _mm512_cmp_ps_mask(s, best, _CMP_GT_OQ);
+          const __mmask16 equal =
+              mm & ~above & _mm512_cmp_ps_mask(s, best, _CMP_EQ_OQ);
+          const __mmask16 second = mm & ~above & ~equal &
+                                   _mm512_cmp_ps_mask(s, runner_up, _CMP_GT_OQ);
+          runner_up = _mm512_mask_mov_ps(runner_up, above, best);
+          runner_up = _mm512_mask_mov_ps(runner_up, second, s);
+          best = _mm512_mask_mov_ps(best, above, s);
+          ties = _mm512_mask_mov_epi32(ties, above, one);
+          ties = _mm512_mask_add_epi32(ties, equal, ties, one);
+          greedy = _mm512_mask_mov_epi32(greedy, above, a);
+          greedy_node = _mm512_mask_mov_epi32(greedy_node, above, node);
+          // Equal scores leave the lane undecided (ties > 1): its greedy
+          // action is not used.
+          greedy = _mm512_mask_min_epi32(greedy, equal, greedy, a);
+        };
+        for (int j = 0; j < count; ++j) {
+          consider(child_mask[j] & usable, child_action[j], child_prior[j],
+                   child_q[j], child_visits[j], child_node[j]);
+        }
+        // The two unvisited children of highest prior (`c[1]`, `c[2]`,
+        // priors `c[3]`, `c[4]`; 0: none), valued at `lo`.
+        for (int32_t i = 0; i < 2; ++i) {
+          const __m512i tag = row_word(1 + i, usable);
+          const __mmask16 mm = usable & _mm512_test_epi32_mask(tag, tag);
+          consider(mm, _mm512_sub_epi32(tag, one),
+                   _mm512_castsi512_ps(row_word(3 + i, mm)), lo, zero,
+                   _mm512_set1_epi32(-1));
+        }
+        decided = usable & finite & _mm512_cmpge_epi32_mask(greedy, zero) &
+                  _mm512_cmpeq_epi32_mask(ties, one) &
+                  _mm512_cmp_ps_mask(
+                      best, _mm512_add_ps(runner_up, _mm512_set1_ps(kTieBreak)),
+                      _CMP_GT_OQ);
+        _mm512_store_si512(chosen, greedy);
+        _mm512_store_si512(chosen_child, greedy_node);
+      }
+      for (uint32_t m = active; m; m &= m - 1) {
+        const int l = __builtin_ctz(m);
+        Path& q = g.path[l];
+        const int64_t at = g.at[l];
+        int32_t child;
+        if ((decided >> l) & 1u) {
+          q.action = chosen[l];
+          child = chosen_child[l];
+          if (child < 0) {
+            // An unvisited child: counted visited, as the scalar code does.
+            CacheVisit<false>(e + at * num_actions * kEdgeFields, num_actions,
+                              q.action, cache + at * cache_words);
+            child = edge_child(at, q.action);
+          }
+        } else {
+          q.action = select(q, g.b[l], at);
+          if (q.action < 0) return false;
+          if (q.depth + 1 < max_depth) {
+            S::Fill(e + at * num_actions * kEdgeFields, num_actions,
+                    cache + at * cache_words);
+          }
+          child = edge_child(at, q.action);
+        }
+        if (!advance(g, l, child)) {
+          g.active &= ~(1u << l);
+          if (!start(g, l)) return false;
+        }
+      }
+    }
+  }
+  return true;
+}
+#endif  // AVX-512
 
 // Gumbel MuZero's selection for `DescendRange`: the root's action is given
 // (`root_action`, chosen by XLA: Sequential Halving needs the root's Gumbel
@@ -1601,10 +2017,31 @@ ffi::Error MuzeroDescend(ffi::ThreadPool& pool,
                                  args.legal, masked_score, sc, table, nullptr);
     });
   } else if (args.legal == nullptr) {
-    ok = descend([=] {
+    const auto make_select = [=] {
       return PuctSelector<true>(args.num_actions, args.e, args.st, inv,
                                 args.legal, masked_score, sc, table, cache);
-    });
+    };
+#ifdef MCTX_PLANNER_LANES
+    if (LanesEnabled() && args.batch >= kLanesMin &&
+        LanesFit(args.batch, args.num_nodes, args.num_actions)) {
+      // One range per thread (the lanes refill from their range), at least
+      // `kLanesMin / 2` examples each.
+      const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+      const int64_t chunk =
+          std::max<int64_t>(kLanesMin / 2, (args.batch + threads - 1) / threads);
+      const uint32_t* k = keys.typed_data();
+      ok = ParallelFor(pool, args.batch, chunk, [&](int64_t b, int64_t e) {
+        auto select = make_select();
+        return DescendLanes(b, e, args.num_nodes, args.num_actions, args.e, k,
+                            max_depth, select, args.st, node_o, action_o,
+                            child_o);
+      });
+    } else {
+      ok = descend(make_select);
+    }
+#else
+    ok = descend(make_select);
+#endif
   } else {
     ok = descend([=] {
       return PuctSelector<true, true>(args.num_actions, args.e, args.st, inv,
