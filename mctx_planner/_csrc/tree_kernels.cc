@@ -1494,27 +1494,30 @@ inline __mmask16 FiniteMask(__m512 x) {
 // comparisons, so the same roundings and the same decisions), reading a
 // visited child from its slot in the row (`LaneSlots`) and the child's
 // statistics instead of its edge: a level of a path reads one row and the
-// statistics it goes on to, not a row, statistics and edges.  A lane that
-// cannot decide there is scored by `select` itself, the scalar code, which
-// then rewrites the row's slots: a row not built, slots that do not match
+// statistics it goes on to, not a row, statistics and edges; the scalar
+// code's branches (how many visited children, which candidate wins) become
+// masks.  A lane that cannot decide there is scored by `select` itself, the
+// scalar code, which then rewrites the row's slots: a row not built, slots that do not match
 // the visited children (more than two, or one not expanded when they were
 // written), a node on the depth limit's last level (its children's rewards
 // can be rewritten there), a tie or the 1e-7 margin, a value that is not
 // finite, a visit count outside the table.  Roots are always scalar.
 //
-// `kGroups` groups of 16 lanes take turns, as `DescendRange`'s paths do: a
-// group's turn either reads its rows and prefetches the children's
-// statistics they name (stage), or selects and prefetches the next rows
-// (select).  A lane whose path ends takes the range's next example; once
-// none is left, a group of at most `kScalarBelow` lanes finishes by the
-// scalar code.  Writes the same `(node, action, child)` and selection-cache
-// state as `DescendRange` (the slots aside).
+// The 16 lanes advance together, one level per turn, each prefetching the
+// row and statistics of its next node.  A lane whose path ends takes the
+// range's next example; once none is left, a turn with at most
+// `kScalarBelow` lanes runs the scalar code alone.  (Two or four groups of
+// lanes taking turns, so that each row was prefetched turns earlier, and a
+// turn that first prefetched the slots' children were both slower at 64
+// actions, B = 256, S = 256: the longer tail of the last paths cost more
+// than the prefetches saved.)  Writes the same `(node, action, child)` and
+// selection-cache state as `DescendRange` (the slots aside).
 template <typename Select>
 bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
                   int32_t num_actions, const int32_t* e, const uint32_t* k,
                   int32_t max_depth, Select& select, const int32_t* st,
                   int32_t* node_o, int32_t* action_o, int32_t* child_o) {
-  constexpr int kLanes = 16, kGroups = 4, kScalarBelow = 3, kRootAhead = 8;
+  constexpr int kLanes = 16, kScalarBelow = 3, kRootAhead = 8;
   using L = CacheLayout<false>;
   using S = LaneSlots;
   uint32_t* cache = select.cache();
@@ -1522,22 +1525,20 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
   const float* sc = select.scale_table();
   const int32_t table = static_cast<int32_t>(
       std::min<int64_t>(select.table(), std::numeric_limits<int32_t>::max()));
-  struct Group {
+  struct Lanes {
     Path path[kLanes];
     int64_t b[kLanes];
     alignas(64) int32_t at[kLanes];    // b * num_nodes + node
     alignas(64) int32_t base[kLanes];  // b * num_nodes
     uint32_t active;
-    bool staged;
-  };
-  Group groups[kGroups];
+  } g;
   int64_t next = begin;
   for (int64_t b = begin; b < std::min(end, begin + kRootAhead); ++b) {
     select.Prefetch(b * num_nodes, true);
   }
   // Moves lane `l`'s path to `child` (-1: unexpanded), or ends it (true: it
   // goes on).
-  auto advance = [&](Group& g, int l, int32_t child) {
+  auto advance = [&](int l, int32_t child) {
     Path& q = g.path[l];
     const int64_t b = g.b[l];
     q.child = child;
@@ -1558,7 +1559,7 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
   };
   // Gives lane `l` the next example that goes below its root (the root's
   // selection by `select`), or leaves it idle; false on an error.
-  auto start = [&](Group& g, int l) {
+  auto start = [&](int l) {
     while (next < end) {
       const int64_t b = next++;
       if (next + kRootAhead - 1 < end) {
@@ -1572,54 +1573,25 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
       g.base[l] = static_cast<int32_t>(b * num_nodes);
       q.action = select(q, b, b * num_nodes);
       if (q.action < 0) return false;
-      if (advance(g, l, edge_child(b * num_nodes, q.action))) {
+      if (advance(l, edge_child(b * num_nodes, q.action))) {
         g.active |= 1u << l;
         return true;
       }
     }
     return true;
   };
-  for (Group& g : groups) {
-    g.active = 0;
-    g.staged = false;
-    for (int l = 0; l < kLanes; ++l) {
-      g.at[l] = g.base[l] = 0;
-      if (!start(g, l)) return false;
-    }
+  g.active = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    g.at[l] = g.base[l] = 0;
+    if (!start(l)) return false;
   }
   const __m512i zero = _mm512_setzero_si512();
   const __m512i one = _mm512_set1_epi32(1);
   const __m512 minus_inf =
       _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   alignas(64) int32_t chosen[kLanes], chosen_child[kLanes];
-  for (bool any = true; any;) {
-    any = false;
-    for (Group& g : groups) {
-      if (g.active == 0) continue;
-      any = true;
-      if (!g.staged) {
-        // Stage: the rows are in; prefetch the statistics of the slots'
-        // children (a row not built: the whole record, for the scalar code).
-        for (uint32_t m = g.active; m; m &= m - 1) {
-          const int l = __builtin_ctz(m);
-          const uint32_t* c = cache + static_cast<int64_t>(g.at[l]) * cache_words;
-          if (c[0] != kCacheReady) {
-            select.Stage(g.path[l], g.at[l]);
-            continue;
-          }
-          const uint32_t actions = c[S::kActions];
-          for (int32_t j = 0; j < 2; ++j) {
-            if (((actions >> (16 * j)) & 0xFFFFu) == 0) break;
-            __builtin_prefetch(
-                st + (static_cast<int64_t>(g.base[l]) +
-                      c[S::kFirst + j * S::kWords + S::kSlotNode]) *
-                         kStatFields);
-          }
-        }
-        g.staged = true;
-        continue;
-      }
-      g.staged = false;
+  while (g.active != 0) {
+    {
       const uint32_t active = g.active;
       uint32_t decided = 0;
       if (next < end || __builtin_popcount(active) > kScalarBelow) {
@@ -1806,9 +1778,9 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
           }
           child = edge_child(at, q.action);
         }
-        if (!advance(g, l, child)) {
+        if (!advance(l, child)) {
           g.active &= ~(1u << l);
-          if (!start(g, l)) return false;
+          if (!start(l)) return false;
         }
       }
     }
