@@ -646,13 +646,15 @@ def _after_read(new, old, holds):
 
 def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
             action: chex.Array, child: chex.Array, prior_probs=None,
-            native_backup: bool = False) -> _Store:
+            native_backup: bool = False, select_rows: bool = False) -> _Store:
   """Evaluates `(parent, action)` and writes the result at node `child`
   (`prior_probs`: as `_init_store`), then backs it up.
 
   With `native_backup`, the writes to the packed records (stats, links,
   edges) and the backup are one native call (`_native.expand_backup`);
-  XLA writes the embeddings and the logits.  Else `_backup` follows."""
+  XLA writes the embeddings and the logits.  Else `_backup` follows.  With
+  `select_rows` too, that call also writes the rows of `store.select_cache`
+  (unmasked, up to 64 actions) that the expansion changes."""
   batch_size, _, num_actions, _ = store.edges.shape
   b = jnp.arange(batch_size)
   parent_embedding = jax.tree.map(lambda x: _rows(x, b, parent),
@@ -673,13 +675,14 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
   if native_backup:
     record = (step.prior_logits if store.logits is None
               else prior_probs(step.prior_logits))
-    stats, edges, links = _native.expand_backup(
+    stats, edges, links, rows = _native.expand_backup(
         store.stats, store.edges, store.links, parent, action, child,
-        step.value, step.reward, step.discount, record)
+        step.value, step.reward, step.discount, record,
+        rows=store.select_cache if select_rows else None)
     return _Store(edges=edges, stats=stats, links=links,
                   embeddings=embeddings, logits=logits,
                   prior_cache=store.prior_cache,
-                  select_cache=store.select_cache)
+                  select_cache=rows if select_rows else store.select_cache)
 
   # With `max_depth`, an existing node can be evaluated again: it is then
   # overwritten and its visit count incremented, as in mctx.
@@ -980,7 +983,8 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       # A node created by simulation `sim` gets index `sim + 1`.
       child = jnp.where(child == Tree.UNVISITED, sim + 1, child)
       store = _expand(params, expand_key, store, recurrent_fn, parent, action,
-                      child, prior_probs, native_backup=native)
+                      child, prior_probs, native_backup=native,
+                      select_rows=select_rows)
       return rng_key, store
 
     store = _init_store(root, num_simulations, prior_probs, native=native)
@@ -990,6 +994,11 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     if gumbel_descent:
       store = store._replace(prior_cache=zeros(store.edges.shape[:3],
                                                jnp.float32))
+    # The expansion builds the new node's row and tells its parent's row the
+    # new child (unmasked rows, up to 64 actions: `_native.expand_backup`).
+    select_rows = (native and native_descent and not masked and
+                   _SELECT_CACHE_MIN_ACTIONS <= root.prior_logits.shape[-1]
+                   <= 64)
     if (native_descent and
         root.prior_logits.shape[-1] >= _SELECT_CACHE_MIN_ACTIONS):
       store = store._replace(select_cache=zeros(

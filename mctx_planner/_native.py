@@ -94,6 +94,7 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
             "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
             "mctx_planner_expand_backup": "MctxPlannerExpandBackup",
+            "mctx_planner_expand_backup_rows": "MctxPlannerExpandBackupRows",
             "mctx_planner_top_k": "MctxPlannerTopK",
             "mctx_planner_unpack_edges": "MctxPlannerUnpackEdges",
             "mctx_planner_store_init": "MctxPlannerStoreInit"}
@@ -439,23 +440,36 @@ def gumbel_exact(num_actions: int, qtransform, root: bool = False) -> bool:
 
 
 def expand_backup(stats, edges, links, parent, action, child, value, reward,
-                  discount, record):
-  """`(stats, edges, links)` after a simulation's expansion and backup, in
-  place: the writes of `_fast_search._expand` to the packed store (node
+                  discount, record, rows=None):
+  """`(stats, edges, links, rows)` after a simulation's expansion and backup,
+  in place: the writes of `_fast_search._expand` to the packed store (node
   `child` gets its visit, `value`, its link to `(parent, action)` with
   `reward` and `discount`, and its children's priors `record`; that edge
   gets the reward, the discount and the child), then mctx's backward pass
   from `child` (as `_fast_search._backup`).  Indices int32 `[B]`, `value`,
-  `reward`, `discount` `[B]` and `record` `[B, A]`, as float32."""
+  `reward`, `discount` `[B]` and `record` `[B, A]`, as float32.
+
+  `rows`: None (returned as None), or `muzero_descend`'s unmasked selection
+  cache (uint32 `select_cache_shape(edges.shape)`, `[B, N, 16]`, up to 64
+  actions), in which node `child`'s row is built from its priors and the
+  parent's row is told the edge's child, so that descents read rows more
+  often than records (same actions)."""
   f32 = lambda x: jnp.asarray(x).astype(jnp.float32)
   i32 = lambda x: jnp.asarray(x, jnp.int32)
-  return jax.ffi.ffi_call(
-      "mctx_planner_expand_backup",
-      tuple(jax.ShapeDtypeStruct(x.shape, jnp.int32)
-            for x in (stats, edges, links)),
-      input_output_aliases={0: 0, 1: 1, 2: 2}, vmap_method="sequential")(
-          stats, edges, links, i32(parent), i32(action), i32(child),
+  args = (stats, edges, links, i32(parent), i32(action), i32(child),
           f32(value), f32(reward), f32(discount), f32(record))
+  shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.int32)
+                 for x in (stats, edges, links))
+  if rows is None:
+    return tuple(jax.ffi.ffi_call(
+        "mctx_planner_expand_backup", shapes,
+        input_output_aliases={0: 0, 1: 1, 2: 2},
+        vmap_method="sequential")(*args)) + (None,)
+  return tuple(jax.ffi.ffi_call(
+      "mctx_planner_expand_backup_rows",
+      shapes + (jax.ShapeDtypeStruct(rows.shape, jnp.uint32),),
+      input_output_aliases={0: 0, 1: 1, 2: 2, 10: 3},
+      vmap_method="sequential")(*args, rows))
 
 
 def top_k_rows(x, k: int):

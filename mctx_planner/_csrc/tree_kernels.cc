@@ -1411,33 +1411,6 @@ class PuctSelector {
   std::vector<int32_t> visits_;
 };
 
-#if defined(__AVX512F__) && defined(__AVX512CD__)
-#define MCTX_PLANNER_LANES 1
-
-// Whether `DescendLanes` may run: yes unless `$MCTX_PLANNER_NATIVE_LANES` is
-// "0" (read once; for A/B benchmarks and tests).
-inline bool LanesEnabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("MCTX_PLANNER_NATIVE_LANES");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  return on;
-}
-
-// The least batch that `DescendLanes` runs on (below it the scalar
-// `DescendRange`: too few examples to fill the lanes).
-constexpr int64_t kLanesMin = 64;
-
-// Whether `DescendLanes` can run on this store: at most 64 actions (two
-// words of visited bits and a row of 16 words with the slots), and every
-// edge field addressable by a 32-bit gather index.
-inline bool LanesFit(int64_t batch, int64_t num_nodes, int32_t num_actions) {
-  return num_actions <= 64 &&
-         batch * num_nodes * num_actions * kEdgeFields <
-             std::numeric_limits<int32_t>::max() &&
-         CacheLayout<false>::Words(num_actions) == 16;
-}
-
 // `DescendLanes`' part of an unmasked cache row (words 7 to 15): the node's
 // first two visited children (in increasing order of action) as they were
 // when the slots were written, each with the fields its score needs that
@@ -1480,6 +1453,33 @@ struct LaneSlots {
     c[kActions] = actions;
   }
 };
+
+#if defined(__AVX512F__) && defined(__AVX512CD__)
+#define MCTX_PLANNER_LANES 1
+
+// Whether `DescendLanes` may run: yes unless `$MCTX_PLANNER_NATIVE_LANES` is
+// "0" (read once; for A/B benchmarks and tests).
+inline bool LanesEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("MCTX_PLANNER_NATIVE_LANES");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+// The least batch that `DescendLanes` runs on (below it the scalar
+// `DescendRange`: too few examples to fill the lanes).
+constexpr int64_t kLanesMin = 64;
+
+// Whether `DescendLanes` can run on this store: at most 64 actions (two
+// words of visited bits and a row of 16 words with the slots), and every
+// edge field addressable by a 32-bit gather index.
+inline bool LanesFit(int64_t batch, int64_t num_nodes, int32_t num_actions) {
+  return num_actions <= 64 &&
+         batch * num_nodes * num_actions * kEdgeFields <
+             std::numeric_limits<int32_t>::max() &&
+         CacheLayout<false>::Words(num_actions) == 16;
+}
 
 inline __mmask16 FiniteMask(__m512 x) {
   // x - x is 0 for finite x, NaN for infinities and NaN.
@@ -2270,20 +2270,30 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
 // `reward[b]`, `discount[b]`) and its children's priors `record[b]` (the
 // logits, or their probabilities where the store keeps those); the edge
 // `(parent[b], action[b])` gets the reward, the discount and the child.
-ffi::Error ExpandBackupImpl(ffi::ThreadPool pool,
-                            ffi::Buffer<ffi::S32> stats_in,
-                            ffi::Buffer<ffi::S32> edges_in,
-                            ffi::Buffer<ffi::S32> links_in,
-                            ffi::Buffer<ffi::S32> parent,
-                            ffi::Buffer<ffi::S32> action,
-                            ffi::Buffer<ffi::S32> child,
-                            ffi::Buffer<ffi::F32> value,
-                            ffi::Buffer<ffi::F32> reward,
-                            ffi::Buffer<ffi::F32> discount,
-                            ffi::Buffer<ffi::F32> record,
-                            ffi::ResultBuffer<ffi::S32> stats_out,
-                            ffi::ResultBuffer<ffi::S32> edges_out,
-                            ffi::ResultBuffer<ffi::S32> links_out) {
+//
+// With `rows_in` (MuZero's unmasked selection cache `[B, N, 16]`, up to 64
+// actions), also: node `child[b]`'s row is built (`CacheTopTwo` over its
+// new priors, no child visited), so that its first descent reads the row
+// instead of scoring all its children; and the parent's slots
+// (`LaneSlots::Fill`) are written, now that the edge names its child.  A
+// node evaluated again at the depth limit gets a new row too: it is never
+// interior, so the row is never read.
+ffi::Error ExpandBackup(ffi::ThreadPool& pool,
+                        const ffi::Buffer<ffi::S32>& stats_in,
+                        const ffi::Buffer<ffi::S32>& edges_in,
+                        const ffi::Buffer<ffi::S32>& links_in,
+                        const ffi::Buffer<ffi::S32>& parent,
+                        const ffi::Buffer<ffi::S32>& action,
+                        const ffi::Buffer<ffi::S32>& child,
+                        const ffi::Buffer<ffi::F32>& value,
+                        const ffi::Buffer<ffi::F32>& reward,
+                        const ffi::Buffer<ffi::F32>& discount,
+                        const ffi::Buffer<ffi::F32>& record,
+                        ffi::ResultBuffer<ffi::S32>& stats_out,
+                        ffi::ResultBuffer<ffi::S32>& edges_out,
+                        ffi::ResultBuffer<ffi::S32>& links_out,
+                        const ffi::Buffer<ffi::U32>* rows_in,
+                        ffi::ResultBuffer<ffi::U32>* rows_out) {
   const auto dims = edges_in.dimensions();
   if (dims.size() != 4 || dims[3] != kEdgeFields) {
     return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
@@ -2300,6 +2310,16 @@ ffi::Error ExpandBackupImpl(ffi::ThreadPool pool,
   int32_t* st = InPlace(stats_in, stats_out);
   int32_t* e = InPlace(edges_in, edges_out);
   int32_t* ln = InPlace(links_in, links_out);
+  uint32_t* rows = nullptr;
+  constexpr int64_t kRowWords = 16;
+  if (rows_in != nullptr) {
+    if (num_actions > 64 || CacheLayout<false>::Words(num_actions) != kRowWords ||
+        rows_in->element_count() != batch * num_nodes * kRowWords) {
+      return ffi::Error::InvalidArgument(
+          "rows must be [B, N, 16] (unmasked, up to 64 actions)");
+    }
+    rows = InPlace(*rows_in, *rows_out);
+  }
   const int32_t* pa = parent.typed_data();
   const int32_t* ac = action.typed_data();
   const int32_t* ch = child.typed_data();
@@ -2332,6 +2352,15 @@ ffi::Error ExpandBackupImpl(ffi::ThreadPool pool,
       edge[kReward] = reward_bits;
       edge[kDiscount] = discount_bits;
       edge[kChild] = ch[b] + 1;
+      if (rows != nullptr) {
+        uint32_t* c = rows + at * kRowWords;
+        std::fill(c, c + kRowWords, 0u);
+        CacheTopTwo<false>(rec, static_cast<int32_t>(num_actions), c);
+        const int64_t up = b * num_nodes + pa[b];
+        LaneSlots::Fill(e + up * num_actions * kEdgeFields,
+                        static_cast<int32_t>(num_actions),
+                        rows + up * kRowWords);
+      }
     }
     BackupRange(begin, end, num_nodes, num_actions, st, e, ln, ch);
     return true;
@@ -2572,6 +2601,40 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerMuzeroDescendCached,
                                   .Attr<int32_t>("max_depth")
                                   .Attr<float>("masked_score"));
 
+namespace {
+ffi::Error ExpandBackupImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
+    ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
+    ffi::Buffer<ffi::S32> parent, ffi::Buffer<ffi::S32> action,
+    ffi::Buffer<ffi::S32> child, ffi::Buffer<ffi::F32> value,
+    ffi::Buffer<ffi::F32> reward, ffi::Buffer<ffi::F32> discount,
+    ffi::Buffer<ffi::F32> record, ffi::ResultBuffer<ffi::S32> stats_out,
+    ffi::ResultBuffer<ffi::S32> edges_out,
+    ffi::ResultBuffer<ffi::S32> links_out) {
+  return ExpandBackup(pool, stats_in, edges_in, links_in, parent, action,
+                      child, value, reward, discount, record, stats_out,
+                      edges_out, links_out, nullptr, nullptr);
+}
+
+// With MuZero's selection-cache rows (a separate target, as the cached
+// descent's).
+ffi::Error ExpandBackupRowsImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
+    ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
+    ffi::Buffer<ffi::S32> parent, ffi::Buffer<ffi::S32> action,
+    ffi::Buffer<ffi::S32> child, ffi::Buffer<ffi::F32> value,
+    ffi::Buffer<ffi::F32> reward, ffi::Buffer<ffi::F32> discount,
+    ffi::Buffer<ffi::F32> record, ffi::Buffer<ffi::U32> rows_in,
+    ffi::ResultBuffer<ffi::S32> stats_out,
+    ffi::ResultBuffer<ffi::S32> edges_out,
+    ffi::ResultBuffer<ffi::S32> links_out,
+    ffi::ResultBuffer<ffi::U32> rows_out) {
+  return ExpandBackup(pool, stats_in, edges_in, links_in, parent, action,
+                      child, value, reward, discount, record, stats_out,
+                      edges_out, links_out, &rows_in, &rows_out);
+}
+}  // namespace
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackup, ExpandBackupImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
@@ -2588,6 +2651,26 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackup, ExpandBackupImpl,
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackupRows,
+                              ExpandBackupRowsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelDescend, GumbelDescendImpl,
                               ffi::Ffi::Bind()
