@@ -12,14 +12,19 @@ tree levels with one kernel each per simulation:
   proves long); from 20 actions it keeps a per-node selection cache
   (visited children, the two best unvisited ones, of each kind with masks:
   legal and illegal) so that a node visited again is scored from those
-  instead of all its children;
+  instead of all its children; without masks, up to 64 actions, from B = 64,
+  and where the CPU has AVX-512, the descent runs 16 examples at a time in
+  vector lanes, a row per node holding its first two visited children's
+  fixed fields (``MCTX_PLANNER_NATIVE_LANES=0`` keeps the scalar descent;
+  docs/benchmarks.md, "MuZero's descent in vector lanes");
 * ``gumbel_descend``: Gumbel MuZero's descent, the root's Sequential
   Halving selection included, with ``qtransform_completed_by_mix_value``
   (optionally masked), threaded alike, where ``gumbel_exact`` finds that it
   rounds as XLA (for the root and the interior separately);
 * ``expand_backup``: the expansion's writes to the tree store (the new
   node's statistics, link and priors, its parent's edge) and the backward
-  pass, of every policy, in place.
+  pass, of every policy, in place; with MuZero's unmasked selection cache,
+  also the new node's cache row and its parent's slots.
 
 Two more run once per call: ``unpack_edges`` turns the packed edge store into
 mctx's ``[B, N, A]`` tree arrays in one threaded pass (XLA made one pass per
