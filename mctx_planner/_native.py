@@ -12,7 +12,7 @@ tree levels with one kernel each per simulation:
   proves long); from 20 actions it keeps a per-node selection cache
   (visited children, the two best unvisited ones, of each kind with masks:
   legal and illegal) so that a node visited again is scored from those
-  instead of all its children; without masks, up to 64 actions, from B = 64,
+  instead of all its children; without masks, up to 64 actions, from B = 16,
   and where the CPU has AVX-512, the descent runs 16 examples at a time in
   vector lanes, a row per node holding its first two visited children's
   fixed fields (``MCTX_PLANNER_NATIVE_LANES=0`` keeps the scalar descent;

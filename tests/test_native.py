@@ -104,10 +104,11 @@ def test_native_muzero_matches_mctx(case):
 
 # (batch, num_simulations, num_actions, max_depth, discount): from 20
 # actions the descent keeps its selection cache (`_native.muzero_descend`);
-# enough simulations for nodes to be revisited many times.  From 64
+# enough simulations for nodes to be revisited many times.  From 16
 # examples and up to 64 actions, with AVX-512, the descent runs in vector
-# lanes (`DescendLanes` in tree_kernels.cc), also at a depth limit, where
-# the last level's nodes are scored by the scalar code.
+# lanes (`DescendLanes` in tree_kernels.cc; 4 examples: the scalar code),
+# also at a depth limit, where the last level's nodes are scored by the
+# scalar code.
 CACHE_CASES = [
     (16, 48, 20, None, 0.95),
     (4, 40, 64, None, -1.0),
