@@ -1488,8 +1488,19 @@ inline __mmask16 FiniteMask(__m512 x) {
                             _CMP_EQ_OQ);
 }
 
-// MuZero's cached descent (`PuctSelector<true>`, no masks) with the
-// selections of 16 examples at a time in the lanes of AVX-512 vectors.
+// The state of 16 lanes of `DescendLanes`: each lane's path, example and
+// node.
+struct LaneState {
+  static constexpr int kLanes = 16;
+  Path path[kLanes];
+  int64_t b[kLanes];
+  alignas(64) int32_t at[kLanes];    // b * num_nodes + node
+  alignas(64) int32_t base[kLanes];  // b * num_nodes
+  uint32_t active;
+};
+
+// MuZero's cached selection (`PuctSelector<true>`, no masks) for
+// `DescendLanes`: 16 examples at a time in the lanes of AVX-512 vectors.
 // Each lane runs `CachedPuctSelect`'s operations on its own example (the
 // same operations in the same order: fused `MulAdd`, the division, the
 // comparisons, so the same roundings and the same decisions), reading a
@@ -1503,36 +1514,242 @@ inline __mmask16 FiniteMask(__m512 x) {
 // written), a node on the depth limit's last level (its children's rewards
 // can be rewritten there), a tie or the 1e-7 margin, a value that is not
 // finite, a visit count outside the table.  Roots are always scalar.
-//
-// The 16 lanes advance together, one level per turn, each prefetching the
-// row and statistics of its next node.  A lane whose path ends takes the
-// range's next example; once none is left, a turn with at most
-// `kScalarBelow` lanes runs the scalar code alone.  (Two or four groups of
-// lanes taking turns, so that each row was prefetched turns earlier, and a
-// turn that first prefetched the slots' children were both slower at 64
-// actions, B = 256, S = 256: the longer tail of the last paths cost more
-// than the prefetches saved.)  Writes the same `(node, action, child)` and
-// selection-cache state as `DescendRange` (the slots aside).
-template <typename Select>
+
+class PuctLanes {
+ public:
+  PuctLanes(const PuctSelector<true>& select, int32_t num_actions,
+            const int32_t* e, const int32_t* st, int32_t max_depth)
+      : num_actions_(num_actions), e_(e), st_(st), max_depth_(max_depth),
+        cache_(select.cache()), cache_words_(select.cache_words()),
+        sc_(select.scale_table()),
+        table_(static_cast<int32_t>(std::min<int64_t>(
+            select.table(), std::numeric_limits<int32_t>::max()))) {}
+
+  // The lanes of `active` that the vectors decide; their actions go to
+  // `chosen`, and the chosen child to `chosen_child` where a slot names it
+  // (-1: read the edge).
+  uint32_t Decide(const LaneState& g, uint32_t active, int32_t* chosen,
+                  int32_t* chosen_child) const {
+    using L = CacheLayout<false>;
+    using S = LaneSlots;
+    const int32_t num_actions = num_actions_, max_depth = max_depth_;
+    const int32_t* st = st_;
+    const uint32_t* cache = cache_;
+    const int32_t cache_words = cache_words_;
+    const float* sc = sc_;
+    const int32_t table = table_;
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512 minus_inf =
+        _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    // Lanes below the depth limit's last level.
+    uint32_t open = 0;
+    for (uint32_t m = active; m; m &= m - 1) {
+      const int l = __builtin_ctz(m);
+      open |= g.path[l].depth + 1 < max_depth ? 1u << l : 0u;
+    }
+    const __mmask16 m = static_cast<__mmask16>(open);
+    const __m512i at = _mm512_load_si512(g.at);
+    const __m512i base = _mm512_load_si512(g.base);
+    const __m512i at_stat =
+        _mm512_mullo_epi32(at, _mm512_set1_epi32(kStatFields));
+    const __m512i visits = _mm512_mask_i32gather_epi32(
+        zero, m, _mm512_add_epi32(at_stat, _mm512_set1_epi32(kSVisits)),
+        st, 4);
+    const __m512 node_value =
+        _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
+            zero, m, _mm512_add_epi32(at_stat, _mm512_set1_epi32(kSValue)),
+            st, 4));
+    const __mmask16 in_table =
+        m & _mm512_cmpge_epi32_mask(visits, zero) &
+        _mm512_cmplt_epi32_mask(visits, _mm512_set1_epi32(table));
+    const __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(),
+                                                  in_table, visits, sc, 4);
+    const __m512i at_row =
+        _mm512_mullo_epi32(at, _mm512_set1_epi32(cache_words));
+    auto row_word = [&](int32_t i, __mmask16 mm) {
+      return _mm512_mask_i32gather_epi32(
+          zero, mm, _mm512_add_epi32(at_row, _mm512_set1_epi32(i)), cache,
+          4);
+    };
+    const __m512i state = row_word(0, in_table);
+    __mmask16 usable =
+        in_table &
+        _mm512_cmpeq_epi32_mask(state, _mm512_set1_epi32(kCacheReady)) &
+        FiniteMask(node_value) & FiniteMask(scale) &
+        _mm512_cmp_ps_mask(scale, _mm512_setzero_ps(), _CMP_GE_OQ);
+    __m512i rest0 = row_word(L::kVisited, usable);
+    __m512i rest1 =
+        num_actions > 32 ? row_word(L::kVisited + 1, usable) : zero;
+    const __m512i slot_actions = row_word(S::kActions, usable);
+    // The visited children in increasing order (`ForEachVisited`), at
+    // most two, each matched against its slot.
+    __m512 lo = node_value, hi = node_value;
+    __m512i child_action[2], child_visits[2], child_node[2];
+    __m512 child_q[2], child_prior[2];
+    __mmask16 child_mask[2];
+    int count = 0;
+    for (; count < 2; ++count) {
+      const __mmask16 first = _mm512_test_epi32_mask(rest0, rest0);
+      const __mmask16 mm =
+          usable & (first | _mm512_test_epi32_mask(rest1, rest1));
+      if (mm == 0) break;
+      const __m512i word = _mm512_mask_blend_epi32(first, rest1, rest0);
+      const __m512i lowest =
+          _mm512_and_si512(word, _mm512_sub_epi32(zero, word));
+      __m512i a = _mm512_sub_epi32(_mm512_set1_epi32(31),
+                                   _mm512_lzcnt_epi32(lowest));
+      a = _mm512_mask_add_epi32(a, static_cast<__mmask16>(~first), a,
+                                _mm512_set1_epi32(32));
+      const __m512i cleared =
+          _mm512_and_si512(word, _mm512_sub_epi32(word, one));
+      rest0 = _mm512_mask_mov_epi32(rest0, first, cleared);
+      rest1 = _mm512_mask_mov_epi32(rest1, static_cast<__mmask16>(~first),
+                                    cleared);
+      const __m512i slot_action = _mm512_and_si512(
+          count == 0 ? slot_actions : _mm512_srli_epi32(slot_actions, 16),
+          _mm512_set1_epi32(0xFFFF));
+      usable &= ~mm | _mm512_cmpeq_epi32_mask(
+                          slot_action, _mm512_add_epi32(a, one));
+      const __mmask16 mv = mm & usable;
+      const int32_t first_word = S::kFirst + count * S::kWords;
+      const __m512i node = row_word(first_word + S::kSlotNode, mv);
+      const __m512i child_stat = _mm512_mullo_epi32(
+          _mm512_add_epi32(base, node), _mm512_set1_epi32(kStatFields));
+      const __m512i n = _mm512_mask_i32gather_epi32(
+          zero, mv, _mm512_add_epi32(child_stat, _mm512_set1_epi32(kSVisits)),
+          st, 4);
+      const __m512 value = _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
+          zero, mv, _mm512_add_epi32(child_stat, _mm512_set1_epi32(kSValue)),
+          st, 4));
+      const __m512 q = _mm512_fmadd_ps(
+          _mm512_castsi512_ps(row_word(first_word + S::kSlotDiscount, mv)), value,
+          _mm512_castsi512_ps(row_word(first_word + S::kSlotReward, mv)));
+      usable &= ~mv | (_mm512_cmpgt_epi32_mask(n, zero) & FiniteMask(q));
+      lo = _mm512_mask_mov_ps(lo, mv & _mm512_cmp_ps_mask(q, lo, _CMP_LT_OQ),
+                              q);
+      hi = _mm512_mask_mov_ps(hi, mv & _mm512_cmp_ps_mask(q, hi, _CMP_GT_OQ),
+                              q);
+      child_action[count] = a;
+      child_visits[count] = n;
+      child_node[count] = node;
+      child_q[count] = q;
+      child_prior[count] = _mm512_castsi512_ps(
+          row_word(first_word + S::kSlotPrior, mv));
+      child_mask[count] = mv;
+    }
+    // More than two visited children: the scalar code.
+    usable &= ~(_mm512_test_epi32_mask(rest0, rest0) |
+                _mm512_test_epi32_mask(rest1, rest1));
+    // 1 / NanMax(hi - lo, kQEpsilon).
+    const __m512 spread = _mm512_sub_ps(hi, lo);
+    __m512 floor = _mm512_mask_mov_ps(
+        _mm512_set1_ps(kQEpsilon),
+        _mm512_cmp_ps_mask(spread, _mm512_set1_ps(kQEpsilon), _CMP_GT_OQ),
+        spread);
+    floor = _mm512_mask_mov_ps(
+        floor, _mm512_cmp_ps_mask(spread, spread, _CMP_UNORD_Q),
+        _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
+    const __m512 inverse = _mm512_div_ps(_mm512_set1_ps(1.0f), floor);
+    __m512 best = minus_inf, runner_up = minus_inf;
+    __m512i greedy = _mm512_set1_epi32(-1), ties = zero;
+    __m512i greedy_node = _mm512_set1_epi32(-1);
+    __mmask16 finite = usable;
+    // `CachedPuctSelect`'s `consider`; `node`: the candidate's child
+    // (-1: unvisited, read from its edge after the choice).
+    auto consider = [&](__mmask16 mm, __m512i a, __m512 prior,
+                        __m512 completed, __m512i n, __m512i node) {
+      const __m512 policy = _mm512_div_ps(
+          _mm512_mul_ps(scale, prior),
+          _mm512_cvtepi32_ps(_mm512_add_epi32(n, one)));
+      const __m512 s =
+          _mm512_fmadd_ps(_mm512_sub_ps(completed, lo), inverse, policy);
+      finite &= ~mm | FiniteMask(s);
+      const __mmask16 above = mm & _mm512_cmp_ps_mask(s, best, _CMP_GT_OQ);
+      const __mmask16 equal =
+          mm & ~above & _mm512_cmp_ps_mask(s, best, _CMP_EQ_OQ);
+      const __mmask16 second = mm & ~above & ~equal &
+                               _mm512_cmp_ps_mask(s, runner_up, _CMP_GT_OQ);
+      runner_up = _mm512_mask_mov_ps(runner_up, above, best);
+      runner_up = _mm512_mask_mov_ps(runner_up, second, s);
+      best = _mm512_mask_mov_ps(best, above, s);
+      ties = _mm512_mask_mov_epi32(ties, above, one);
+      ties = _mm512_mask_add_epi32(ties, equal, ties, one);
+      greedy = _mm512_mask_mov_epi32(greedy, above, a);
+      greedy_node = _mm512_mask_mov_epi32(greedy_node, above, node);
+      // Equal scores leave the lane undecided (ties > 1): its greedy
+      // action is not used.
+      greedy = _mm512_mask_min_epi32(greedy, equal, greedy, a);
+    };
+    for (int j = 0; j < count; ++j) {
+      consider(child_mask[j] & usable, child_action[j], child_prior[j],
+               child_q[j], child_visits[j], child_node[j]);
+    }
+    // The two unvisited children of highest prior (`c[1]`, `c[2]`,
+    // priors `c[3]`, `c[4]`; 0: none), valued at `lo`.
+    for (int32_t i = 0; i < 2; ++i) {
+      const __m512i tag = row_word(1 + i, usable);
+      const __mmask16 mm = usable & _mm512_test_epi32_mask(tag, tag);
+      consider(mm, _mm512_sub_epi32(tag, one),
+               _mm512_castsi512_ps(row_word(3 + i, mm)), lo, zero,
+               _mm512_set1_epi32(-1));
+    }
+    const uint32_t decided = usable & finite & _mm512_cmpge_epi32_mask(greedy, zero) &
+              _mm512_cmpeq_epi32_mask(ties, one) &
+              _mm512_cmp_ps_mask(
+                  best, _mm512_add_ps(runner_up, _mm512_set1_ps(kTieBreak)),
+                  _CMP_GT_OQ);
+    _mm512_store_si512(chosen, greedy);
+    _mm512_store_si512(chosen_child, greedy_node);
+    return decided;
+  }
+
+  // A decided lane's action: an unvisited child is counted visited, as the
+  // scalar code does, and its child read from the edge.
+  void Chosen(int64_t at, int32_t action, int32_t* child) const {
+    if (*child >= 0) return;
+    CacheVisit<false>(e_ + at * num_actions_ * kEdgeFields, num_actions_,
+                      action, cache_ + at * cache_words_);
+    *child = e_[(at * num_actions_ + action) * kEdgeFields + kChild] - 1;
+  }
+
+  // After the scalar code scored a lane: its row's slots.
+  void Scalar(const Path& q, int64_t at) const {
+    if (q.depth + 1 < max_depth_) {
+      LaneSlots::Fill(e_ + at * num_actions_ * kEdgeFields, num_actions_,
+                      cache_ + at * cache_words_);
+    }
+  }
+
+ private:
+  const int32_t num_actions_;
+  const int32_t* e_;
+  const int32_t* st_;
+  const int32_t max_depth_;
+  uint32_t* cache_;
+  const int32_t cache_words_;
+  const float* sc_;
+  const int32_t table_;
+};
+
+// The descent of examples `[begin, end)` in 16 vector lanes: `vec.Decide`
+// picks the actions of the lanes it can (`PuctLanes`, `GumbelLanes`), the
+// scalar `select` those of the others and every root.  The 16 lanes advance
+// together, one level per turn, each prefetching the row and statistics of
+// its next node.  A lane whose path ends takes the range's next example;
+// once none is left, a turn with at most `kScalarBelow` lanes runs the
+// scalar code alone.  (Two or four groups of lanes taking turns, so that
+// each row was prefetched turns earlier, and a turn that first prefetched
+// the slots' children were both slower for MuZero at 64 actions, B = 256,
+// S = 256: the longer tail of the last paths cost more than the prefetches
+// saved.)  Writes the same `(node, action, child)` as `DescendRange`.
+template <typename Select, typename Vector>
 bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
                   int32_t num_actions, const int32_t* e, const uint32_t* k,
-                  int32_t max_depth, Select& select, const int32_t* st,
+                  int32_t max_depth, Select& select, const Vector& vec,
                   int32_t* node_o, int32_t* action_o, int32_t* child_o) {
-  constexpr int kLanes = 16, kScalarBelow = 3, kRootAhead = 8;
-  using L = CacheLayout<false>;
-  using S = LaneSlots;
-  uint32_t* cache = select.cache();
-  const int32_t cache_words = select.cache_words();
-  const float* sc = select.scale_table();
-  const int32_t table = static_cast<int32_t>(
-      std::min<int64_t>(select.table(), std::numeric_limits<int32_t>::max()));
-  struct Lanes {
-    Path path[kLanes];
-    int64_t b[kLanes];
-    alignas(64) int32_t at[kLanes];    // b * num_nodes + node
-    alignas(64) int32_t base[kLanes];  // b * num_nodes
-    uint32_t active;
-  } g;
+  constexpr int kLanes = LaneState::kLanes, kScalarBelow = 3, kRootAhead = 8;
+  LaneState g;
   int64_t next = begin;
   for (int64_t b = begin; b < std::min(end, begin + kRootAhead); ++b) {
     select.Prefetch(b * num_nodes, true);
@@ -1586,203 +1803,31 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
     g.at[l] = g.base[l] = 0;
     if (!start(l)) return false;
   }
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i one = _mm512_set1_epi32(1);
-  const __m512 minus_inf =
-      _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   alignas(64) int32_t chosen[kLanes], chosen_child[kLanes];
   while (g.active != 0) {
-    {
-      const uint32_t active = g.active;
-      uint32_t decided = 0;
-      if (next < end || __builtin_popcount(active) > kScalarBelow) {
-        // Lanes below the depth limit's last level.
-        uint32_t open = 0;
-        for (uint32_t m = active; m; m &= m - 1) {
-          const int l = __builtin_ctz(m);
-          open |= g.path[l].depth + 1 < max_depth ? 1u << l : 0u;
-        }
-        const __mmask16 m = static_cast<__mmask16>(open);
-        const __m512i at = _mm512_load_si512(g.at);
-        const __m512i base = _mm512_load_si512(g.base);
-        const __m512i at_stat =
-            _mm512_mullo_epi32(at, _mm512_set1_epi32(kStatFields));
-        const __m512i visits = _mm512_mask_i32gather_epi32(
-            zero, m, _mm512_add_epi32(at_stat, _mm512_set1_epi32(kSVisits)),
-            st, 4);
-        const __m512 node_value =
-            _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
-                zero, m, _mm512_add_epi32(at_stat, _mm512_set1_epi32(kSValue)),
-                st, 4));
-        const __mmask16 in_table =
-            m & _mm512_cmpge_epi32_mask(visits, zero) &
-            _mm512_cmplt_epi32_mask(visits, _mm512_set1_epi32(table));
-        const __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(),
-                                                      in_table, visits, sc, 4);
-        const __m512i at_row =
-            _mm512_mullo_epi32(at, _mm512_set1_epi32(cache_words));
-        auto row_word = [&](int32_t i, __mmask16 mm) {
-          return _mm512_mask_i32gather_epi32(
-              zero, mm, _mm512_add_epi32(at_row, _mm512_set1_epi32(i)), cache,
-              4);
-        };
-        const __m512i state = row_word(0, in_table);
-        __mmask16 usable =
-            in_table &
-            _mm512_cmpeq_epi32_mask(state, _mm512_set1_epi32(kCacheReady)) &
-            FiniteMask(node_value) & FiniteMask(scale) &
-            _mm512_cmp_ps_mask(scale, _mm512_setzero_ps(), _CMP_GE_OQ);
-        __m512i rest0 = row_word(L::kVisited, usable);
-        __m512i rest1 =
-            num_actions > 32 ? row_word(L::kVisited + 1, usable) : zero;
-        const __m512i slot_actions = row_word(S::kActions, usable);
-        // The visited children in increasing order (`ForEachVisited`), at
-        // most two, each matched against its slot.
-        __m512 lo = node_value, hi = node_value;
-        __m512i child_action[2], child_visits[2], child_node[2];
-        __m512 child_q[2], child_prior[2];
-        __mmask16 child_mask[2];
-        int count = 0;
-        for (; count < 2; ++count) {
-          const __mmask16 first = _mm512_test_epi32_mask(rest0, rest0);
-          const __mmask16 mm =
-              usable & (first | _mm512_test_epi32_mask(rest1, rest1));
-          if (mm == 0) break;
-          const __m512i word = _mm512_mask_blend_epi32(first, rest1, rest0);
-          const __m512i lowest =
-              _mm512_and_si512(word, _mm512_sub_epi32(zero, word));
-          __m512i a = _mm512_sub_epi32(_mm512_set1_epi32(31),
-                                       _mm512_lzcnt_epi32(lowest));
-          a = _mm512_mask_add_epi32(a, static_cast<__mmask16>(~first), a,
-                                    _mm512_set1_epi32(32));
-          const __m512i cleared =
-              _mm512_and_si512(word, _mm512_sub_epi32(word, one));
-          rest0 = _mm512_mask_mov_epi32(rest0, first, cleared);
-          rest1 = _mm512_mask_mov_epi32(rest1, static_cast<__mmask16>(~first),
-                                        cleared);
-          const __m512i slot_action = _mm512_and_si512(
-              count == 0 ? slot_actions : _mm512_srli_epi32(slot_actions, 16),
-              _mm512_set1_epi32(0xFFFF));
-          usable &= ~mm | _mm512_cmpeq_epi32_mask(
-                              slot_action, _mm512_add_epi32(a, one));
-          const __mmask16 mv = mm & usable;
-          const int32_t first_word = S::kFirst + count * S::kWords;
-          const __m512i node = row_word(first_word + S::kSlotNode, mv);
-          const __m512i child_stat = _mm512_mullo_epi32(
-              _mm512_add_epi32(base, node), _mm512_set1_epi32(kStatFields));
-          const __m512i n = _mm512_mask_i32gather_epi32(
-              zero, mv, _mm512_add_epi32(child_stat, _mm512_set1_epi32(kSVisits)),
-              st, 4);
-          const __m512 value = _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
-              zero, mv, _mm512_add_epi32(child_stat, _mm512_set1_epi32(kSValue)),
-              st, 4));
-          const __m512 q = _mm512_fmadd_ps(
-              _mm512_castsi512_ps(row_word(first_word + S::kSlotDiscount, mv)), value,
-              _mm512_castsi512_ps(row_word(first_word + S::kSlotReward, mv)));
-          usable &= ~mv | (_mm512_cmpgt_epi32_mask(n, zero) & FiniteMask(q));
-          lo = _mm512_mask_mov_ps(lo, mv & _mm512_cmp_ps_mask(q, lo, _CMP_LT_OQ),
-                                  q);
-          hi = _mm512_mask_mov_ps(hi, mv & _mm512_cmp_ps_mask(q, hi, _CMP_GT_OQ),
-                                  q);
-          child_action[count] = a;
-          child_visits[count] = n;
-          child_node[count] = node;
-          child_q[count] = q;
-          child_prior[count] = _mm512_castsi512_ps(
-              row_word(first_word + S::kSlotPrior, mv));
-          child_mask[count] = mv;
-        }
-        // More than two visited children: the scalar code.
-        usable &= ~(_mm512_test_epi32_mask(rest0, rest0) |
-                    _mm512_test_epi32_mask(rest1, rest1));
-        // 1 / NanMax(hi - lo, kQEpsilon).
-        const __m512 spread = _mm512_sub_ps(hi, lo);
-        __m512 floor = _mm512_mask_mov_ps(
-            _mm512_set1_ps(kQEpsilon),
-            _mm512_cmp_ps_mask(spread, _mm512_set1_ps(kQEpsilon), _CMP_GT_OQ),
-            spread);
-        floor = _mm512_mask_mov_ps(
-            floor, _mm512_cmp_ps_mask(spread, spread, _CMP_UNORD_Q),
-            _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()));
-        const __m512 inverse = _mm512_div_ps(_mm512_set1_ps(1.0f), floor);
-        __m512 best = minus_inf, runner_up = minus_inf;
-        __m512i greedy = _mm512_set1_epi32(-1), ties = zero;
-        __m512i greedy_node = _mm512_set1_epi32(-1);
-        __mmask16 finite = usable;
-        // `CachedPuctSelect`'s `consider`; `node`: the candidate's child
-        // (-1: unvisited, read from its edge after the choice).
-        auto consider = [&](__mmask16 mm, __m512i a, __m512 prior,
-                            __m512 completed, __m512i n, __m512i node) {
-          const __m512 policy = _mm512_div_ps(
-              _mm512_mul_ps(scale, prior),
-              _mm512_cvtepi32_ps(_mm512_add_epi32(n, one)));
-          const __m512 s =
-              _mm512_fmadd_ps(_mm512_sub_ps(completed, lo), inverse, policy);
-          finite &= ~mm | FiniteMask(s);
-          const __mmask16 above = mm & _mm512_cmp_ps_mask(s, best, _CMP_GT_OQ);
-          const __mmask16 equal =
-              mm & ~above & _mm512_cmp_ps_mask(s, best, _CMP_EQ_OQ);
-          const __mmask16 second = mm & ~above & ~equal &
-                                   _mm512_cmp_ps_mask(s, runner_up, _CMP_GT_OQ);
-          runner_up = _mm512_mask_mov_ps(runner_up, above, best);
-          runner_up = _mm512_mask_mov_ps(runner_up, second, s);
-          best = _mm512_mask_mov_ps(best, above, s);
-          ties = _mm512_mask_mov_epi32(ties, above, one);
-          ties = _mm512_mask_add_epi32(ties, equal, ties, one);
-          greedy = _mm512_mask_mov_epi32(greedy, above, a);
-          greedy_node = _mm512_mask_mov_epi32(greedy_node, above, node);
-          // Equal scores leave the lane undecided (ties > 1): its greedy
-          // action is not used.
-          greedy = _mm512_mask_min_epi32(greedy, equal, greedy, a);
-        };
-        for (int j = 0; j < count; ++j) {
-          consider(child_mask[j] & usable, child_action[j], child_prior[j],
-                   child_q[j], child_visits[j], child_node[j]);
-        }
-        // The two unvisited children of highest prior (`c[1]`, `c[2]`,
-        // priors `c[3]`, `c[4]`; 0: none), valued at `lo`.
-        for (int32_t i = 0; i < 2; ++i) {
-          const __m512i tag = row_word(1 + i, usable);
-          const __mmask16 mm = usable & _mm512_test_epi32_mask(tag, tag);
-          consider(mm, _mm512_sub_epi32(tag, one),
-                   _mm512_castsi512_ps(row_word(3 + i, mm)), lo, zero,
-                   _mm512_set1_epi32(-1));
-        }
-        decided = usable & finite & _mm512_cmpge_epi32_mask(greedy, zero) &
-                  _mm512_cmpeq_epi32_mask(ties, one) &
-                  _mm512_cmp_ps_mask(
-                      best, _mm512_add_ps(runner_up, _mm512_set1_ps(kTieBreak)),
-                      _CMP_GT_OQ);
-        _mm512_store_si512(chosen, greedy);
-        _mm512_store_si512(chosen_child, greedy_node);
+    const uint32_t active = g.active;
+    const uint32_t decided =
+        next < end || __builtin_popcount(active) > kScalarBelow
+            ? vec.Decide(g, active, chosen, chosen_child)
+            : 0u;
+    for (uint32_t m = active; m; m &= m - 1) {
+      const int l = __builtin_ctz(m);
+      Path& q = g.path[l];
+      const int64_t at = g.at[l];
+      int32_t child;
+      if ((decided >> l) & 1u) {
+        q.action = chosen[l];
+        child = chosen_child[l];
+        vec.Chosen(at, q.action, &child);
+      } else {
+        q.action = select(q, g.b[l], at);
+        if (q.action < 0) return false;
+        vec.Scalar(q, at);
+        child = edge_child(at, q.action);
       }
-      for (uint32_t m = active; m; m &= m - 1) {
-        const int l = __builtin_ctz(m);
-        Path& q = g.path[l];
-        const int64_t at = g.at[l];
-        int32_t child;
-        if ((decided >> l) & 1u) {
-          q.action = chosen[l];
-          child = chosen_child[l];
-          if (child < 0) {
-            // An unvisited child: counted visited, as the scalar code does.
-            CacheVisit<false>(e + at * num_actions * kEdgeFields, num_actions,
-                              q.action, cache + at * cache_words);
-            child = edge_child(at, q.action);
-          }
-        } else {
-          q.action = select(q, g.b[l], at);
-          if (q.action < 0) return false;
-          if (q.depth + 1 < max_depth) {
-            S::Fill(e + at * num_actions * kEdgeFields, num_actions,
-                    cache + at * cache_words);
-          }
-          child = edge_child(at, q.action);
-        }
-        if (!advance(l, child)) {
-          g.active &= ~(1u << l);
-          if (!start(l)) return false;
-        }
+      if (!advance(l, child)) {
+        g.active &= ~(1u << l);
+        if (!start(l)) return false;
       }
     }
   }
@@ -2000,8 +2045,10 @@ ffi::Error MuzeroDescend(ffi::ThreadPool& pool,
       const uint32_t* k = keys.typed_data();
       const auto range = [&](int64_t b, int64_t e) {
         auto select = make_select();
+        const PuctLanes lanes(select, args.num_actions, args.e, args.st,
+                              max_depth);
         return DescendLanes(b, e, args.num_nodes, args.num_actions, args.e, k,
-                            max_depth, select, args.st, node_o, action_o,
+                            max_depth, select, lanes, node_o, action_o,
                             child_o);
       };
       // Large batches: one range per thread (the lanes refill from their
