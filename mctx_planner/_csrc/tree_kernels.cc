@@ -1732,6 +1732,251 @@ class PuctLanes {
   const int32_t table_;
 };
 
+// Gumbel MuZero's interior selection for `DescendLanes` (`GumbelScores`
+// and `ArgmaxRow` on wide rows, without masks, with the prior cache): 16
+// nodes at a time, one per lane, each lane running the scalar code's
+// operations on its own node in the same order (XLA's window order for the
+// sums, its `exp`, the same fused multiply-adds), so the same roundings.
+// The scalar code does the rows in vector lanes already, but its sums are
+// chains of dependent adds (32 long with 64 actions); across 16 nodes the
+// chains run side by side.  A lane whose node has no prior probabilities
+// yet (its first visit), or where a NaN shows up, is scored by the scalar
+// code.
+class GumbelLanes {
+ public:
+  GumbelLanes(int32_t num_actions, const int32_t* e, const int32_t* st,
+              const float* cache, const MixValue& mix)
+      : num_actions_(num_actions), e_(e), st_(st), cache_(cache), mix_(mix),
+        rows_(5 * static_cast<size_t>(num_actions)) {}
+
+  uint32_t Decide(const LaneState& g, uint32_t active, int32_t* chosen,
+                  int32_t* chosen_child) const {
+    const int32_t n = num_actions_;
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512 fzero = _mm512_setzero_ps();
+    const __m512i at = _mm512_load_si512(g.at);
+    const __m512i probs_at = _mm512_mullo_epi32(at, _mm512_set1_epi32(n));
+    // A row of probabilities starting with +0.0 is not computed yet.
+    const __m512i first = _mm512_mask_i32gather_epi32(
+        zero, static_cast<__mmask16>(active), probs_at, cache_, 4);
+    const __mmask16 m =
+        static_cast<__mmask16>(active) & _mm512_test_epi32_mask(first, first);
+    if (m == 0) return 0;
+    __m512* logit = rows_.data();
+    __m512* q = logit + n;
+    __m512i* visits = reinterpret_cast<__m512i*>(q + n);
+    __m512* probs = q + 2 * n;
+    __m512* work = q + 3 * n;
+    const __m512i record = _mm512_mullo_epi32(at, _mm512_set1_epi32(n * kEdgeFields));
+    for (int32_t a = 0; a < n; ++a) {
+      const __m512i f = _mm512_add_epi32(record, _mm512_set1_epi32(a * kEdgeFields));
+      auto field = [&](int32_t i) {
+        return _mm512_mask_i32gather_epi32(
+            zero, m, _mm512_add_epi32(f, _mm512_set1_epi32(i)), e_, 4);
+      };
+      logit[a] = _mm512_castsi512_ps(field(kLogit));
+      visits[a] = field(kVisits);
+      q[a] = _mm512_fmadd_ps(_mm512_castsi512_ps(field(kDiscount)),
+                             _mm512_castsi512_ps(field(kValue)),
+                             _mm512_castsi512_ps(field(kReward)));
+      probs[a] = _mm512_mask_i32gather_ps(
+          fzero, m, _mm512_add_epi32(probs_at, _mm512_set1_epi32(a)), cache_, 4);
+    }
+    const __m512 raw = _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
+        zero, m,
+        _mm512_add_epi32(_mm512_mullo_epi32(at, _mm512_set1_epi32(kStatFields)),
+                         _mm512_set1_epi32(kSRaw)),
+        st_, 4));
+    __mmask16 nan = 0;
+    // `GumbelScaledQ`.
+    __m512i total_visits = zero;
+    __m512i max_visits = _mm512_set1_epi32(std::numeric_limits<int32_t>::min());
+    for (int32_t a = 0; a < n; ++a) {
+      total_visits = _mm512_add_epi32(total_visits, visits[a]);
+      max_visits = _mm512_max_epi32(max_visits, visits[a]);
+    }
+    auto visited = [&](int32_t a) {
+      return _mm512_cmpgt_epi32_mask(visits[a], zero);
+    };
+    const __m512 visited_probs = RowSum(n, [&](int32_t a) {
+      return _mm512_mask_mov_ps(fzero, visited(a), probs[a]);
+    });
+    const __m512 weighted = RowSum(n, [&](int32_t a) {
+      return _mm512_mask_mov_ps(
+          fzero, visited(a),
+          _mm512_div_ps(_mm512_mul_ps(probs[a], q[a]), visited_probs));
+    });
+    const __m512 value = _mm512_div_ps(
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(total_visits), weighted, raw),
+        _mm512_cvtepi32_ps(_mm512_add_epi32(total_visits, _mm512_set1_epi32(1))));
+    for (int32_t a = 0; a < n; ++a) {
+      work[a] = _mm512_mask_mov_ps(value, visited(a), q[a]);
+    }
+    const __m512 lo = Fold<false>(n, work, &nan);
+    const __m512 hi = Fold<true>(n, work, &nan);
+    const __m512 spread = _mm512_sub_ps(hi, lo);
+    const __m512 rescale = _mm512_div_ps(
+        _mm512_set1_ps(1.0f),
+        _mm512_mask_mov_ps(
+            _mm512_set1_ps(kQEpsilon),
+            _mm512_cmp_ps_mask(spread, _mm512_set1_ps(kQEpsilon), _CMP_GT_OQ),
+            spread));
+    nan |= _mm512_cmp_ps_mask(spread, spread, _CMP_UNORD_Q);
+    const __m512 visit_scale = _mm512_mul_ps(
+        _mm512_add_ps(_mm512_cvtepi32_ps(max_visits),
+                      _mm512_set1_ps(mix_.maxvisit_init)),
+        _mm512_set1_ps(mix_.value_scale));
+    // `GumbelScores`: softmax(logits + q') - n / (1 + N).
+    for (int32_t a = 0; a < n; ++a) {
+      work[a] = _mm512_fmadd_ps(
+          visit_scale, _mm512_mul_ps(_mm512_sub_ps(work[a], lo), rescale),
+          logit[a]);
+    }
+    const __m512 top = Fold<true>(n, work, &nan);
+    for (int32_t a = 0; a < n; ++a) {
+      const __m512 d = _mm512_sub_ps(work[a], top);
+      nan |= _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+      work[a] = ExpNotNan(d);
+    }
+    const __m512 improved = _mm512_div_ps(
+        _mm512_set1_ps(1.0f), RowSum(n, [&](int32_t a) { return work[a]; }));
+    const __m512 visit_share = _mm512_div_ps(
+        _mm512_set1_ps(1.0f),
+        _mm512_cvtepi32_ps(_mm512_add_epi32(total_visits, _mm512_set1_epi32(1))));
+    const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
+    for (int32_t a = 0; a < n; ++a) {
+      const __m512 share =
+          _mm512_mul_ps(_mm512_cvtepi32_ps(visits[a]), visit_share);
+      work[a] = _mm512_fmadd_ps(
+          work[a], improved,
+          _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(share), sign)));
+    }
+    // `ArgmaxRow`: the first element equal to the maximum.
+    const __m512 best = Fold<true>(n, work, &nan);
+    __m512i action = _mm512_set1_epi32(-1);
+    for (int32_t a = n - 1; a >= 0; --a) {
+      action = _mm512_mask_mov_epi32(
+          action, _mm512_cmp_ps_mask(work[a], best, _CMP_EQ_OQ),
+          _mm512_set1_epi32(a));
+    }
+    const __mmask16 decided =
+        m & ~nan & _mm512_cmpge_epi32_mask(action, zero);
+    _mm512_store_si512(chosen, action);
+    _mm512_store_si512(chosen_child, _mm512_set1_epi32(-1));
+    return decided;
+  }
+
+  // A decided lane's child, from its edge.
+  void Chosen(int64_t at, int32_t action, int32_t* child) const {
+    *child = e_[(at * num_actions_ + action) * kEdgeFields + kChild] - 1;
+  }
+  void Scalar(const Path&, int64_t) const {}
+
+ private:
+  // `XlaRowSum` of `get(0) ... get(n - 1)` in every lane.
+  template <typename Get>
+  static __m512 RowSum(int32_t n, Get get) {
+    constexpr int32_t kWindow = 32;
+    const __m512 zero = _mm512_setzero_ps();
+    if (n <= kWindow) {
+      __m512 sum = zero;
+      for (int32_t a = 0; a < n; ++a) sum = _mm512_add_ps(sum, get(a));
+      return sum;
+    }
+    const int32_t padding = (kWindow - n % kWindow) % kWindow;
+    __m512 total = zero;
+    int32_t begin = 0, end = kWindow - padding / 2;
+    while (begin < n) {
+      if (end - begin == kWindow && end + kWindow <= n) {
+        __m512 first = zero, second = zero;
+        for (int32_t j = 0; j < kWindow; ++j) {
+          first = _mm512_add_ps(first, get(begin + j));
+          second = _mm512_add_ps(second, get(end + j));
+        }
+        total = _mm512_add_ps(total, first);
+        total = _mm512_add_ps(total, second);
+        begin = end + kWindow;
+      } else {
+        __m512 sum = zero;
+        for (int32_t a = begin; a < std::min(n, end); ++a) {
+          sum = _mm512_add_ps(sum, get(a));
+        }
+        total = _mm512_add_ps(total, sum);
+        begin = end;
+      }
+      end = begin + kWindow;
+    }
+    return total;
+  }
+
+  // `FoldMax` (`kMax`) or `FoldMin` of `v[0, n)` in every lane; lanes with
+  // a NaN are added to `*nan`.
+  template <bool kMax>
+  static __m512 Fold(int32_t n, const __m512* v, __mmask16* nan) {
+    const float inf = std::numeric_limits<float>::infinity();
+    __m512 result = _mm512_set1_ps(kMax ? -inf : inf);
+    // Whether a +0 (`kMax`) or -0 was seen: the sign of a zero extreme.
+    const __m512i preferred =
+        _mm512_set1_epi32(kMax ? 0 : static_cast<int32_t>(0x80000000u));
+    __mmask16 seen = 0;
+    for (int32_t a = 0; a < n; ++a) {
+      *nan |= _mm512_cmp_ps_mask(v[a], v[a], _CMP_UNORD_Q);
+      result = _mm512_mask_mov_ps(
+          result, _mm512_cmp_ps_mask(v[a], result, kMax ? _CMP_GT_OQ : _CMP_LT_OQ),
+          v[a]);
+      seen |= _mm512_cmpeq_epi32_mask(_mm512_castps_si512(v[a]), preferred);
+    }
+    const __mmask16 at_zero =
+        _mm512_cmp_ps_mask(result, _mm512_setzero_ps(), _CMP_EQ_OQ);
+    const __m512 plus = _mm512_setzero_ps();
+    const __m512 minus = _mm512_set1_ps(-0.0f);
+    const __m512 chosen = kMax ? _mm512_mask_blend_ps(seen, minus, plus)
+                               : _mm512_mask_blend_ps(seen, plus, minus);
+    return _mm512_mask_mov_ps(result, at_zero, chosen);
+  }
+
+  // `XlaExpNotNan` in every lane.
+  static __m512 ExpNotNan(__m512 x) {
+    auto bits = [](uint32_t b) { return _mm512_set1_ps(FromBits(b)); };
+    __m512 r = _mm512_mask_mov_ps(
+        x, _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.8f), _CMP_LT_OQ),
+        _mm512_set1_ps(-87.8f));
+    r = _mm512_mask_mov_ps(
+        r, _mm512_cmp_ps_mask(r, _mm512_set1_ps(88.8f), _CMP_GT_OQ),
+        _mm512_set1_ps(88.8f));
+    const __m512 v = _mm512_fmadd_ps(r, bits(0x3FB8AA3Bu), _mm512_set1_ps(0.5f));
+    __m512i n = _mm512_cvttps_epi32(v);
+    n = _mm512_mask_sub_epi32(
+        n, _mm512_cmp_ps_mask(_mm512_cvtepi32_ps(n), v, _CMP_GT_OQ), n,
+        _mm512_set1_epi32(1));
+    n = _mm512_max_epi32(n, _mm512_set1_epi32(-127));
+    n = _mm512_min_epi32(n, _mm512_set1_epi32(127));
+    const __m512 fx = _mm512_cvtepi32_ps(n);
+    const __m512 minus_fx = _mm512_castsi512_ps(_mm512_xor_si512(
+        _mm512_castps_si512(fx),
+        _mm512_set1_epi32(static_cast<int32_t>(0x80000000u))));
+    __m512 t = _mm512_fmadd_ps(minus_fx, bits(0x3F318000u), r);
+    t = _mm512_fmadd_ps(minus_fx, bits(0xB95E8083u), t);
+    __m512 y = _mm512_fmadd_ps(bits(0x39506967u), t, bits(0x3AB743CEu));
+    y = _mm512_fmadd_ps(y, t, bits(0x3C088908u));
+    y = _mm512_fmadd_ps(y, t, bits(0x3D2AA9C1u));
+    y = _mm512_fmadd_ps(y, t, bits(0x3E2AAAAAu));
+    y = _mm512_fmadd_ps(y, t, _mm512_set1_ps(0.5f));
+    y = _mm512_add_ps(_mm512_fmadd_ps(y, _mm512_mul_ps(t, t), t),
+                      _mm512_set1_ps(1.0f));
+    return _mm512_mul_ps(
+        y, _mm512_castsi512_ps(_mm512_slli_epi32(
+               _mm512_add_epi32(n, _mm512_set1_epi32(127)), 23)));
+  }
+
+  const int32_t num_actions_;
+  const int32_t* e_;
+  const int32_t* st_;
+  const float* cache_;
+  const MixValue mix_;
+  mutable std::vector<__m512> rows_;
+};
+
 // The descent of examples `[begin, end)` in 16 vector lanes: `vec.Decide`
 // picks the actions of the lanes it can (`PuctLanes`, `GumbelLanes`), the
 // scalar `select` those of the others and every root.  The 16 lanes advance
@@ -2166,14 +2411,39 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
     }
     cache = InPlace(cache_in, cache_out);
   }
-  const bool ok = DescendBatch(
-      pool, args, nullptr, max_depth,
-      [=] {
-        return GumbelSelector(num_actions, args.e, args.st, root, mix,
-                              args.legal, cache);
-      },
-      node_out->typed_data(), action_out->typed_data(),
-      child_out->typed_data());
+  const auto make_select = [=] {
+    return GumbelSelector(num_actions, args.e, args.st, root, mix, args.legal,
+                          cache);
+  };
+  bool ok;
+#ifdef MCTX_PLANNER_LANES
+  if (LanesEnabled() && cache != nullptr && args.legal == nullptr &&
+      num_actions >= kShortRow && batch >= kLanesMin &&
+      LanesFit(batch, args.num_nodes, num_actions)) {
+    int32_t* node_o = node_out->typed_data();
+    int32_t* action_o = action_out->typed_data();
+    int32_t* child_o = child_out->typed_data();
+    const auto range = [&](int64_t b, int64_t e) {
+      auto select = make_select();
+      const GumbelLanes lanes(num_actions, args.e, args.st, cache, mix);
+      return DescendLanes(b, e, args.num_nodes, num_actions, args.e, nullptr,
+                          max_depth, select, lanes, node_o, action_o,
+                          child_o);
+    };
+    const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+    ok = batch < kParallelMin
+             ? AdaptiveFor(pool, batch, range)
+             : ParallelFor(pool, batch, (batch + threads - 1) / threads, range);
+  } else {
+    ok = DescendBatch(pool, args, nullptr, max_depth, make_select,
+                      node_out->typed_data(), action_out->typed_data(),
+                      child_out->typed_data());
+  }
+#else
+  ok = DescendBatch(pool, args, nullptr, max_depth, make_select,
+                    node_out->typed_data(), action_out->typed_data(),
+                    child_out->typed_data());
+#endif
   if (!ok) {
     return ffi::Error::Internal(
         "root action outside [0, A), or root visits outside the table");
