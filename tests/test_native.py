@@ -352,12 +352,16 @@ def _assert_bit_identical(fast, ref):
 # (batch, num_simulations, num_actions, max_depth, discount)
 # 64 actions: XLA sums the rows in two windows of 32 (`XlaRowSum`), and the
 # kernel's loops run in vector lanes; 40: windows padded on both sides.
+# From 16 examples and 16 to 64 actions, with AVX-512, the interior
+# selections run in vector lanes (`GumbelLanes` in tree_kernels.cc).
 GUMBEL_CASES = [
     (16, 24, 9, None, 0.95),
     (8, 17, 16, 4, -1.0),
     (32, 40, 5, None, -1.0),
     (8, 20, 64, None, 0.95),
     (8, 16, 40, 3, -1.0),
+    (32, 24, 64, None, 0.95),
+    (16, 20, 40, 3, -1.0),
 ]
 
 
@@ -384,6 +388,25 @@ def test_native_gumbel_matches_mctx(case):
       assert "mctx_planner_gumbel_descend" in text
     _assert_bit_identical(fast(params, key, root, invalid),
                           ref(params, key, root, invalid))
+
+
+def test_native_gumbel_with_values_not_finite():
+  """NaN and infinite values, rewards and priors: the vector lanes hand such
+  nodes to the scalar code, which rounds them as XLA does."""
+  _require_kernels()
+  batch, sims, num_actions = 16, 24, 20
+  wild = [jax.jit(lambda p, k, r, i, policy=policy: policy(  # pylint: disable=g-long-lambda
+      p, k, r, _wild_recurrent_fn, sims, invalid_actions=i))
+          for policy in (_fast_search.gumbel_muzero_policy,
+                         mctx.gumbel_muzero_policy)]
+  params = golden._params(num_actions, 0.95)  # pylint: disable=protected-access
+  root = golden._root(batch, num_actions, 0)  # pylint: disable=protected-access
+  invalid = golden._invalid(batch, num_actions, 0)  # pylint: disable=protected-access
+  assert "mctx_planner_gumbel_descend" in wild[0].lower(
+      params, jax.random.PRNGKey(1), root, invalid).as_text()
+  out = [fn(params, jax.random.PRNGKey(1), root, invalid) for fn in wild]
+  assert not np.isfinite(np.asarray(out[1].search_tree.node_values)).all()
+  _assert_bit_identical(*out)
 
 
 def test_native_gumbel_cache_with_a_stochastic_model_at_the_depth_limit():
