@@ -994,16 +994,15 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     if gumbel_descent:
       store = store._replace(prior_cache=zeros(store.edges.shape[:3],
                                                jnp.float32))
-    # The expansion builds the new node's row and tells its parent's row the
-    # new child (unmasked rows, up to 64 actions: `_native.expand_backup`).
-    select_rows = (native and native_descent and not masked and
-                   _SELECT_CACHE_MIN_ACTIONS <= root.prior_logits.shape[-1]
-                   <= 64)
     if (native_descent and
         root.prior_logits.shape[-1] >= _SELECT_CACHE_MIN_ACTIONS):
       store = store._replace(select_cache=zeros(
           _native.select_cache_shape(store.edges.shape, masked=masked),
           jnp.uint32))
+    # The expansion builds the new node's row and tells its parent's row the
+    # new child (unmasked rows, up to 64 actions: `_native.expand_backup`).
+    select_rows = (store.select_cache is not None and not masked and
+                   root.prior_logits.shape[-1] <= 64)
     _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     # The caches are internal (and CPU-only: every platform's branch returns
     # the same structure, a `Tree`).

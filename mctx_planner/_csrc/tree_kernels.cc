@@ -1473,13 +1473,11 @@ inline bool LanesEnabled() {
 constexpr int64_t kLanesMin = 16;
 
 // Whether `DescendLanes` can run on this store: at most 64 actions (two
-// words of visited bits and a row of 16 words with the slots), and every
-// edge field addressable by a 32-bit gather index.
+// words of visited bits; MuZero's unmasked rows are then 16 words, with the
+// slots), and every edge field addressable by a 32-bit gather index.
 inline bool LanesFit(int64_t batch, int64_t num_nodes, int32_t num_actions) {
-  return num_actions <= 64 &&
-         batch * num_nodes * num_actions * kEdgeFields <
-             std::numeric_limits<int32_t>::max() &&
-         CacheLayout<false>::Words(num_actions) == 16;
+  return num_actions <= 64 && batch * num_nodes * num_actions * kEdgeFields <
+                                  std::numeric_limits<int32_t>::max();
 }
 
 inline __mmask16 FiniteMask(__m512 x) {
@@ -1509,12 +1507,12 @@ struct LaneState {
 // statistics it goes on to, not a row, statistics and edges; the scalar
 // code's branches (how many visited children, which candidate wins) become
 // masks.  A lane that cannot decide there is scored by `select` itself, the
-// scalar code, which then rewrites the row's slots: a row not built, slots that do not match
-// the visited children (more than two, or one not expanded when they were
-// written), a node on the depth limit's last level (its children's rewards
-// can be rewritten there), a tie or the 1e-7 margin, a value that is not
-// finite, a visit count outside the table.  Roots are always scalar.
-
+// scalar code, which then rewrites the row's slots: a row not built, slots
+// that do not match the visited children (more than two, or one not
+// expanded when they were written), a node on the depth limit's last level
+// (its children's rewards can be rewritten there), a tie or the 1e-7
+// margin, a value that is not finite, a visit count outside the table.
+// Roots are always scalar.
 class PuctLanes {
  public:
   PuctLanes(const PuctSelector<true>& select, int32_t num_actions,
@@ -1704,13 +1702,11 @@ class PuctLanes {
     return decided;
   }
 
-  // A decided lane's action: an unvisited child is counted visited, as the
-  // scalar code does, and its child read from the edge.
-  void Chosen(int64_t at, int32_t action, int32_t* child) const {
-    if (*child >= 0) return;
+  // A decided lane whose child no slot named (an unvisited one): counted
+  // visited, as the scalar code does.
+  void Chosen(int64_t at, int32_t action) const {
     CacheVisit<false>(e_ + at * num_actions_ * kEdgeFields, num_actions_,
                       action, cache_ + at * cache_words_);
-    *child = e_[(at * num_actions_ + action) * kEdgeFields + kChild] - 1;
   }
 
   // After the scalar code scored a lane: its row's slots.
@@ -1866,10 +1862,7 @@ class GumbelLanes {
     return decided;
   }
 
-  // A decided lane's child, from its edge.
-  void Chosen(int64_t at, int32_t action, int32_t* child) const {
-    *child = e_[(at * num_actions_ + action) * kEdgeFields + kChild] - 1;
-  }
+  void Chosen(int64_t, int32_t) const {}
   void Scalar(const Path&, int64_t) const {}
 
  private:
@@ -1978,8 +1971,10 @@ class GumbelLanes {
 };
 
 // The descent of examples `[begin, end)` in 16 vector lanes: `vec.Decide`
-// picks the actions of the lanes it can (`PuctLanes`, `GumbelLanes`), the
-// scalar `select` those of the others and every root.  The 16 lanes advance
+// picks the actions of the lanes it can (`PuctLanes`, `GumbelLanes`), with
+// their children where it knows them (else -1: the edge is read, after
+// `vec.Chosen`), the scalar `select` those of the others and every root
+// (then `vec.Scalar`).  The 16 lanes advance
 // together, one level per turn, each prefetching the row and statistics of
 // its next node.  A lane whose path ends takes the range's next example;
 // once none is left, a turn with at most `kScalarBelow` lanes runs the
@@ -2063,7 +2058,10 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
       if ((decided >> l) & 1u) {
         q.action = chosen[l];
         child = chosen_child[l];
-        vec.Chosen(at, q.action, &child);
+        if (child < 0) {
+          vec.Chosen(at, q.action);
+          child = edge_child(at, q.action);
+        }
       } else {
         q.action = select(q, g.b[l], at);
         if (q.action < 0) return false;
@@ -2236,6 +2234,31 @@ bool DescendBatch(ffi::ThreadPool& pool, const DescentArgs& args,
              : ParallelFor(pool, args.batch, kChunk, range);
 }
 
+#ifdef MCTX_PLANNER_LANES
+// `DescendLanes` over the whole batch, with a selector from `make_select()`
+// and its vector step from `make_lanes(select)` per range: below
+// `kParallelMin` examples split as `DescendBatch` splits them, else one
+// range per thread (the lanes refill from their range).
+template <typename MakeSelect, typename MakeLanes>
+bool DescendBatchLanes(ffi::ThreadPool& pool, const DescentArgs& args,
+                       const uint32_t* keys, int32_t max_depth,
+                       MakeSelect make_select, MakeLanes make_lanes,
+                       int32_t* node_o, int32_t* action_o, int32_t* child_o) {
+  auto range = [=](int64_t begin, int64_t end) {
+    auto select = make_select();
+    const auto lanes = make_lanes(select);
+    return DescendLanes(begin, end, args.num_nodes, args.num_actions, args.e,
+                        keys, max_depth, select, lanes, node_o, action_o,
+                        child_o);
+  };
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  return args.batch < kParallelMin
+             ? AdaptiveFor(pool, args.batch, range)
+             : ParallelFor(pool, args.batch,
+                           (args.batch + threads - 1) / threads, range);
+}
+#endif
+
 // `legal`: the nodes' legal-move masks `[B, N, A]` (the planner's
 // `_legal_qtransform`: illegal children score `masked_score`), or empty.
 ffi::Error MuzeroDescend(ffi::ThreadPool& pool,
@@ -2287,28 +2310,18 @@ ffi::Error MuzeroDescend(ffi::ThreadPool& pool,
 #ifdef MCTX_PLANNER_LANES
     if (LanesEnabled() && args.batch >= kLanesMin &&
         LanesFit(args.batch, args.num_nodes, args.num_actions)) {
-      const uint32_t* k = keys.typed_data();
-      const auto range = [&](int64_t b, int64_t e) {
-        auto select = make_select();
-        const PuctLanes lanes(select, args.num_actions, args.e, args.st,
-                              max_depth);
-        return DescendLanes(b, e, args.num_nodes, args.num_actions, args.e, k,
-                            max_depth, select, lanes, node_o, action_o,
-                            child_o);
-      };
-      // Large batches: one range per thread (the lanes refill from their
-      // range); small ones as the scalar descent splits them.
-      const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-      ok = args.batch < kParallelMin
-               ? AdaptiveFor(pool, args.batch, range)
-               : ParallelFor(pool, args.batch,
-                             (args.batch + threads - 1) / threads, range);
-    } else {
+      ok = DescendBatchLanes(
+          pool, args, keys.typed_data(), max_depth, make_select,
+          [=](const PuctSelector<true>& select) {
+            return PuctLanes(select, args.num_actions, args.e, args.st,
+                             max_depth);
+          },
+          node_o, action_o, child_o);
+    } else
+#endif
+    {
       ok = descend(make_select);
     }
-#else
-    ok = descend(make_select);
-#endif
   } else {
     ok = descend([=] {
       return PuctSelector<true, true>(args.num_actions, args.e, args.st, inv,
@@ -2420,30 +2433,20 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
   if (LanesEnabled() && cache != nullptr && args.legal == nullptr &&
       num_actions >= kShortRow && batch >= kLanesMin &&
       LanesFit(batch, args.num_nodes, num_actions)) {
-    int32_t* node_o = node_out->typed_data();
-    int32_t* action_o = action_out->typed_data();
-    int32_t* child_o = child_out->typed_data();
-    const auto range = [&](int64_t b, int64_t e) {
-      auto select = make_select();
-      const GumbelLanes lanes(num_actions, args.e, args.st, cache, mix);
-      return DescendLanes(b, e, args.num_nodes, num_actions, args.e, nullptr,
-                          max_depth, select, lanes, node_o, action_o,
-                          child_o);
-    };
-    const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-    ok = batch < kParallelMin
-             ? AdaptiveFor(pool, batch, range)
-             : ParallelFor(pool, batch, (batch + threads - 1) / threads, range);
-  } else {
+    ok = DescendBatchLanes(
+        pool, args, nullptr, max_depth, make_select,
+        [=](const GumbelSelector&) {
+          return GumbelLanes(num_actions, args.e, args.st, cache, mix);
+        },
+        node_out->typed_data(), action_out->typed_data(),
+        child_out->typed_data());
+  } else
+#endif
+  {
     ok = DescendBatch(pool, args, nullptr, max_depth, make_select,
                       node_out->typed_data(), action_out->typed_data(),
                       child_out->typed_data());
   }
-#else
-  ok = DescendBatch(pool, args, nullptr, max_depth, make_select,
-                    node_out->typed_data(), action_out->typed_data(),
-                    child_out->typed_data());
-#endif
   if (!ok) {
     return ffi::Error::Internal(
         "root action outside [0, A), or root visits outside the table");
