@@ -2522,18 +2522,35 @@ ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
 
 // mctx's backward pass from `leaf[b]` to the root, for examples
 // `[begin, end)` (see ExpandBackupImpl).  As in the descent, `kGroup`
-// paths go up in turns, each prefetching the rows of its next step.
+// paths go up in turns.  A path reads its node's link one turn before it
+// updates the parent, so that everything a turn reads or writes (the
+// parent's statistics, its edge to the node, the parent's own link) was
+// prefetched a whole turn earlier; reading the link and updating the
+// parent in the same turn waited on the parent's lines (MuZero, 64
+// actions, B = 256, S = 256: 33 to 36 ms of expansion and backup against
+// 39).  The leaf's link, just written by the expansion, is read when the
+// group starts, so no path takes an extra turn.
 void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
                  int64_t num_actions, int32_t* st, int32_t* e,
                  const int32_t* ln, const int32_t* lf) {
   constexpr int kGroup = 16;
   struct Path {
-    int32_t node, node_visit;
-    float value, node_value;
+    int32_t node, node_visit, parent, action;
+    float value, node_value, reward, discount;
   };
-  auto prefetch = [&](int64_t b, int32_t node) {
-    const int32_t* link = ln + (b * num_nodes + node) * kLinkFields;
-    __builtin_prefetch(link);
+  // Reads node `q.node`'s link into `q` and prefetches what the next turn
+  // reads and writes: the parent's statistics, its edge to the node and the
+  // parent's own link.
+  auto up = [&](int64_t b, Path& q) {
+    const int32_t* link = ln + (b * num_nodes + q.node) * kLinkFields;
+    q.parent = link[kLParent] - 1;
+    q.action = link[kLAction] - 1;
+    q.reward = AsFloat(link[kLReward]);
+    q.discount = AsFloat(link[kLDiscount]);
+    const int64_t at = b * num_nodes + q.parent;
+    __builtin_prefetch(st + at * kStatFields, 1);
+    __builtin_prefetch(e + (at * num_actions + q.action) * kEdgeFields, 1);
+    __builtin_prefetch(ln + at * kLinkFields);
   };
   for (int64_t b0 = begin; b0 < end; b0 += kGroup) {
     const int group = static_cast<int>(std::min<int64_t>(end - b0, kGroup));
@@ -2544,10 +2561,13 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
       const int32_t node = lf[b];
       const int32_t* leaf_stat = st + (b * num_nodes + node) * kStatFields;
       const float value = AsFloat(leaf_stat[kSValue]);
-      path[i] = Path{node, leaf_stat[kSVisits], value, value};
+      Path& q = path[i];
+      q.node = node;
+      q.node_visit = leaf_stat[kSVisits];
+      q.value = q.node_value = value;
       if (node != 0) {
         ++remaining;
-        prefetch(b, node);
+        up(b, q);
       }
     }
     while (remaining > 0) {
@@ -2555,19 +2575,16 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
         Path& q = path[i];
         if (q.node == 0) continue;
         const int64_t b = b0 + i;
-        const int32_t* link = ln + (b * num_nodes + q.node) * kLinkFields;
-        const int32_t parent = link[kLParent] - 1;
-        const int32_t action = link[kLAction] - 1;
+        const int32_t parent = q.parent;
         int32_t* parent_stat = st + (b * num_nodes + parent) * kStatFields;
         const int32_t count = parent_stat[kSVisits];
-        const float new_value = MulAdd(AsFloat(link[kLDiscount]), q.value,
-                                       AsFloat(link[kLReward]));
+        const float new_value = MulAdd(q.discount, q.value, q.reward);
         const float parent_value =
             MulAdd(AsFloat(parent_stat[kSValue]), static_cast<float>(count),
                    new_value) / (static_cast<float>(count) + 1.0f);
         parent_stat[kSVisits] = count + 1;
         parent_stat[kSValue] = AsBits(parent_value);
-        int32_t* edge = e + ((b * num_nodes + parent) * num_actions + action) *
+        int32_t* edge = e + ((b * num_nodes + parent) * num_actions + q.action) *
                                 kEdgeFields;
         edge[kValue] = AsBits(q.node_value);
         edge[kVisits] = q.node_visit;
@@ -2578,8 +2595,7 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
         if (parent == 0) {
           --remaining;
         } else {
-          prefetch(b, parent);
-          __builtin_prefetch(st + (b * num_nodes + parent) * kStatFields);
+          up(b, q);
         }
       }
     }
