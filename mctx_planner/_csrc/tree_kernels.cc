@@ -1515,6 +1515,21 @@ inline void Transpose16(__m512i r[16]) {
   }
 }
 
+// Words `[w, w + 16)` of 16 rows, row `l` at `p + at[l] * stride`,
+// transposed into `out` (`out[i]`: word `w + i` of every row); words from
+// `limit` on are not read (zeros).
+inline void LoadTransposed(const int32_t* p, const int32_t* at, int64_t stride,
+                           int32_t w, int32_t limit, __m512i out[16]) {
+  const int32_t count = std::min(16, limit - w);
+  const __mmask16 mask =
+      count >= 16 ? static_cast<__mmask16>(0xFFFF)
+                  : static_cast<__mmask16>((1u << count) - 1u);
+  for (int l = 0; l < 16; ++l) {
+    out[l] = _mm512_maskz_loadu_epi32(mask, p + at[l] * stride + w);
+  }
+  Transpose16(out);
+}
+
 // The state of 16 lanes of `DescendLanes`: each lane's path, example and
 // node.
 struct LaneState {
@@ -1774,7 +1789,10 @@ class PuctLanes {
 // sums, its `exp`, the same fused multiply-adds), so the same roundings.
 // The scalar code does the rows in vector lanes already, but its sums are
 // chains of dependent adds (32 long with 64 actions); across 16 nodes the
-// chains run side by side.  A lane whose node has no prior probabilities
+// chains run side by side.  The 16 nodes' records and prior rows are loaded
+// whole, 16 words at a time, and transposed (`LoadTransposed`) rather than
+// gathered a word at a time (64 actions, B = 256, S = 128 on an AMD EPYC:
+// descent 22 to 23 ms against 27 to 31).  A lane whose node has no prior probabilities
 // yet (its first visit), or where a NaN shows up, is scored by the scalar
 // code.
 class GumbelLanes {
@@ -1802,20 +1820,39 @@ class GumbelLanes {
     __m512i* visits = reinterpret_cast<__m512i*>(q + n);
     __m512* probs = q + 2 * n;
     __m512* work = q + 3 * n;
-    const __m512i record = _mm512_mullo_epi32(at, _mm512_set1_epi32(n * kEdgeFields));
+    // The 16 nodes' records and prior rows, loaded whole and transposed 16
+    // words at a time (`LoadTransposed`; every lane's `at` names a node of
+    // the store, and lanes outside `m` are never decided), not gathered
+    // word by word.  The edges' discount and value wait in `probs` and
+    // `work` until the reward comes.
+    __m512i block[16];
+    __m512* discount = work;
+    __m512* edge_value = probs;
+    const int32_t words = n * kEdgeFields;
+    for (int32_t w = 0; w < words; w += 16) {
+      LoadTransposed(e_, g.at, words, w, words, block);
+      for (int32_t i = 0; i < 16 && w + i < words; ++i) {
+        const int32_t a = (w + i) / kEdgeFields;
+        const __m512i x = block[i];
+        switch ((w + i) % kEdgeFields) {
+          case kLogit: logit[a] = _mm512_castsi512_ps(x); break;
+          case kVisits: visits[a] = x; break;
+          case kValue: edge_value[a] = _mm512_castsi512_ps(x); break;
+          case kDiscount: discount[a] = _mm512_castsi512_ps(x); break;
+          case kReward: q[a] = _mm512_castsi512_ps(x); break;
+          default: break;
+        }
+      }
+    }
     for (int32_t a = 0; a < n; ++a) {
-      const __m512i f = _mm512_add_epi32(record, _mm512_set1_epi32(a * kEdgeFields));
-      auto field = [&](int32_t i) {
-        return _mm512_mask_i32gather_epi32(
-            zero, m, _mm512_add_epi32(f, _mm512_set1_epi32(i)), e_, 4);
-      };
-      logit[a] = _mm512_castsi512_ps(field(kLogit));
-      visits[a] = field(kVisits);
-      q[a] = _mm512_fmadd_ps(_mm512_castsi512_ps(field(kDiscount)),
-                             _mm512_castsi512_ps(field(kValue)),
-                             _mm512_castsi512_ps(field(kReward)));
-      probs[a] = _mm512_mask_i32gather_ps(
-          fzero, m, _mm512_add_epi32(probs_at, _mm512_set1_epi32(a)), cache_, 4);
+      q[a] = _mm512_fmadd_ps(discount[a], edge_value[a], q[a]);
+    }
+    const int32_t* cache_words = reinterpret_cast<const int32_t*>(cache_);
+    for (int32_t w = 0; w < n; w += 16) {
+      LoadTransposed(cache_words, g.at, n, w, n, block);
+      for (int32_t i = 0; i < 16 && w + i < n; ++i) {
+        probs[w + i] = _mm512_castsi512_ps(block[i]);
+      }
     }
     const __m512 raw = _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
         zero, m,
