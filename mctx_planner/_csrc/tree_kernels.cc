@@ -1792,9 +1792,9 @@ class PuctLanes {
 // chains run side by side.  The 16 nodes' records and prior rows are loaded
 // whole, 16 words at a time, and transposed (`LoadTransposed`) rather than
 // gathered a word at a time (64 actions, B = 256, S = 128 on an AMD EPYC:
-// descent 22 to 23 ms against 27 to 31).  A lane whose node has no prior probabilities
-// yet (its first visit), or where a NaN shows up, is scored by the scalar
-// code.
+// descent 22 to 23 ms against 27 to 31).  A lane whose node has no prior
+// probabilities yet (its first visit), or where a NaN shows up, is scored
+// by the scalar code.
 class GumbelLanes {
  public:
   GumbelLanes(int32_t num_actions, const int32_t* e, const int32_t* st,
