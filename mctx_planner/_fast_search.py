@@ -469,6 +469,21 @@ def _split_raw(key, num: int, offset=0):
   return jnp.stack([bits1, bits2], axis=-1)
 
 
+def _split_key(key, num: int):
+  """`jax.random.split(key, num)` for one key, typed or raw, with the same
+  bits and key type; by our fused threefry where it applies.  JAX's is a
+  rolled loop of small XLA kernels on CPU: in the simulation loop it took 7
+  of the 34 kernels per simulation, and MuZero with 64 actions at B = 64,
+  S = 64 was 1.05x faster without it (other cells 1.00x to 1.01x)."""
+  raw = _as_raw_keys(key)
+  if raw is None or raw.shape != (2,):
+    return jax.random.split(key, num)
+  keys = _split_raw(raw, num)
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(keys, impl=jax.random.key_impl(key))
+  return keys
+
+
 def _uniform01(key, shape):
   """`jax.random.uniform(key, shape)` (float32 in [0, 1))."""
   dtype = jnp.asarray(0.).dtype
@@ -950,7 +965,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     # bodies by function, which would hand one platform's layouts to both.
     def one_simulation(sim, state):
       rng_key, store = state
-      rng_key, simulate_key, expand_key = jax.random.split(rng_key, 3)
+      rng_key, simulate_key, expand_key = _split_key(rng_key, 3)
       simulate_keys = _split_batch(simulate_key, full_batch, offset,
                                    batch_size)
       if native_descent:
