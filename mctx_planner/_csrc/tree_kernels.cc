@@ -1314,6 +1314,7 @@ class PuctSelector {
   void Prefetch(int64_t at, bool root) {
     if (!kCached || root) {
       PrefetchRecord(e_, st_, num_actions_, at);
+      if (kCached) __builtin_prefetch(cache_ + at * cache_words_);
       return;
     }
     __builtin_prefetch(st_ + at * kStatFields);
@@ -1347,8 +1348,10 @@ class PuctSelector {
     const int32_t* rec = e_ + at * num_actions_ * kEdgeFields;
     const float node_value = AsFloat(st_[at * kStatFields + kSValue]);
     if (!kCached) return FullSelect(q, b, at, rec, node_value, sc_[visits]);
-    // Below the root (whose invalid actions the cache does not know).
-    uint32_t* c = q.depth > 0 ? cache_ + at * cache_words_ : nullptr;
+    // Below the root, and at a root without invalid actions (the cache
+    // does not know them).
+    uint32_t* c =
+        q.depth > 0 || RootCached(b) ? cache_ + at * cache_words_ : nullptr;
     if (c != nullptr) {
       const int32_t action = CachedPuctSelect<kMasked>(
           rec, c, num_actions_, node_value, sc_[visits], masked_score_);
@@ -1368,6 +1371,15 @@ class PuctSelector {
       }
     }
     return action;
+  }
+
+  // Whether example `b`'s root is scored from its cache row too: without
+  // masks, where none of its actions is invalid (mctx masks them at the
+  // root only; with none, the root's scores are those of any other node).
+  bool RootCached(int64_t b) const {
+    if (!kCached || kMasked) return false;
+    return inv_ == nullptr ||
+           std::memchr(inv_ + b * num_actions_, 1, num_actions_) == nullptr;
   }
 
   // For `DescendLanes`.
@@ -1560,12 +1572,16 @@ struct LaneState {
 // expanded when they were written), a node on the depth limit's last level
 // (its children's rewards can be rewritten there), a tie or the 1e-7
 // margin, a value that is not finite, a visit count outside the table.
-// Roots are always scalar.
+// Roots go through the lanes too where none of their actions is invalid
+// (`PuctSelector::RootCached`: the rows do not know mctx's root mask);
+// the others are scalar.  (Scalar roots, each reading its 24-line record
+// every simulation, had taken 40% of the descent at B = 256, S = 64.)
 class PuctLanes {
  public:
   PuctLanes(const PuctSelector<true>& select, int32_t num_actions,
             const int32_t* e, const int32_t* st, int32_t max_depth)
-      : num_actions_(num_actions), e_(e), st_(st), max_depth_(max_depth),
+      : select_(&select), num_actions_(num_actions), e_(e), st_(st),
+        max_depth_(max_depth),
         cache_(select.cache()), cache_words_(select.cache_words()),
         sc_(select.scale_table()),
         table_(static_cast<int32_t>(std::min<int64_t>(
@@ -1574,6 +1590,9 @@ class PuctLanes {
   // Words per row (`CacheLayout<false>::Words` up to 64 actions, as
   // `LanesFit` requires): one cache line.
   static constexpr int kRowWords = 16;
+  // Roots go through `Decide` too (those with invalid actions are left to
+  // the scalar code).
+  static constexpr bool kRoots = true;
 
   // The lanes of `active` that the vectors decide; their actions go to
   // `chosen`, and the chosen child to `chosen_child` where a slot names it
@@ -1591,11 +1610,16 @@ class PuctLanes {
     const __m512i one = _mm512_set1_epi32(1);
     const __m512 minus_inf =
         _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    // Lanes below the depth limit's last level.
+    // Lanes below the depth limit's last level, roots only where the cache
+    // scores them (`PuctSelector::RootCached`).
     uint32_t open = 0;
     for (uint32_t m = active; m; m &= m - 1) {
       const int l = __builtin_ctz(m);
-      open |= g.path[l].depth + 1 < max_depth ? 1u << l : 0u;
+      const int32_t depth = g.path[l].depth;
+      open |= depth + 1 < max_depth &&
+                      (depth > 0 || select_->RootCached(g.b[l]))
+                  ? 1u << l
+                  : 0u;
     }
     const __mmask16 m = static_cast<__mmask16>(open);
     const __m512i at = _mm512_load_si512(g.at);
@@ -1772,6 +1796,7 @@ class PuctLanes {
   }
 
  private:
+  const PuctSelector<true>* select_;
   const int32_t num_actions_;
   const int32_t* e_;
   const int32_t* st_;
@@ -1797,6 +1822,9 @@ class PuctLanes {
 // by the scalar code.
 class GumbelLanes {
  public:
+  // Roots are the scalar code's (Sequential Halving's action is given).
+  static constexpr bool kRoots = false;
+
   GumbelLanes(int32_t num_actions, const int32_t* e, const int32_t* st,
               const float* cache, const MixValue& mix)
       : num_actions_(num_actions), e_(e), st_(st), cache_(cache), mix_(mix),
@@ -2105,6 +2133,13 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
                               true};
       g.b[l] = b;
       g.base[l] = static_cast<int32_t>(b * num_nodes);
+      if constexpr (Vector::kRoots) {
+        // The root is the lane's first node: `Decide`'s or the scalar
+        // code's next turn.
+        g.at[l] = g.base[l];
+        g.active |= 1u << l;
+        return true;
+      }
       q.action = select(q, b, b * num_nodes);
       if (q.action < 0) return false;
       if (advance(l, edge_child(b * num_nodes, q.action))) {
