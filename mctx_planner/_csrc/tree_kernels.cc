@@ -1645,7 +1645,8 @@ class PuctLanes {
     // waiting on the masks of the one before.
     __m512i word[kRowWords];
     for (int l = 0; l < LaneState::kLanes; ++l) {
-      word[l] = _mm512_loadu_si512(cache + static_cast<int64_t>(g.at[l]) * kRowWords);
+      word[l] = _mm512_loadu_si512(
+          cache + static_cast<int64_t>(g.at[l]) * kRowWords);
     }
     Transpose16(word);
     auto row_word = [&](int32_t i) { return word[i]; };
@@ -2695,8 +2696,9 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
                    new_value) / (static_cast<float>(count) + 1.0f);
         parent_stat[kSVisits] = count + 1;
         parent_stat[kSValue] = AsBits(parent_value);
-        int32_t* edge = e + ((b * num_nodes + parent) * num_actions + q.action) *
-                                kEdgeFields;
+        int32_t* edge =
+            e + ((b * num_nodes + parent) * num_actions + q.action) *
+                    kEdgeFields;
         edge[kValue] = AsBits(q.node_value);
         edge[kVisits] = q.node_visit;
         q.value = new_value;
