@@ -1384,7 +1384,6 @@ class PuctSelector {
 
   // For `DescendLanes`.
   uint32_t* cache() const { return cache_; }
-  int32_t cache_words() const { return cache_words_; }
   const float* scale_table() const { return sc_; }
   int64_t table() const { return table_; }
 
@@ -1434,6 +1433,10 @@ struct LaneSlots {
   // Word 7: the slots' actions plus one, the first in the low 16 bits (0: an
   // empty slot); then per slot: node, prior, reward, discount.
   static constexpr int32_t kActions = 7, kFirst = 8, kWords = 4;
+  // Words in the whole row (`CacheLayout<false>::Words` up to 64 actions):
+  // one cache line.
+  static constexpr int32_t kRowWords = 16;
+  static_assert(kFirst + 2 * kWords == kRowWords, "two slots end the row");
   enum { kSlotNode = 0, kSlotPrior = 1, kSlotReward = 2, kSlotDiscount = 3 };
 
   // Writes the slots of a ready row `c` from the node's record `rec`: a
@@ -1582,14 +1585,13 @@ class PuctLanes {
             const int32_t* e, const int32_t* st, int32_t max_depth)
       : select_(&select), num_actions_(num_actions), e_(e), st_(st),
         max_depth_(max_depth),
-        cache_(select.cache()), cache_words_(select.cache_words()),
+        cache_(select.cache()),
         sc_(select.scale_table()),
         table_(static_cast<int32_t>(std::min<int64_t>(
             select.table(), std::numeric_limits<int32_t>::max()))) {}
 
-  // Words per row (`CacheLayout<false>::Words` up to 64 actions, as
-  // `LanesFit` requires): one cache line.
-  static constexpr int kRowWords = 16;
+  // Words per row (up to 64 actions, as `LanesFit` requires).
+  static constexpr int kRowWords = LaneSlots::kRowWords;
   // Roots go through `Decide` too (those with invalid actions are left to
   // the scalar code).
   static constexpr bool kRoots = true;
@@ -1785,14 +1787,14 @@ class PuctLanes {
   // visited, as the scalar code does.
   void Chosen(int64_t at, int32_t action) const {
     CacheVisit<false>(e_ + at * num_actions_ * kEdgeFields, num_actions_,
-                      action, cache_ + at * cache_words_);
+                      action, cache_ + at * kRowWords);
   }
 
   // After the scalar code scored a lane: its row's slots.
   void Scalar(const Path& q, int64_t at) const {
     if (q.depth + 1 < max_depth_) {
       LaneSlots::Fill(e_ + at * num_actions_ * kEdgeFields, num_actions_,
-                      cache_ + at * cache_words_);
+                      cache_ + at * kRowWords);
     }
   }
 
@@ -1803,7 +1805,6 @@ class PuctLanes {
   const int32_t* st_;
   const int32_t max_depth_;
   uint32_t* cache_;
-  const int32_t cache_words_;
   const float* sc_;
   const int32_t table_;
 };
@@ -2763,7 +2764,7 @@ ffi::Error ExpandBackup(ffi::ThreadPool& pool,
   int32_t* e = InPlace(edges_in, edges_out);
   int32_t* ln = InPlace(links_in, links_out);
   uint32_t* rows = nullptr;
-  constexpr int64_t kRowWords = 16;
+  constexpr int64_t kRowWords = LaneSlots::kRowWords;
   if (rows_in != nullptr) {
     if (num_actions > 64 || CacheLayout<false>::Words(num_actions) != kRowWords ||
         rows_in->element_count() != batch * num_nodes * kRowWords) {
