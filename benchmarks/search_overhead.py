@@ -12,6 +12,8 @@ reproduces raw mctx's outputs bit for bit.
       --hidden 64 256 --actions 9 64 --batch 64 256 1024 --sims 64 128 256
 
 Ratios are "search time / network-only time", measured in the same process.
+Freed memory is kept mapped first (`mctx_planner.retain_freed_memory`, as
+the `mctx-planner` command does; `--no-retain-memory` leaves malloc alone).
 """
 
 import argparse
@@ -31,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from mctx_planner import _cpu_tasks  # pylint: disable=g-import-not-at-top
 from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
+from mctx_planner import retain_freed_memory  # pylint: disable=g-import-not-at-top
 from mctx_planner import single_task_compile  # pylint: disable=g-import-not-at-top
 
 EMBED = 32
@@ -312,7 +315,13 @@ def main():
   p.add_argument("--backend", default="fast",
                  help="name used in the default output file")
   p.add_argument("--out", default=None)
+  p.add_argument("--no-retain-memory", action="store_true",
+                 help="leave glibc's malloc as it is (by default freed memory "
+                 "is kept mapped: mctx_planner.retain_freed_memory)")
   args = p.parse_args()
+  malloc = ("left as it is" if args.no_retain_memory
+            else retain_freed_memory())
+  print("retain_freed_memory:", malloc, flush=True)
   if args.quick:
     args.hidden, args.actions, args.batch, args.sims = [64, 256], [9], [
         64, 256], [64]
@@ -334,7 +343,8 @@ def main():
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:
     json.dump(dict(device=str(jax.devices()[0]), jax=jax.__version__,
-                   mctx=mctx.__version__, results=results), f, indent=1)
+                   mctx=mctx.__version__, retain_freed_memory=malloc,
+                   results=results), f, indent=1)
   print()
   print(markdown(results))
   print("\nwritten to", out)

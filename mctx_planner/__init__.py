@@ -7,6 +7,7 @@ on-device self-play training loop. See README.md and docs/.
 
 from mctx_planner import domains
 from mctx_planner._cpu_tasks import single_task_compile
+from mctx_planner._memory import retain_freed_memory
 from mctx_planner.config import TrainConfig, apply_overrides, preset
 from mctx_planner.domains import (Domain, StochasticDomain, Symmetry, make as make_domain,
                                   select_state)
@@ -98,6 +99,7 @@ __all__ = (
     "principal_line",
     "pure_search_player",
     "random_player",
+    "retain_freed_memory",
     "rollout",
     "search_config",
     "search_player",
