@@ -105,11 +105,11 @@ def main():
   p.add_argument("--top", type=int, default=0,
                  help="also list the N kernels that took the most time, "
                       "with their phase")
-  p.add_argument("--no-retain-memory", action="store_true",
-                 help="leave glibc's malloc as it is (by default freed memory "
-                      "is kept mapped, as search_overhead.py does)")
+  p.add_argument("--retain-memory", action="store_true",
+                 help="first keep freed memory mapped "
+                      "(mctx_planner.retain_freed_memory)")
   args = p.parse_args()
-  if not args.no_retain_memory:
+  if args.retain_memory:
     print("retain_freed_memory:", so.retain_freed_memory(), flush=True)
 
   params, root, _ = so.make_inputs(args.hidden, args.actions, args.batch)

@@ -75,9 +75,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "backends; preset tictactoe/gumbel_alphazero, 3 timed rounds")
     p.add_argument("--platforms", nargs="+", default=None,
                    help="JAX platforms (default: JAX's default backend and cpu)")
-    p.add_argument("--no-retain-memory", action="store_true",
-                   help="leave glibc's malloc as it is (by default, run as a script, "
-                   "freed memory is kept mapped: mctx_planner.retain_freed_memory)")
+    p.add_argument("--retain-memory", action="store_true",
+                   help="first keep freed memory mapped "
+                   "(mctx_planner.retain_freed_memory): big searches skip page "
+                   "faults, small programs and compiling run slower")
     p.add_argument("--only", choices=("search", "train"), default=None,
                    help="run one part only (default both)")
     p.add_argument("--out-dir", default=None,
@@ -340,9 +341,7 @@ def merge(args) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if argv is None and not args.no_retain_memory:
-        # Run as a script (not from a test's process): keep freed memory
-        # mapped, as the `mctx-planner` command does.
+    if args.retain_memory:
         from mctx_planner import retain_freed_memory  # pylint: disable=g-import-not-at-top
         print("retain_freed_memory:", retain_freed_memory(), flush=True)
     if not args.markdown_only:

@@ -13,13 +13,23 @@ microsecond; a search at B = 256, S = 256 took 15,000 of them.
 allocation: one arena for all threads (``M_ARENA_MAX`` = 1), never ``mmap``
 (``M_MMAP_MAX`` = 0) and never give the top of the heap back
 (``M_TRIM_THRESHOLD`` at its maximum). After the first run the program's
-buffers come from pages already mapped: the same search then faults about
-200 times, and runs 1.05x to 1.13x faster (docs/benchmarks.md, "Freed memory
-kept"). The cost: the process keeps its peak heap until it exits, and all
-threads share one malloc arena.
+buffers come from pages already mapped: that search then faults about 200
+times.
 
-These are process settings, not the library's: nothing calls this for you
-but the ``mctx-planner`` command and the benchmark scripts. Setting
+It is a trade-off, so nothing in the library calls it for you
+(docs/benchmarks.md, "Freed memory kept"; AMD EPYC, 2 cores):
+
+* big searches gain: with 64 actions and the hidden-256 MLP, across B in
+  {64, 256, 1024} and S in {64, 128, 256}, MuZero's 1.04x to 1.21x faster
+  and Gumbel MuZero's 0.98x to 1.17x;
+* small programs lose a little: all threads then take one malloc lock, and
+  a search with 9 actions, B = 64, S = 64 ran 1.04x to 1.07x slower (its
+  network alone as much, so the ratio of the two did not move);
+* compiling loses more: ``mctx-planner train``, which compiles many
+  programs, took 33.4 to 33.8 s against 27.7 to 28.0 s.
+
+Also, the process keeps its peak heap until it exits. Call it in a program
+that runs big searches, before JAX runs anything. Setting
 ``GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:``
 ``glibc.malloc.trim_threshold=2147483647`` before Python starts has the
 same effect.
@@ -63,16 +73,28 @@ def _jax_backends_started() -> bool:
 def retain_freed_memory() -> str:
   """Keeps memory freed by this process mapped for its next allocations.
 
-  Call it first thing in a program that runs searches (before JAX runs
-  anything): XLA:CPU's big per-run buffers then reuse pages already faulted
-  in instead of mapping fresh ones. See the module docstring for the glibc
-  settings, what they cost and the measured gain.
+  Call it first thing in a program that runs big searches on CPU (Linux,
+  glibc), before JAX runs anything: XLA:CPU's per-run buffers (the tree
+  store, the returned tree) then reuse pages already faulted in instead of
+  mapping fresh ones. Measured on a 2-core AMD EPYC: 64-action searches
+  with a hidden-256 MLP 1.04x to 1.21x faster (MuZero) and 0.98x to 1.17x
+  (Gumbel MuZero); but small programs 4% to 7% slower and
+  ``mctx-planner train``, which compiles a lot, 1.2x slower, since all
+  threads then share one malloc arena; and the process keeps its peak heap.
+  So the library never calls it for you. Settings: one arena
+  (``M_ARENA_MAX`` = 1), no ``mmap`` (``M_MMAP_MAX`` = 0), no trimming
+  (``M_TRIM_THRESHOLD`` at its maximum); the arena setting binds only
+  threads created afterwards. ``MCTX_PLANNER_RETAIN_MEMORY=0`` makes it a
+  no-op.
+
+  The returned status is one of: ``"applied"``; ``"applied, but JAX had
+  started: threads that exist keep their own malloc arenas"`` (the gain is
+  partial: call it earlier); ``"not applied: $MCTX_PLANNER_RETAIN_MEMORY=0"``;
+  ``"not applied: not glibc"`` (macOS, musl, Windows: nothing to do);
+  ``"not applied: mallopt refused"``.
 
   Returns:
-    What happened: ``"applied"``; ``"applied, but JAX had started: threads
-    that exist keep their own malloc arenas"`` (the gain is partial: call it
-    earlier); ``"not applied: $MCTX_PLANNER_RETAIN_MEMORY=0"``; or ``"not
-    applied: not glibc"`` (macOS, musl, Windows: nothing to do).
+    What happened, as a status string (above).
   """
   if os.environ.get(_ENV, "1") == "0":
     return f"not applied: ${_ENV}=0"

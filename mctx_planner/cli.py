@@ -21,10 +21,6 @@ Every sub-command takes ``--import MODULE`` (repeatable): a module name on
 that domains it registers with :func:`mctx_planner.domains.register` can be
 trained (``--domain``), evaluated, played and searched by name.
 
-Run as the console script, the command first keeps the memory the process
-frees mapped for reuse (:func:`mctx_planner.retain_freed_memory`; opt out
-with ``MCTX_PLANNER_RETAIN_MEMORY=0``).
-
 ``search --png`` and ``plot`` draw pictures with matplotlib (the optional
 ``plot`` extra: ``pip install "mctx-planner[plot]"``).
 """
@@ -354,12 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``mctx-planner`` console script."""
     args = build_parser().parse_args(argv)
-    if argv is None:
-        # The console script (not a caller's process, such as a test's):
-        # XLA's big per-run buffers reuse freed pages instead of faulting in
-        # fresh ones ($MCTX_PLANNER_RETAIN_MEMORY=0 opts out).
-        from mctx_planner._memory import retain_freed_memory  # pylint: disable=g-import-not-at-top
-        retain_freed_memory()
     commands = dict(train=_cmd_train, eval=_cmd_eval, play=_cmd_play,
                     search=_cmd_search, plot=_cmd_plot)
     try:
