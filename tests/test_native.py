@@ -242,14 +242,17 @@ _PROBE_PRIORS = np.linspace(0.01, 0.05, 20).astype(np.float32)
 _PROBE_PRIORS[5] = 0.2
 
 
-def _cache_row(state, best, second, visited):
+def _cache_row(state, best, second, visited, spare=(None, None)):
   """A cache row (`SelectCacheWords` in tree_kernels.cc) of node 1 of
   `_cache_probe`'s store, for 20 actions: 16 words, the last 9 the vector
   descent's slots (`LaneSlots`), which a descent of one example leaves at
-  0."""
+  0, but for the third and fourth best unvisited children in word 7
+  (`spare`, `SpareTags`; None: none)."""
   prior = lambda a: int(_PROBE_PRIORS[a:a + 1].view(np.uint32)[0])
+  tag = lambda a: 0 if a is None else a + 1
+  spare_word = (tag(spare[0]) << 8) | (tag(spare[1]) << 24)
   return [state, best + 1, second + 1, prior(best), prior(second),
-          sum(1 << a for a in visited), 0] + [0] * 9
+          sum(1 << a for a in visited), 0, spare_word] + [0] * 8
 
 
 def _masked_cache_row(state, legal_two, illegal_two, visited, illegal):
@@ -301,21 +304,31 @@ def _cache_probe(cache_row, illegal=None):
 
 def test_native_muzero_descent_reads_and_keeps_its_cache():
   """The descent builds a node's cache row at its first visit (visited
-  children as bits, the next two unvisited children by prior) and, once
+  children as bits, the next four unvisited children by prior) and, once
   built, reads only the children it names: a row naming the wrong children
   changes the action, which shows that the cache is used at all."""
   _require_kernels()
   # Not built: the whole row is scored (action 5, the best prior), then the
-  # row is built with 5 visited and 19, 18 as the best unvisited children.
+  # row is built with 5 visited and 19, 18 as the best unvisited children,
+  # 17 and 16 as the spares.
   action, row = _cache_probe(None)
   assert action == 5
-  assert row == _cache_row(1, 19, 18, [5])
-  # A ready row naming 7 and 8 as the best unvisited: 8 (the higher prior
-  # of the two) is picked, then counted as visited, and the best unvisited
-  # children recomputed.
+  assert row == _cache_row(1, 19, 18, [5], spare=(17, 16))
+  # A ready row naming 7 and 8 as the best unvisited, no spares: 8 (the
+  # higher prior of the two) is picked, then counted as visited, and the
+  # best four unvisited children recomputed from all priors.
   action, row = _cache_probe(_cache_row(1, 7, 8, []))
   assert action == 8
-  assert row == _cache_row(1, 5, 19, [8])
+  assert row == _cache_row(1, 5, 19, [8], spare=(18, 17))
+  # With spares, no rescan: the third moves up, its prior read from its
+  # edge, whether the pick was the second (8) ...
+  action, row = _cache_probe(_cache_row(1, 7, 8, [], spare=(9, 10)))
+  assert action == 8
+  assert row == _cache_row(1, 7, 9, [8], spare=(10, None))
+  # ... or the first (8 again, named first; 7 moves up to first).
+  action, row = _cache_probe(_cache_row(1, 8, 7, [], spare=(6, 4)))
+  assert action == 8
+  assert row == _cache_row(1, 7, 6, [8], spare=(4, None))
   # A row marked unusable is ignored.
   action, row = _cache_probe(_cache_row(2, 7, 8, []))
   assert action == 5 and row == _cache_row(2, 7, 8, [])

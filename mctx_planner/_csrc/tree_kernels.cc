@@ -446,7 +446,9 @@ inline int32_t NoisyArgmax(float* scores, int32_t num_actions,
 //   then a bit per action, set once the child is visited; with masks, then
 //   a bit per action set where the child is legal (the node's mask, copied
 //   when the row is built); the row is padded to a multiple of 4 words (16
-//   bytes; with masks and up to 64 actions, 16 words: one cache line).
+//   bytes; with masks and up to 64 actions, 16 words: one cache line);
+//   without masks and up to 64 actions, 16 words, word 7 holding the third
+//   and fourth unvisited children too (`SpareTags`) beside the lanes' slots.
 // A node's children are visited only on a descent through it (the backup
 // follows the path), so the descent keeps the bits itself, and a node's
 // priors and mask never change once it is interior (see `GumbelSelector`).
@@ -484,6 +486,28 @@ inline int32_t SelectCacheWords(int32_t num_actions, bool masked) {
                 : CacheLayout<false>::Words(num_actions);
 }
 
+// Unmasked rows of up to 64 actions (16 words) also keep the third and
+// fourth unvisited children by prior, as tags (action plus one, 0: none) in
+// the spare bits of word 7, whose other bits hold the lanes' slot actions
+// (`LaneSlots`: bits 0 to 7 and 16 to 23).  When the descent visits one of
+// the two cached children, the third moves up and only its prior is read
+// (one edge) instead of rescanning all `A` priors (`CacheTopTwo`; 24 cache
+// lines of the record at 64 actions); the rescan comes once both spares are
+// used up.  Every child visited only grows the visited set, so the four
+// remain the best unvisited ones, in order, as children leave the list.
+struct SpareTags {
+  static constexpr int32_t kWord = 7;
+  static constexpr uint32_t kSlotBits = 0x00FF00FFu;
+  static bool Kept(bool masked, int32_t num_actions) {
+    return !masked && num_actions <= 64;
+  }
+  static uint32_t Third(const uint32_t* c) { return (c[kWord] >> 8) & 0xFFu; }
+  static uint32_t Fourth(const uint32_t* c) { return c[kWord] >> 24; }
+  static void Set(uint32_t* c, uint32_t third, uint32_t fourth) {
+    c[kWord] = (c[kWord] & kSlotBits) | (third << 8) | (fourth << 24);
+  }
+};
+
 // Calls `fn(a)` for each child `a` marked visited in row `c`, in order.
 template <bool kMasked, typename Fn>
 inline void ForEachVisited(const uint32_t* c, int32_t num_actions, Fn fn) {
@@ -501,27 +525,34 @@ inline void ForEachVisited(const uint32_t* c, int32_t num_actions, Fn fn) {
 template <bool kMasked>
 inline void CacheTopTwo(const int32_t* rec, int32_t num_actions, uint32_t* c) {
   using L = CacheLayout<kMasked>;
-  struct TopTwo {
-    int32_t a1 = -1, a2 = -1;
-    float p1 = 0.0f, p2 = 0.0f;
-    void Add(int32_t a, float p) {
-      if (a1 < 0 || p > p1) {
-        a2 = a1;
-        p2 = p1;
-        a1 = a;
-        p1 = p;
-      } else if (a2 < 0 || p > p2) {
-        a2 = a;
-        p2 = p;
+  // The `keep` best (first index on ties): an insertion into a sorted list,
+  // the same order as keeping the best two alone.
+  struct Top {
+    int32_t keep;
+    int32_t a[4] = {-1, -1, -1, -1};
+    float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    void Add(int32_t action, float prior) {
+      for (int32_t i = 0; i < keep; ++i) {
+        if (a[i] < 0 || prior > p[i]) {
+          for (int32_t j = keep - 1; j > i; --j) {
+            a[j] = a[j - 1];
+            p[j] = p[j - 1];
+          }
+          a[i] = action;
+          p[i] = prior;
+          return;
+        }
       }
     }
     void Write(uint32_t* slots) const {
-      slots[0] = static_cast<uint32_t>(a1 + 1);
-      slots[1] = static_cast<uint32_t>(a2 + 1);
-      slots[2] = BitCast<uint32_t>(p1);
-      slots[3] = BitCast<uint32_t>(p2);
+      slots[0] = static_cast<uint32_t>(a[0] + 1);
+      slots[1] = static_cast<uint32_t>(a[1] + 1);
+      slots[2] = BitCast<uint32_t>(p[0]);
+      slots[3] = BitCast<uint32_t>(p[1]);
     }
-  } legal, illegal;
+  };
+  const bool spare = SpareTags::Kept(kMasked, num_actions);
+  Top legal{spare ? 4 : 2}, illegal{2};
   bool finite = true;
   for (int32_t a = 0; a < num_actions; ++a) {
     if (L::Visited(c, a)) continue;
@@ -536,6 +567,10 @@ inline void CacheTopTwo(const int32_t* rec, int32_t num_actions, uint32_t* c) {
   c[0] = finite ? kCacheReady : kCacheUnusable;
   legal.Write(c + 1);
   if constexpr (kMasked) illegal.Write(c + 5);
+  if (spare) {
+    SpareTags::Set(c, static_cast<uint32_t>(legal.a[2] + 1),
+                   static_cast<uint32_t>(legal.a[3] + 1));
+  }
 }
 
 // A node's cache row from its record (and legal-move mask `legal`, with
@@ -566,6 +601,28 @@ inline void CacheVisit(const int32_t* rec, int32_t num_actions,
   if (L::Visited(c, selected)) return;
   L::SetVisited(c, selected);
   const uint32_t tag = static_cast<uint32_t>(selected + 1);
+  if (SpareTags::Kept(kMasked, num_actions)) {
+    const uint32_t third = SpareTags::Third(c), fourth = SpareTags::Fourth(c);
+    if (tag == c[1] || tag == c[2]) {
+      if (third == 0) {
+        CacheTopTwo<kMasked>(rec, num_actions, c);
+        return;
+      }
+      if (tag == c[1]) {
+        c[1] = c[2];
+        c[3] = c[4];
+      }
+      c[2] = third;
+      c[4] = static_cast<uint32_t>(
+          rec[static_cast<int32_t>(third - 1) * kEdgeFields + kLogit]);
+      SpareTags::Set(c, fourth, 0u);
+    } else if (tag == third) {
+      SpareTags::Set(c, fourth, 0u);
+    } else if (tag == fourth) {
+      SpareTags::Set(c, third, 0u);
+    }
+    return;
+  }
   if (tag == c[1] || tag == c[2] ||
       (kMasked && (tag == c[5] || tag == c[6]))) {
     CacheTopTwo<kMasked>(rec, num_actions, c);
@@ -1430,8 +1487,9 @@ class PuctSelector {
 // and value come from the child's statistics, which the backup writes with
 // the same bits as the edge (`BackupRange`).
 struct LaneSlots {
-  // Word 7: the slots' actions plus one, the first in the low 16 bits (0: an
-  // empty slot); then per slot: node, prior, reward, discount.
+  // Word 7: the slots' actions plus one, the first in bits 0 to 7, the
+  // second in bits 16 to 23 (0: an empty slot; the other bits are
+  // `SpareTags`); then per slot: node, prior, reward, discount.
   static constexpr int32_t kActions = 7, kFirst = 8, kWords = 4;
   // Words in the whole row (`CacheLayout<false>::Words` up to 64 actions):
   // one cache line.
@@ -1465,7 +1523,8 @@ struct LaneSlots {
       });
     }
     static_assert(L::kVisited + 2 <= kActions, "slots overlap the bits");
-    c[kActions] = actions;
+    static_assert(kActions == SpareTags::kWord, "slots share the spare word");
+    c[kActions] = (c[kActions] & ~SpareTags::kSlotBits) | actions;
   }
 };
 
@@ -1687,7 +1746,7 @@ class PuctLanes {
                                     cleared);
       const __m512i slot_action = _mm512_and_si512(
           count == 0 ? slot_actions : _mm512_srli_epi32(slot_actions, 16),
-          _mm512_set1_epi32(0xFFFF));
+          _mm512_set1_epi32(0xFF));
       usable &= ~mm | _mm512_cmpeq_epi32_mask(
                           slot_action, _mm512_add_epi32(a, one));
       const __mmask16 mv = mm & usable;
