@@ -601,31 +601,29 @@ inline void CacheVisit(const int32_t* rec, int32_t num_actions,
   if (L::Visited(c, selected)) return;
   L::SetVisited(c, selected);
   const uint32_t tag = static_cast<uint32_t>(selected + 1);
-  if (SpareTags::Kept(kMasked, num_actions)) {
-    const uint32_t third = SpareTags::Third(c), fourth = SpareTags::Fourth(c);
-    if (tag == c[1] || tag == c[2]) {
-      if (third == 0) {
-        CacheTopTwo<kMasked>(rec, num_actions, c);
-        return;
-      }
-      if (tag == c[1]) {
-        c[1] = c[2];
-        c[3] = c[4];
-      }
-      c[2] = third;
-      c[4] = static_cast<uint32_t>(
-          rec[static_cast<int32_t>(third - 1) * kEdgeFields + kLogit]);
-      SpareTags::Set(c, fourth, 0u);
-    } else if (tag == third) {
-      SpareTags::Set(c, fourth, 0u);
-    } else if (tag == fourth) {
-      SpareTags::Set(c, third, 0u);
-    }
-    return;
-  }
+  // Spares (0: none; never a tag) where the row keeps them.
+  const bool spare = SpareTags::Kept(kMasked, num_actions);
+  const uint32_t third = spare ? SpareTags::Third(c) : 0u;
+  const uint32_t fourth = spare ? SpareTags::Fourth(c) : 0u;
   if (tag == c[1] || tag == c[2] ||
       (kMasked && (tag == c[5] || tag == c[6]))) {
-    CacheTopTwo<kMasked>(rec, num_actions, c);
+    if (third == 0) {
+      CacheTopTwo<kMasked>(rec, num_actions, c);
+      return;
+    }
+    // The next spare takes the place of the visited child.
+    if (tag == c[1]) {
+      c[1] = c[2];
+      c[3] = c[4];
+    }
+    c[2] = third;
+    c[4] = static_cast<uint32_t>(
+        rec[static_cast<int32_t>(third - 1) * kEdgeFields + kLogit]);
+    SpareTags::Set(c, fourth, 0u);
+  } else if (tag == third) {
+    SpareTags::Set(c, fourth, 0u);
+  } else if (tag == fourth) {
+    SpareTags::Set(c, third, 0u);
   }
 }
 
