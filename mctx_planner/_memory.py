@@ -10,29 +10,8 @@ On the 2-core virtual machines of docs/benchmarks.md a fault costs about a
 microsecond; a search at B = 256, S = 256 took 15,000 of them.
 
 :func:`retain_freed_memory` tells glibc to keep what is freed for the next
-allocation: one arena for all threads (``M_ARENA_MAX`` = 1), never ``mmap``
-(``M_MMAP_MAX`` = 0) and never give the top of the heap back
-(``M_TRIM_THRESHOLD`` at its maximum). After the first run the program's
-buffers come from pages already mapped: that search then faults about 200
-times.
-
-It is a trade-off, so nothing in the library calls it for you
-(docs/benchmarks.md, "Freed memory kept"; AMD EPYC, 2 cores):
-
-* big searches gain: with 64 actions and the hidden-256 MLP, across B in
-  {64, 256, 1024} and S in {64, 128, 256}, MuZero's 1.04x to 1.21x faster
-  and Gumbel MuZero's 0.98x to 1.17x;
-* small programs lose a little: all threads then take one malloc lock, and
-  a search with 9 actions, B = 64, S = 64 ran 1.04x to 1.07x slower (its
-  network alone as much, so the ratio of the two did not move);
-* compiling loses more: ``mctx-planner train``, which compiles many
-  programs, took 33.4 to 33.8 s against 27.7 to 28.0 s.
-
-Also, the process keeps its peak heap until it exits. Call it in a program
-that runs big searches, before JAX runs anything. Setting
-``GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:``
-``glibc.malloc.trim_threshold=2147483647`` before Python starts has the
-same effect.
+allocation; its docstring gives the settings, the measured gain and what it
+costs (docs/benchmarks.md, "Freed memory kept", has the numbers in full).
 """
 
 import ctypes

@@ -19,13 +19,14 @@ pytestmark = pytest.mark.skipif(
 # Allocates 64 MB, writes it, frees it, then does the same again and prints
 # the minor page faults of the second round (what a second search pays).
 _SCRIPT = textwrap.dedent("""
-    import ctypes, ctypes.util, resource, sys
+    import ctypes, resource, sys
     import mctx_planner
+    from mctx_planner import _memory
     if sys.argv[1] == "jax-first":
         import jax
         jax.devices()
     print(mctx_planner.retain_freed_memory())
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _memory._glibc()
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
     size = 64 << 20
