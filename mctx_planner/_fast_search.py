@@ -661,7 +661,8 @@ def _after_read(new, old, holds):
 
 def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
             action: chex.Array, child: chex.Array, prior_probs=None,
-            native_backup: bool = False, select_rows: bool = False) -> _Store:
+            native_backup: bool = False, select_rows: bool = False,
+            descend_next=None):
   """Evaluates `(parent, action)` and writes the result at node `child`
   (`prior_probs`: as `_init_store`), then backs it up.
 
@@ -669,7 +670,13 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
   edges) and the backup are one native call (`_native.expand_backup`);
   XLA writes the embeddings and the logits.  Else `_backup` follows.  With
   `select_rows` too, that call also writes the rows of `store.select_cache`
-  (unmasked, up to 64 actions) that the expansion changes."""
+  (unmasked, up to 64 actions) that the expansion changes.
+
+  `descend_next`: None, or with `select_rows` the operands of the next
+  simulation's MuZero descent `(invalid_actions, raw keys, scale,
+  max_depth, whether to descend)`, run in the same native call
+  (`_native.expand_descend`); then `(store, (parent, action, child))` is
+  returned instead of the store."""
   batch_size, _, num_actions, _ = store.edges.shape
   b = jnp.arange(batch_size)
   parent_embedding = jax.tree.map(lambda x: _rows(x, b, parent),
@@ -690,6 +697,16 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
   if native_backup:
     record = (step.prior_logits if store.logits is None
               else prior_probs(step.prior_logits))
+    if descend_next is not None:
+      *fields, parent, action, child = _native.expand_descend(
+          store.stats, store.edges, store.links, parent, action, child,
+          step.value, step.reward, step.discount, record,
+          store.select_cache, *descend_next)
+      stats, edges, links, rows = fields
+      return _Store(edges=edges, stats=stats, links=links,
+                    embeddings=embeddings, logits=logits,
+                    prior_cache=store.prior_cache,
+                    select_cache=rows), (parent, action, child)
     stats, edges, links, rows = _native.expand_backup(
         store.stats, store.edges, store.links, parent, action, child,
         step.value, step.reward, step.discount, record,
@@ -923,6 +940,11 @@ def _shard_map(fn, mesh, in_specs, out_specs):
 # 1.02x-1.04x with 32 and 64 actions.
 _SELECT_CACHE_MIN_ACTIONS = 20
 
+# Whether MuZero's cached descent runs in the expansion's native call of
+# the simulation before (`_native.expand_descend`), `$MCTX_PLANNER_FUSED_DESCENT`
+# "0": no (for A/B benchmarks).
+_FUSED_DESCENT = os.environ.get("MCTX_PLANNER_FUSED_DESCENT", "1") != "0"
+
 
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
@@ -1002,6 +1024,23 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                       select_rows=select_rows)
       return rng_key, store
 
+    def fused_simulation(sim, state):
+      # Simulation `sim` from its descent's result on: the network, then
+      # its expansion and backup fused with simulation `sim + 1`'s descent
+      # (`_native.expand_descend`), with the keys `one_simulation` splits.
+      rng_key, store, parent, action, child = state
+      rng_key, _, expand_key = _split_key(rng_key, 3)
+      _, next_key, _ = _split_key(rng_key, 3)
+      next_keys = _as_raw_keys(_split_batch(next_key, full_batch, offset,
+                                            batch_size))
+      child = jnp.where(child == Tree.UNVISITED, sim + 1, child)
+      store, (parent, action, child) = _expand(
+          params, expand_key, store, recurrent_fn, parent, action, child,
+          prior_probs, native_backup=True, select_rows=True,
+          descend_next=(invalid_actions, next_keys, scale, max_depth,
+                        sim + 1 < num_simulations))
+      return rng_key, store, parent, action, child
+
     store = _init_store(root, num_simulations, prior_probs, native=native)
     # The kernels' caches (native only), zeros, written as the store is.
     zeros = lambda shape, dtype: _store_array(
@@ -1018,7 +1057,19 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     # new child (unmasked rows, up to 64 actions: `_native.expand_backup`).
     select_rows = (store.select_cache is not None and not masked and
                    root.prior_logits.shape[-1] <= 64)
-    _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
+    if select_rows and _FUSED_DESCENT:
+      # The first descent alone, then one fused call per simulation.
+      _, simulate_key, _ = _split_key(rng_key, 3)
+      parent, action, child, cache = _native.muzero_descend(
+          store.edges, store.stats, invalid_actions,
+          _as_raw_keys(_split_batch(simulate_key, full_batch, offset,
+                                    batch_size)),
+          scale, max_depth, cache=store.select_cache)
+      store = store._replace(select_cache=cache)
+      _, store, *_ = loop_fn(0, num_simulations, fused_simulation,
+                             (rng_key, store, parent, action, child))
+    else:
+      _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     # The caches are internal (and CPU-only: every platform's branch returns
     # the same structure, a `Tree`).
     return _to_tree(store._replace(prior_cache=None, select_cache=None),

@@ -102,6 +102,7 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
             "mctx_planner_expand_backup": "MctxPlannerExpandBackup",
             "mctx_planner_expand_backup_rows": "MctxPlannerExpandBackupRows",
+            "mctx_planner_expand_descend": "MctxPlannerExpandDescend",
             "mctx_planner_top_k": "MctxPlannerTopK",
             "mctx_planner_unpack_edges": "MctxPlannerUnpackEdges",
             "mctx_planner_store_init": "MctxPlannerStoreInit"}
@@ -477,6 +478,33 @@ def expand_backup(stats, edges, links, parent, action, child, value, reward,
       shapes + (jax.ShapeDtypeStruct(rows.shape, jnp.uint32),),
       input_output_aliases={0: 0, 1: 1, 2: 2, 10: 3},
       vmap_method="sequential")(*args, rows))
+
+
+def expand_descend(stats, edges, links, parent, action, child, value, reward,
+                   discount, record, rows, invalid_actions, keys, scale,
+                   max_depth: int, descend):
+  """`expand_backup(..., rows=rows)` then, if the scalar `descend`, the next
+  simulation's `muzero_descend(edges, stats, invalid_actions, keys, scale,
+  max_depth, cache=rows)` (unmasked), in one call: `(stats, edges, links,
+  rows, node, action, child)`, the same values as those two calls (node,
+  action and child zeros where `descend` is false).  Each example's tree is
+  backed up right before its next descent, which then finds its path in
+  cache (MuZero's paths are ~90 levels deep with 64 actions)."""
+  f32 = lambda x: jnp.asarray(x).astype(jnp.float32)
+  i32 = lambda x: jnp.asarray(x, jnp.int32)
+  batch = edges.shape[0]
+  out = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.int32)
+                 for x in (stats, edges, links))
+  return tuple(jax.ffi.ffi_call(
+      "mctx_planner_expand_descend",
+      shapes + (jax.ShapeDtypeStruct(rows.shape, jnp.uint32), out, out, out),
+      input_output_aliases={0: 0, 1: 1, 2: 2, 10: 3},
+      vmap_method="sequential")(
+          stats, edges, links, i32(parent), i32(action), i32(child),
+          f32(value), f32(reward), f32(discount), f32(record), rows,
+          invalid_actions != 0, keys, scale,
+          jnp.asarray(descend, bool), max_depth=np.int32(max_depth)))
 
 
 def top_k_rows(x, k: int):

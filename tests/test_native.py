@@ -99,7 +99,12 @@ def test_native_muzero_matches_mctx(case):
     if seed == 0:
       text = fast.lower(params, key, root, invalid).as_text()
       assert "mctx_planner_muzero_descend" in text
-      assert "mctx_planner_expand_backup" in text
+      # With the selection cache, the expansion and the next descent are
+      # one call.
+      fused = (num_actions >= _fast_search._SELECT_CACHE_MIN_ACTIONS and  # pylint: disable=protected-access
+               _fast_search._FUSED_DESCENT)  # pylint: disable=protected-access
+      assert ("mctx_planner_expand_descend" if fused
+              else "mctx_planner_expand_backup") in text
 
 
 # (batch, num_simulations, num_actions, max_depth, discount): from 20
@@ -114,6 +119,9 @@ CACHE_CASES = [
     (4, 40, 64, None, -1.0),
     (64, 40, 33, None, 0.95),
     (80, 32, 64, 6, -1.0),
+    # From 128 examples the fused expansion and descent
+    # (`_native.expand_descend`) hand blocks of examples to the threads.
+    (160, 24, 24, None, 0.95),
 ]
 
 

@@ -1284,11 +1284,39 @@ struct Path {
 // depth `path.depth`; negative: error) until the child is unexpanded or
 // `max_depth` is reached, as `_fast_search._descend`.  Writes `(node,
 // action, child)` of each example.
-template <typename Select>
+//
+// `ready(b)`, called before the paths of examples below `b` start, makes
+// their trees ready to descend (`NoReady`: they are; the fused expansion
+// and descent of `MuzeroExpandDescend` backs them up there).
+struct NoReady {
+  void operator()(int64_t) const {}
+};
+
+// The examples `[next, end)` in order, for `DescendLanes`, each made ready
+// by `ready` (as `DescendRange`'s) before it is handed out.
+template <typename Ready = NoReady>
+struct RangeRows {
+  int64_t next, end;
+  Ready ready = Ready();
+
+  bool More() const { return next < end; }
+  // The next example, or false when none is left.
+  bool Next(int64_t* b) {
+    if (next >= end) return false;
+    ready(next + 1);
+    *b = next++;
+    return true;
+  }
+  // The example `i` places after the next one, or -1 (to prefetch).
+  int64_t Ahead(int64_t i) const { return next + i < end ? next + i : -1; }
+};
+
+template <typename Select, typename Ready = NoReady>
 bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
                   int32_t num_actions, const int32_t* e, const int32_t* st,
                   const uint32_t* k, int32_t max_depth, Select& select,
-                  int32_t* node_o, int32_t* action_o, int32_t* child_o) {
+                  int32_t* node_o, int32_t* action_o, int32_t* child_o,
+                  Ready ready = Ready()) {
   // The examples' paths are independent chains of dependent reads (a node's
   // record gives its child).  `kGroup` of them advance in turns, each one
   // prefetching what its next selection reads (`select.Prefetch`), so that
@@ -1297,6 +1325,7 @@ bool DescendRange(int64_t begin, int64_t end, int64_t num_nodes,
   auto prefetch = [&](int64_t at, bool root) { select.Prefetch(at, root); };
   for (int64_t b0 = begin; b0 < end; b0 += kGroup) {
     const int group = static_cast<int>(std::min<int64_t>(end - b0, kGroup));
+    ready(b0 + group);
     Path path[kGroup];
     for (int i = 0; i < group; ++i) {
       const int64_t b = b0 + i;
@@ -2146,15 +2175,18 @@ class GumbelLanes {
 // the slots' children were both slower for MuZero at 64 actions, B = 256,
 // S = 256: the longer tail of the last paths cost more than the prefetches
 // saved.)  Writes the same `(node, action, child)` as `DescendRange`.
-template <typename Select, typename Vector>
-bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
+//
+// The examples come from `rows` (`RangeRows`: a range in order).
+template <typename Select, typename Vector, typename Rows>
+bool DescendLanes(Rows& rows, int64_t num_nodes,
                   int32_t num_actions, const int32_t* e, const uint32_t* k,
                   int32_t max_depth, Select& select, const Vector& vec,
                   int32_t* node_o, int32_t* action_o, int32_t* child_o) {
   constexpr int kLanes = LaneState::kLanes, kScalarBelow = 3, kRootAhead = 8;
   LaneState g;
-  int64_t next = begin;
-  for (int64_t b = begin; b < std::min(end, begin + kRootAhead); ++b) {
+  for (int64_t i = 0; i < kRootAhead; ++i) {
+    const int64_t b = rows.Ahead(i);
+    if (b < 0) break;
     select.Prefetch(b * num_nodes, true);
   }
   // Moves lane `l`'s path to `child` (-1: unexpanded), or ends it (true: it
@@ -2181,11 +2213,10 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
   // Gives lane `l` the next example that goes below its root (the root's
   // selection by `select`), or leaves it idle; false on an error.
   auto start = [&](int l) {
-    while (next < end) {
-      const int64_t b = next++;
-      if (next + kRootAhead - 1 < end) {
-        select.Prefetch((next + kRootAhead - 1) * num_nodes, true);
-      }
+    int64_t b;
+    while (rows.Next(&b)) {
+      const int64_t ahead = rows.Ahead(kRootAhead - 1);
+      if (ahead >= 0) select.Prefetch(ahead * num_nodes, true);
       Path& q = g.path[l];
       q = k == nullptr ? Path{{0, 0}, 0, 0, 0, -1, 0, true, true}
                        : Path{{k[2 * b], k[2 * b + 1]}, 0, 0, 0, -1, 0, true,
@@ -2217,7 +2248,7 @@ bool DescendLanes(int64_t begin, int64_t end, int64_t num_nodes,
   while (g.active != 0) {
     const uint32_t active = g.active;
     const uint32_t decided =
-        next < end || __builtin_popcount(active) > kScalarBelow
+        rows.More() || __builtin_popcount(active) > kScalarBelow
             ? vec.Decide(g, active, chosen, chosen_child)
             : 0u;
     for (uint32_t m = active; m; m &= m - 1) {
@@ -2417,9 +2448,9 @@ bool DescendBatchLanes(ffi::ThreadPool& pool, const DescentArgs& args,
   auto range = [=](int64_t begin, int64_t end) {
     auto select = make_select();
     const auto lanes = make_lanes(select);
-    return DescendLanes(begin, end, args.num_nodes, args.num_actions, args.e,
-                        keys, max_depth, select, lanes, node_o, action_o,
-                        child_o);
+    RangeRows<> rows{begin, end};
+    return DescendLanes(rows, args.num_nodes, args.num_actions, args.e, keys,
+                        max_depth, select, lanes, node_o, action_o, child_o);
   };
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   return args.batch < kParallelMin
@@ -2788,6 +2819,135 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
 // (`LaneSlots::Fill`) are written, now that the edge names its child.  A
 // node evaluated again at the depth limit gets a new row too: it is never
 // interior, so the row is never read.
+// One simulation's expansion and backup of examples `[begin, end)`
+// (`operator()`), over the store's pointers that `PrepareExpand` sets.
+struct ExpandRows {
+  int64_t num_nodes, num_actions;
+  int32_t* st;
+  int32_t* e;
+  int32_t* ln;
+  uint32_t* rows;  // or null
+  const int32_t* pa;
+  const int32_t* ac;
+  const int32_t* ch;
+  const float* value;
+  const float* reward;
+  const float* discount;
+  const float* record;
+
+  bool operator()(int64_t begin, int64_t end) const {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t at = b * num_nodes + ch[b];
+      const int32_t reward_bits = AsBits(reward[b]);
+      const int32_t discount_bits = AsBits(discount[b]);
+      int32_t* s = st + at * kStatFields;
+      s[kSVisits] = s[kSVisits] + 1;
+      s[kSValue] = s[kSRaw] = AsBits(value[b]);
+      int32_t* l = ln + at * kLinkFields;
+      l[kLParent] = pa[b] + 1;
+      l[kLAction] = ac[b] + 1;
+      l[kLReward] = reward_bits;
+      l[kLDiscount] = discount_bits;
+      int32_t* rec = e + at * num_actions * kEdgeFields;
+      const float* priors = record + b * num_actions;
+      for (int64_t a = 0; a < num_actions; ++a) {
+        rec[a * kEdgeFields + kLogit] = AsBits(priors[a]);
+      }
+      int32_t* edge =
+          e + ((b * num_nodes + pa[b]) * num_actions + ac[b]) * kEdgeFields;
+      edge[kReward] = reward_bits;
+      edge[kDiscount] = discount_bits;
+      edge[kChild] = ch[b] + 1;
+      if (rows != nullptr) {
+        constexpr int64_t kRowWords = LaneSlots::kRowWords;
+        uint32_t* c = rows + at * kRowWords;
+        std::fill(c, c + kRowWords, 0u);
+        CacheTopTwo<false>(rec, static_cast<int32_t>(num_actions), c);
+        const int64_t up = b * num_nodes + pa[b];
+        LaneSlots::Fill(e + up * num_actions * kEdgeFields,
+                        static_cast<int32_t>(num_actions),
+                        rows + up * kRowWords);
+      }
+    }
+    BackupRange(begin, end, num_nodes, num_actions, st, e, ln, ch);
+    return true;
+  }
+};
+
+// Checks the expansion's operands and sets `*out` to write in place of
+// them (the results alias the store).
+ffi::Error PrepareExpand(const ffi::Buffer<ffi::S32>& stats_in,
+                         const ffi::Buffer<ffi::S32>& edges_in,
+                         const ffi::Buffer<ffi::S32>& links_in,
+                         const ffi::Buffer<ffi::S32>& parent,
+                         const ffi::Buffer<ffi::S32>& action,
+                         const ffi::Buffer<ffi::S32>& child,
+                         const ffi::Buffer<ffi::F32>& value,
+                         const ffi::Buffer<ffi::F32>& reward,
+                         const ffi::Buffer<ffi::F32>& discount,
+                         const ffi::Buffer<ffi::F32>& record,
+                         ffi::ResultBuffer<ffi::S32>& stats_out,
+                         ffi::ResultBuffer<ffi::S32>& edges_out,
+                         ffi::ResultBuffer<ffi::S32>& links_out,
+                         const ffi::Buffer<ffi::U32>* rows_in,
+                         ffi::ResultBuffer<ffi::U32>* rows_out,
+                         ExpandRows* out) {
+  const auto dims = edges_in.dimensions();
+  if (dims.size() != 4 || dims[3] != kEdgeFields) {
+    return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
+  }
+  const int64_t batch = dims[0], num_nodes = dims[1], num_actions = dims[2];
+  if (parent.element_count() != batch || action.element_count() != batch ||
+      child.element_count() != batch || value.element_count() != batch ||
+      reward.element_count() != batch || discount.element_count() != batch ||
+      record.element_count() != batch * num_actions) {
+    return ffi::Error::InvalidArgument(
+        "parent, action, child, value, reward, discount must be [B] and "
+        "record [B, A]");
+  }
+  uint32_t* rows = nullptr;
+  if (rows_in != nullptr) {
+    if (num_actions > 64 ||
+        CacheLayout<false>::Words(num_actions) != LaneSlots::kRowWords ||
+        rows_in->element_count() !=
+            batch * num_nodes * LaneSlots::kRowWords) {
+      return ffi::Error::InvalidArgument(
+          "rows must be [B, N, 16] (unmasked, up to 64 actions)");
+    }
+  }
+  const int32_t* pa = parent.typed_data();
+  const int32_t* ac = action.typed_data();
+  const int32_t* ch = child.typed_data();
+  for (int64_t b = 0; b < batch; ++b) {
+    if (pa[b] < 0 || pa[b] >= num_nodes || ch[b] < 0 || ch[b] >= num_nodes ||
+        ac[b] < 0 || ac[b] >= num_actions) {
+      return ffi::Error::InvalidArgument("expansion node or action out of range");
+    }
+  }
+  if (rows_in != nullptr) rows = InPlace(*rows_in, *rows_out);
+  *out = ExpandRows{num_nodes, num_actions,
+                    InPlace(stats_in, stats_out), InPlace(edges_in, edges_out),
+                    InPlace(links_in, links_out), rows, pa, ac, ch,
+                    value.typed_data(), reward.typed_data(),
+                    discount.typed_data(), record.typed_data()};
+  return ffi::Error::Success();
+}
+
+// The expansion's writes to the packed store, as `_fast_search._expand`
+// makes them, then mctx's backward pass from the new node (`BackupRange`),
+// in place: for each example, node `child[b]` gets its visit count plus one,
+// `value[b]` (twice), its parent link (`parent[b]`, `action[b]`,
+// `reward[b]`, `discount[b]`) and its children's priors `record[b]` (the
+// logits, or their probabilities where the store keeps those); the edge
+// `(parent[b], action[b])` gets the reward, the discount and the child.
+//
+// With `rows_in` (MuZero's unmasked selection cache `[B, N, 16]`, up to 64
+// actions), also: node `child[b]`'s row is built (`CacheTopTwo` over its
+// new priors, no child visited), so that its first descent reads the row
+// instead of scoring all its children; and the parent's slots
+// (`LaneSlots::Fill`) are written, now that the edge names its child.  A
+// node evaluated again at the depth limit gets a new row too: it is never
+// interior, so the row is never read.
 ffi::Error ExpandBackup(ffi::ThreadPool& pool,
                         const ffi::Buffer<ffi::S32>& stats_in,
                         const ffi::Buffer<ffi::S32>& edges_in,
@@ -2804,77 +2964,15 @@ ffi::Error ExpandBackup(ffi::ThreadPool& pool,
                         ffi::ResultBuffer<ffi::S32>& links_out,
                         const ffi::Buffer<ffi::U32>* rows_in,
                         ffi::ResultBuffer<ffi::U32>* rows_out) {
-  const auto dims = edges_in.dimensions();
-  if (dims.size() != 4 || dims[3] != kEdgeFields) {
-    return ffi::Error::InvalidArgument("edges must be [B, N, A, 6]");
+  ExpandRows range;
+  if (auto error = PrepareExpand(stats_in, edges_in, links_in, parent, action,
+                                 child, value, reward, discount, record,
+                                 stats_out, edges_out, links_out, rows_in,
+                                 rows_out, &range);
+      error.failure()) {
+    return error;
   }
-  const int64_t batch = dims[0], num_nodes = dims[1], num_actions = dims[2];
-  if (parent.element_count() != batch || action.element_count() != batch ||
-      child.element_count() != batch || value.element_count() != batch ||
-      reward.element_count() != batch || discount.element_count() != batch ||
-      record.element_count() != batch * num_actions) {
-    return ffi::Error::InvalidArgument(
-        "parent, action, child, value, reward, discount must be [B] and "
-        "record [B, A]");
-  }
-  int32_t* st = InPlace(stats_in, stats_out);
-  int32_t* e = InPlace(edges_in, edges_out);
-  int32_t* ln = InPlace(links_in, links_out);
-  uint32_t* rows = nullptr;
-  constexpr int64_t kRowWords = LaneSlots::kRowWords;
-  if (rows_in != nullptr) {
-    if (num_actions > 64 || CacheLayout<false>::Words(num_actions) != kRowWords ||
-        rows_in->element_count() != batch * num_nodes * kRowWords) {
-      return ffi::Error::InvalidArgument(
-          "rows must be [B, N, 16] (unmasked, up to 64 actions)");
-    }
-    rows = InPlace(*rows_in, *rows_out);
-  }
-  const int32_t* pa = parent.typed_data();
-  const int32_t* ac = action.typed_data();
-  const int32_t* ch = child.typed_data();
-  for (int64_t b = 0; b < batch; ++b) {
-    if (pa[b] < 0 || pa[b] >= num_nodes || ch[b] < 0 || ch[b] >= num_nodes ||
-        ac[b] < 0 || ac[b] >= num_actions) {
-      return ffi::Error::InvalidArgument("expansion node or action out of range");
-    }
-  }
-  auto range = [=](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t at = b * num_nodes + ch[b];
-      const int32_t reward_bits = AsBits(reward.typed_data()[b]);
-      const int32_t discount_bits = AsBits(discount.typed_data()[b]);
-      int32_t* s = st + at * kStatFields;
-      s[kSVisits] = s[kSVisits] + 1;
-      s[kSValue] = s[kSRaw] = AsBits(value.typed_data()[b]);
-      int32_t* l = ln + at * kLinkFields;
-      l[kLParent] = pa[b] + 1;
-      l[kLAction] = ac[b] + 1;
-      l[kLReward] = reward_bits;
-      l[kLDiscount] = discount_bits;
-      int32_t* rec = e + at * num_actions * kEdgeFields;
-      const float* priors = record.typed_data() + b * num_actions;
-      for (int64_t a = 0; a < num_actions; ++a) {
-        rec[a * kEdgeFields + kLogit] = AsBits(priors[a]);
-      }
-      int32_t* edge =
-          e + ((b * num_nodes + pa[b]) * num_actions + ac[b]) * kEdgeFields;
-      edge[kReward] = reward_bits;
-      edge[kDiscount] = discount_bits;
-      edge[kChild] = ch[b] + 1;
-      if (rows != nullptr) {
-        uint32_t* c = rows + at * kRowWords;
-        std::fill(c, c + kRowWords, 0u);
-        CacheTopTwo<false>(rec, static_cast<int32_t>(num_actions), c);
-        const int64_t up = b * num_nodes + pa[b];
-        LaneSlots::Fill(e + up * num_actions * kEdgeFields,
-                        static_cast<int32_t>(num_actions),
-                        rows + up * kRowWords);
-      }
-    }
-    BackupRange(begin, end, num_nodes, num_actions, st, e, ln, ch);
-    return true;
-  };
+  const int64_t batch = parent.element_count();
   // Examples touch disjoint parts of the store, so ranges of them can run on
   // XLA's threads, from `kParallelExpandMin` examples: at B = 1024 this took
   // 104 us per simulation against 144 on one thread (9 actions; 64: 266
@@ -2887,6 +2985,135 @@ ffi::Error ExpandBackup(ffi::ThreadPool& pool,
   } else if (!ParallelFor(pool, batch, kChunk, range)) {
     return ffi::Error::Internal("expansion failed");
   }
+  return ffi::Error::Success();
+}
+
+// One simulation's expansion and backup (`ExpandBackup` with MuZero's
+// unmasked selection-cache rows), then, if `descend`, the next simulation's
+// cached MuZero descent (`MuzeroDescend`): example by example, each tree
+// backed up just before its next descent starts (`kReadyAhead` examples
+// ahead), so that the descent finds the path it walks down, the one the
+// backup just walked up, in cache.  As the two calls one after the other,
+// the outputs are the same; they differ in the order in which the examples'
+// trees are touched only.
+//
+// Why: with 64 actions MuZero's paths are ~90 levels deep at S = 256, so
+// at B = 1024 the rows and statistics the descent reads (~12 MB) no longer
+// stay in cache between the backup and the next descent.
+ffi::Error MuzeroExpandDescend(
+    ffi::ThreadPool& pool, const ExpandRows& expand, int64_t batch,
+    const ffi::Buffer<ffi::PRED>& invalid, const ffi::Buffer<ffi::U32>& keys,
+    const ffi::Buffer<ffi::F32>& scale, bool descend, int32_t* node_o,
+    int32_t* action_o, int32_t* child_o, int32_t max_depth) {
+  const int64_t num_nodes = expand.num_nodes;
+  const int32_t num_actions = static_cast<int32_t>(expand.num_actions);
+  if (!descend) {
+    std::fill(node_o, node_o + batch, 0);
+    std::fill(action_o, action_o + batch, 0);
+    std::fill(child_o, child_o + batch, 0);
+  }
+  if (descend && (invalid.element_count() != batch * num_actions ||
+                  keys.element_count() != 2 * batch)) {
+    return ffi::Error::InvalidArgument("invalid must be [B, A], keys [B, 2]");
+  }
+  const bool* inv = invalid.typed_data();
+  const float* sc = scale.typed_data();
+  const int64_t table = scale.element_count();
+  const uint32_t* k = keys.typed_data();
+  // The expansion of a range's examples up to a bound, `kReadyAhead` at a
+  // time.
+  constexpr int64_t kReadyAhead = 16;
+  struct Ready {
+    const ExpandRows* expand;
+    int64_t* done;
+    int64_t end;
+    void operator()(int64_t upto) const {
+      while (*done < upto) {
+        const int64_t last = std::min(end, *done + kReadyAhead);
+        (*expand)(*done, last);
+        *done = last;
+      }
+    }
+  };
+  const auto make_select = [&] {
+    return PuctSelector<true>(num_actions, expand.e, expand.st, inv, nullptr,
+                              0.f, sc, table, expand.rows);
+  };
+  // Examples `[begin, end)`, expanded `kReadyAhead` at a time just before
+  // their descents.
+  auto range = [&](int64_t begin, int64_t end) {
+    int64_t done = begin;
+    const Ready ready{&expand, &done, end};
+    bool ok = true;
+    if (descend) {
+      auto select = make_select();
+#ifdef MCTX_PLANNER_LANES
+      if (LanesEnabled() && batch >= kLanesMin &&
+          LanesFit(batch, num_nodes, num_actions)) {
+        const PuctLanes vec(select, num_actions, expand.e, expand.st,
+                            max_depth);
+        RangeRows<Ready> rows{begin, end, ready};
+        ok = DescendLanes(rows, num_nodes, num_actions, expand.e, k,
+                          max_depth, select, vec, node_o, action_o, child_o);
+      } else
+#endif
+      {
+        ok = DescendRange(begin, end, num_nodes, num_actions, expand.e,
+                          expand.st, k, max_depth, select, node_o, action_o,
+                          child_o, ready);
+      }
+    }
+    ready(end);
+    return ok;
+  };
+  bool ok;
+  if (batch < kParallelMin || !descend) {
+    ok = batch < kParallelMin ? AdaptiveFor(pool, batch, range)
+                              : ParallelFor(pool, batch, kChunk, range);
+  }
+#ifdef MCTX_PLANNER_LANES
+  else if (LanesEnabled() && LanesFit(batch, num_nodes, num_actions)) {
+    // One task per thread, each taking blocks of `kReadyAhead` examples
+    // from a shared counter (so that a slow thread takes fewer) and
+    // expanding each block as it takes it.
+    std::atomic<int64_t> next_block{0};
+    struct BlockRows {
+      const ExpandRows* expand;
+      std::atomic<int64_t>* next_block;
+      int64_t batch, next = 0, end = 0;
+
+      bool More() const {
+        return next < end ||
+               next_block->load(std::memory_order_relaxed) * kReadyAhead <
+                   batch;
+      }
+      bool Next(int64_t* b) {
+        if (next >= end) {
+          const int64_t first = next_block->fetch_add(1) * kReadyAhead;
+          if (first >= batch) return false;
+          next = first;
+          end = std::min(batch, first + kReadyAhead);
+          (*expand)(next, end);
+        }
+        *b = next++;
+        return true;
+      }
+      int64_t Ahead(int64_t i) const { return next + i < end ? next + i : -1; }
+    };
+    const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+    ok = ParallelFor(pool, threads, 1, [&](int64_t, int64_t) {
+      auto select = make_select();
+      const PuctLanes vec(select, num_actions, expand.e, expand.st, max_depth);
+      BlockRows rows{&expand, &next_block, batch};
+      return DescendLanes(rows, num_nodes, num_actions, expand.e, k,
+                          max_depth, select, vec, node_o, action_o, child_o);
+    });
+  }
+#endif
+  else {
+    ok = ParallelFor(pool, batch, kChunk, range);
+  }
+  if (!ok) return ffi::Error::Internal("node visit count outside the PUCT table");
   return ffi::Error::Success();
 }
 
@@ -3143,6 +3370,42 @@ ffi::Error ExpandBackupRowsImpl(
                       child, value, reward, discount, record, stats_out,
                       edges_out, links_out, &rows_in, &rows_out);
 }
+
+// `ExpandBackupRowsImpl`, then the next simulation's cached MuZero descent
+// (unmasked), fused (`MuzeroExpandDescend`); `descend[]` false: the
+// expansion alone (the last simulation), node, action and child zeros.
+ffi::Error ExpandDescendImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
+    ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
+    ffi::Buffer<ffi::S32> parent, ffi::Buffer<ffi::S32> action,
+    ffi::Buffer<ffi::S32> child, ffi::Buffer<ffi::F32> value,
+    ffi::Buffer<ffi::F32> reward, ffi::Buffer<ffi::F32> discount,
+    ffi::Buffer<ffi::F32> record, ffi::Buffer<ffi::U32> rows_in,
+    ffi::Buffer<ffi::PRED> invalid, ffi::Buffer<ffi::U32> keys,
+    ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::PRED> descend,
+    ffi::ResultBuffer<ffi::S32> stats_out,
+    ffi::ResultBuffer<ffi::S32> edges_out,
+    ffi::ResultBuffer<ffi::S32> links_out,
+    ffi::ResultBuffer<ffi::U32> rows_out,
+    ffi::ResultBuffer<ffi::S32> node_out,
+    ffi::ResultBuffer<ffi::S32> action_out,
+    ffi::ResultBuffer<ffi::S32> child_out, int32_t max_depth) {
+  ExpandRows expand;
+  if (auto error = PrepareExpand(stats_in, edges_in, links_in, parent, action,
+                                 child, value, reward, discount, record,
+                                 stats_out, edges_out, links_out, &rows_in,
+                                 &rows_out, &expand);
+      error.failure()) {
+    return error;
+  }
+  if (descend.element_count() != 1) {
+    return ffi::Error::InvalidArgument("descend must be a scalar");
+  }
+  return MuzeroExpandDescend(pool, expand, parent.element_count(), invalid,
+                             keys, scale, descend.typed_data()[0],
+                             node_out->typed_data(), action_out->typed_data(),
+                             child_out->typed_data(), max_depth);
+}
 }  // namespace
 
 namespace {
@@ -3177,6 +3440,22 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackupRows,
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::U32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandDescend, ExpandDescendImpl,
+                              ExpandBackupBinding()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int32_t>("max_depth"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelDescend, GumbelDescendImpl,
                               ffi::Ffi::Bind()
