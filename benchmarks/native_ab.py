@@ -39,6 +39,13 @@ with and without its advice for transparent huge pages
 (`_fast_search._HUGE_PAGES`, as `MCTX_PLANNER_HUGE_PAGES=0` sets it):
 
     python benchmarks/native_ab.py --huge-pages --cells muzero,64,256,256 gumbel,64,256,128
+
+`--fused-descent` compares, per MuZero cell with the selection cache (20 to
+64 actions), each backup fused with the next simulation's descent
+(`_native.expand_descend`) against the two calls
+(`_fast_search._FUSED_DESCENT`, as `MCTX_PLANNER_FUSED_DESCENT=0` sets it):
+
+    python benchmarks/native_ab.py --fused-descent --cells muzero,64,1024,256
 """
 
 import argparse
@@ -197,6 +204,9 @@ def main():
   parser.add_argument("--huge-pages", action="store_true",
                       help="cells: the store advised for huge pages against "
                            "the same store without the advice")
+  parser.add_argument("--fused-descent", action="store_true",
+                      help="MuZero cells: each backup fused with the next "
+                           "descent against the two calls")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--budget", type=float, default=3.0,
                       help="seconds of interleaved timing per cell")
@@ -246,10 +256,13 @@ def main():
       # The store advised for huge pages against the same store without it.
       "huge_pages": ("_HUGE_PAGES", "huge pages", "huge_pages_ms",
                      "4 KB pages", "plain_pages_ms"),
+      # Each backup fused with the next descent against the two calls.
+      "fused_descent": ("_FUSED_DESCENT", "fused", "fused_ms", "two calls",
+                        "two_calls_ms"),
   }
   chosen = [switches[k] for k in switches if getattr(args, k)]
   if len(chosen) > 1:
-    parser.error("give one of --unpack and --huge-pages")
+    parser.error("give one of --unpack, --huge-pages and --fused-descent")
   switch = chosen[0] if chosen else None
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],

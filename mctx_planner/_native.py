@@ -26,7 +26,11 @@ tree levels with one kernel each per simulation:
 * ``expand_backup``: the expansion's writes to the tree store (the new
   node's statistics, link and priors, its parent's edge) and the backward
   pass, of every policy, in place; with MuZero's unmasked selection cache,
-  also the new node's cache row and its parent's slots.
+  also the new node's cache row and its parent's slots;
+* ``expand_descend``: that expansion and backup with MuZero's unmasked
+  selection cache, then the next simulation's descent, in one call that
+  backs up each block of examples just before descending them again
+  (``MCTX_PLANNER_FUSED_DESCENT=0`` keeps the two calls; docs/design.md).
 
 Two more run once per call: ``unpack_edges`` turns the packed edge store into
 mctx's ``[B, N, A]`` tree arrays in one threaded pass (XLA made one pass per
