@@ -1028,10 +1028,12 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       # Simulation `sim` from its descent's result on: the network, then
       # its expansion and backup fused with simulation `sim + 1`'s descent
       # (`_native.expand_descend`), with the keys `one_simulation` splits.
-      rng_key, store, parent, action, child = state
-      rng_key, _, expand_key = _split_key(rng_key, 3)
-      _, next_key, _ = _split_key(rng_key, 3)
-      next_keys = _as_raw_keys(_split_batch(next_key, full_batch, offset,
+      # `keys`: this simulation's split of its key, which
+      # `one_simulation` would make, carried from the turn before.
+      keys, store, parent, action, child = state
+      rng_key, _, expand_key = keys
+      keys = _split_key(rng_key, 3)
+      next_keys = _as_raw_keys(_split_batch(keys[1], full_batch, offset,
                                             batch_size))
       child = jnp.where(child == Tree.UNVISITED, sim + 1, child)
       store, (parent, action, child) = _expand(
@@ -1039,7 +1041,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
           prior_probs, native_backup=True, select_rows=True,
           descend_next=(invalid_actions, next_keys, scale, max_depth,
                         sim + 1 < num_simulations))
-      return rng_key, store, parent, action, child
+      return keys, store, parent, action, child
 
     store = _init_store(root, num_simulations, prior_probs, native=native)
     # The kernels' caches (native only), zeros, written as the store is.
@@ -1059,15 +1061,15 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                    root.prior_logits.shape[-1] <= 64)
     if select_rows and _FUSED_DESCENT:
       # The first descent alone, then one fused call per simulation.
-      _, simulate_key, _ = _split_key(rng_key, 3)
+      keys = _split_key(rng_key, 3)
       parent, action, child, cache = _native.muzero_descend(
           store.edges, store.stats, invalid_actions,
-          _as_raw_keys(_split_batch(simulate_key, full_batch, offset,
+          _as_raw_keys(_split_batch(keys[1], full_batch, offset,
                                     batch_size)),
           scale, max_depth, cache=store.select_cache)
       store = store._replace(select_cache=cache)
       _, store, *_ = loop_fn(0, num_simulations, fused_simulation,
-                             (rng_key, store, parent, action, child))
+                             (keys, store, parent, action, child))
     else:
       _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     # The caches are internal (and CPU-only: every platform's branch returns
