@@ -21,7 +21,9 @@ phase of a while loop is read from the HLO: the backup writes the tree store
 use (`mctx_planner.native_cpu_kernels()`), MuZero's and Gumbel MuZero's
 descents and every expansion's store writes with the backup are one custom
 call each per simulation ("native descent", "native expand_backup"; MuZero
-from 20 actions "native descent (selection cache)");
+from 20 actions without masks, the first descent "native descent (selection
+cache)" and then, per simulation, "native expand_descend": the backup and
+the next descent in one call);
 `--xla-loops` profiles the pure-XLA loops instead.  `--top N` lists the N
 kernels that took the most time.
 """
@@ -172,7 +174,9 @@ def main():
       phases[computation] = _phase(computation, loops, sim_loop, writers,
                                    args.batch)
     phase = phases[computation]
-    if name in native:
+    if name in native and native[name] == "expand_descend":
+      phase = "native expand_descend (backup, then the next descent)"
+    elif name in native:
       phase = "native " + re.sub(r"\w+_descend(_cached)?", lambda m: (
           "descent" + (" (selection cache)" if m.group(1) else "")),
                                  native[name])

@@ -105,7 +105,6 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
             "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
             "mctx_planner_expand_backup": "MctxPlannerExpandBackup",
-            "mctx_planner_expand_backup_rows": "MctxPlannerExpandBackupRows",
             "mctx_planner_expand_descend": "MctxPlannerExpandDescend",
             "mctx_planner_top_k": "MctxPlannerTopK",
             "mctx_planner_unpack_edges": "MctxPlannerUnpackEdges",
@@ -466,22 +465,30 @@ def expand_backup(stats, edges, links, parent, action, child, value, reward,
   actions), in which node `child`'s row is built from its priors and the
   parent's row is told the edge's child, so that descents read rows more
   often than records (same actions)."""
+  if rows is not None:  # the fused target without its descent
+    return expand_descend(
+        stats, edges, links, parent, action, child, value, reward, discount,
+        record, rows, jnp.zeros([0], bool), jnp.zeros([0], jnp.uint32),
+        jnp.zeros([0], jnp.float32), 0, False)[:4]
+  args, shapes = _expansion_operands(stats, edges, links, parent, action,
+                                     child, value, reward, discount, record)
+  return tuple(jax.ffi.ffi_call(
+      "mctx_planner_expand_backup", shapes,
+      input_output_aliases={0: 0, 1: 1, 2: 2},
+      vmap_method="sequential")(*args)) + (None,)
+
+
+def _expansion_operands(stats, edges, links, parent, action, child, value,
+                        reward, discount, record):
+  """The expansion's operands as the kernels take them (indices int32, the
+  rest float32), and the result shapes of the store's three arrays."""
   f32 = lambda x: jnp.asarray(x).astype(jnp.float32)
   i32 = lambda x: jnp.asarray(x, jnp.int32)
   args = (stats, edges, links, i32(parent), i32(action), i32(child),
           f32(value), f32(reward), f32(discount), f32(record))
   shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.int32)
                  for x in (stats, edges, links))
-  if rows is None:
-    return tuple(jax.ffi.ffi_call(
-        "mctx_planner_expand_backup", shapes,
-        input_output_aliases={0: 0, 1: 1, 2: 2},
-        vmap_method="sequential")(*args)) + (None,)
-  return tuple(jax.ffi.ffi_call(
-      "mctx_planner_expand_backup_rows",
-      shapes + (jax.ShapeDtypeStruct(rows.shape, jnp.uint32),),
-      input_output_aliases={0: 0, 1: 1, 2: 2, 10: 3},
-      vmap_method="sequential")(*args, rows))
+  return args, shapes
 
 
 def expand_descend(stats, edges, links, parent, action, child, value, reward,
@@ -494,20 +501,15 @@ def expand_descend(stats, edges, links, parent, action, child, value, reward,
   action and child zeros where `descend` is false).  Each example's tree is
   backed up right before its next descent, which then finds its path in
   cache (MuZero's paths are ~90 levels deep with 64 actions)."""
-  f32 = lambda x: jnp.asarray(x).astype(jnp.float32)
-  i32 = lambda x: jnp.asarray(x, jnp.int32)
-  batch = edges.shape[0]
-  out = jax.ShapeDtypeStruct((batch,), jnp.int32)
-  shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.int32)
-                 for x in (stats, edges, links))
+  args, shapes = _expansion_operands(stats, edges, links, parent, action,
+                                     child, value, reward, discount, record)
+  out = jax.ShapeDtypeStruct((edges.shape[0],), jnp.int32)
   return tuple(jax.ffi.ffi_call(
       "mctx_planner_expand_descend",
       shapes + (jax.ShapeDtypeStruct(rows.shape, jnp.uint32), out, out, out),
       input_output_aliases={0: 0, 1: 1, 2: 2, 10: 3},
       vmap_method="sequential")(
-          stats, edges, links, i32(parent), i32(action), i32(child),
-          f32(value), f32(reward), f32(discount), f32(record), rows,
-          invalid_actions != 0, keys, scale,
+          *args, rows, invalid_actions != 0, keys, scale,
           jnp.asarray(descend, bool), max_depth=np.int32(max_depth)))
 
 

@@ -2812,15 +2812,16 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
 // logits, or their probabilities where the store keeps those); the edge
 // `(parent[b], action[b])` gets the reward, the discount and the child.
 //
-// With `rows_in` (MuZero's unmasked selection cache `[B, N, 16]`, up to 64
+// With `rows` (MuZero's unmasked selection cache `[B, N, 16]`, up to 64
 // actions), also: node `child[b]`'s row is built (`CacheTopTwo` over its
 // new priors, no child visited), so that its first descent reads the row
 // instead of scoring all its children; and the parent's slots
 // (`LaneSlots::Fill`) are written, now that the edge names its child.  A
 // node evaluated again at the depth limit gets a new row too: it is never
 // interior, so the row is never read.
-// One simulation's expansion and backup of examples `[begin, end)`
-// (`operator()`), over the store's pointers that `PrepareExpand` sets.
+//
+// `operator()` does it for examples `[begin, end)`, over the store's
+// pointers that `PrepareExpand` sets.
 struct ExpandRows {
   int64_t num_nodes, num_actions;
   int32_t* st;
@@ -2933,46 +2934,10 @@ ffi::Error PrepareExpand(const ffi::Buffer<ffi::S32>& stats_in,
   return ffi::Error::Success();
 }
 
-// The expansion's writes to the packed store, as `_fast_search._expand`
-// makes them, then mctx's backward pass from the new node (`BackupRange`),
-// in place: for each example, node `child[b]` gets its visit count plus one,
-// `value[b]` (twice), its parent link (`parent[b]`, `action[b]`,
-// `reward[b]`, `discount[b]`) and its children's priors `record[b]` (the
-// logits, or their probabilities where the store keeps those); the edge
-// `(parent[b], action[b])` gets the reward, the discount and the child.
-//
-// With `rows_in` (MuZero's unmasked selection cache `[B, N, 16]`, up to 64
-// actions), also: node `child[b]`'s row is built (`CacheTopTwo` over its
-// new priors, no child visited), so that its first descent reads the row
-// instead of scoring all its children; and the parent's slots
-// (`LaneSlots::Fill`) are written, now that the edge names its child.  A
-// node evaluated again at the depth limit gets a new row too: it is never
-// interior, so the row is never read.
-ffi::Error ExpandBackup(ffi::ThreadPool& pool,
-                        const ffi::Buffer<ffi::S32>& stats_in,
-                        const ffi::Buffer<ffi::S32>& edges_in,
-                        const ffi::Buffer<ffi::S32>& links_in,
-                        const ffi::Buffer<ffi::S32>& parent,
-                        const ffi::Buffer<ffi::S32>& action,
-                        const ffi::Buffer<ffi::S32>& child,
-                        const ffi::Buffer<ffi::F32>& value,
-                        const ffi::Buffer<ffi::F32>& reward,
-                        const ffi::Buffer<ffi::F32>& discount,
-                        const ffi::Buffer<ffi::F32>& record,
-                        ffi::ResultBuffer<ffi::S32>& stats_out,
-                        ffi::ResultBuffer<ffi::S32>& edges_out,
-                        ffi::ResultBuffer<ffi::S32>& links_out,
-                        const ffi::Buffer<ffi::U32>* rows_in,
-                        ffi::ResultBuffer<ffi::U32>* rows_out) {
-  ExpandRows range;
-  if (auto error = PrepareExpand(stats_in, edges_in, links_in, parent, action,
-                                 child, value, reward, discount, record,
-                                 stats_out, edges_out, links_out, rows_in,
-                                 rows_out, &range);
-      error.failure()) {
-    return error;
-  }
-  const int64_t batch = parent.element_count();
+// Runs the expansion and backup `range` (from `PrepareExpand`) over the
+// batch.
+ffi::Error RunExpand(ffi::ThreadPool& pool, const ExpandRows& range,
+                     int64_t batch) {
   // Examples touch disjoint parts of the store, so ranges of them can run on
   // XLA's threads, from `kParallelExpandMin` examples: at B = 1024 this took
   // 104 us per simulation against 144 on one thread (9 actions; 64: 266
@@ -2988,7 +2953,7 @@ ffi::Error ExpandBackup(ffi::ThreadPool& pool,
   return ffi::Error::Success();
 }
 
-// One simulation's expansion and backup (`ExpandBackup` with MuZero's
+// One simulation's expansion and backup (`RunExpand` with MuZero's
 // unmasked selection-cache rows), then, if `descend`, the next simulation's
 // cached MuZero descent (`MuzeroDescend`): example by example, each tree
 // backed up just before its next descent starts (`kReadyAhead` examples
@@ -3011,9 +2976,10 @@ ffi::Error MuzeroExpandDescend(
     std::fill(node_o, node_o + batch, 0);
     std::fill(action_o, action_o + batch, 0);
     std::fill(child_o, child_o + batch, 0);
+    return RunExpand(pool, expand, batch);
   }
-  if (descend && (invalid.element_count() != batch * num_actions ||
-                  keys.element_count() != 2 * batch)) {
+  if (invalid.element_count() != batch * num_actions ||
+      keys.element_count() != 2 * batch) {
     return ffi::Error::InvalidArgument("invalid must be [B, A], keys [B, 2]");
   }
   const bool* inv = invalid.typed_data();
@@ -3044,32 +3010,29 @@ ffi::Error MuzeroExpandDescend(
   auto range = [&](int64_t begin, int64_t end) {
     int64_t done = begin;
     const Ready ready{&expand, &done, end};
-    bool ok = true;
-    if (descend) {
-      auto select = make_select();
+    bool ok;
+    auto select = make_select();
 #ifdef MCTX_PLANNER_LANES
-      if (LanesEnabled() && batch >= kLanesMin &&
-          LanesFit(batch, num_nodes, num_actions)) {
-        const PuctLanes vec(select, num_actions, expand.e, expand.st,
-                            max_depth);
-        RangeRows<Ready> rows{begin, end, ready};
-        ok = DescendLanes(rows, num_nodes, num_actions, expand.e, k,
-                          max_depth, select, vec, node_o, action_o, child_o);
-      } else
+    if (LanesEnabled() && batch >= kLanesMin &&
+        LanesFit(batch, num_nodes, num_actions)) {
+      const PuctLanes vec(select, num_actions, expand.e, expand.st,
+                          max_depth);
+      RangeRows<Ready> rows{begin, end, ready};
+      ok = DescendLanes(rows, num_nodes, num_actions, expand.e, k, max_depth,
+                        select, vec, node_o, action_o, child_o);
+    } else
 #endif
-      {
-        ok = DescendRange(begin, end, num_nodes, num_actions, expand.e,
-                          expand.st, k, max_depth, select, node_o, action_o,
-                          child_o, ready);
-      }
+    {
+      ok = DescendRange(begin, end, num_nodes, num_actions, expand.e,
+                        expand.st, k, max_depth, select, node_o, action_o,
+                        child_o, ready);
     }
     ready(end);
     return ok;
   };
   bool ok;
-  if (batch < kParallelMin || !descend) {
-    ok = batch < kParallelMin ? AdaptiveFor(pool, batch, range)
-                              : ParallelFor(pool, batch, kChunk, range);
+  if (batch < kParallelMin) {
+    ok = AdaptiveFor(pool, batch, range);
   }
 #ifdef MCTX_PLANNER_LANES
   else if (LanesEnabled() && LanesFit(batch, num_nodes, num_actions)) {
@@ -3348,32 +3311,22 @@ ffi::Error ExpandBackupImpl(
     ffi::Buffer<ffi::F32> record, ffi::ResultBuffer<ffi::S32> stats_out,
     ffi::ResultBuffer<ffi::S32> edges_out,
     ffi::ResultBuffer<ffi::S32> links_out) {
-  return ExpandBackup(pool, stats_in, edges_in, links_in, parent, action,
-                      child, value, reward, discount, record, stats_out,
-                      edges_out, links_out, nullptr, nullptr);
+  ExpandRows range;
+  if (auto error = PrepareExpand(stats_in, edges_in, links_in, parent, action,
+                                 child, value, reward, discount, record,
+                                 stats_out, edges_out, links_out, nullptr,
+                                 nullptr, &range);
+      error.failure()) {
+    return error;
+  }
+  return RunExpand(pool, range, parent.element_count());
 }
 
-// With MuZero's selection-cache rows (a separate target, as the cached
-// descent's).
-ffi::Error ExpandBackupRowsImpl(
-    ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
-    ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
-    ffi::Buffer<ffi::S32> parent, ffi::Buffer<ffi::S32> action,
-    ffi::Buffer<ffi::S32> child, ffi::Buffer<ffi::F32> value,
-    ffi::Buffer<ffi::F32> reward, ffi::Buffer<ffi::F32> discount,
-    ffi::Buffer<ffi::F32> record, ffi::Buffer<ffi::U32> rows_in,
-    ffi::ResultBuffer<ffi::S32> stats_out,
-    ffi::ResultBuffer<ffi::S32> edges_out,
-    ffi::ResultBuffer<ffi::S32> links_out,
-    ffi::ResultBuffer<ffi::U32> rows_out) {
-  return ExpandBackup(pool, stats_in, edges_in, links_in, parent, action,
-                      child, value, reward, discount, record, stats_out,
-                      edges_out, links_out, &rows_in, &rows_out);
-}
-
-// `ExpandBackupRowsImpl`, then the next simulation's cached MuZero descent
-// (unmasked), fused (`MuzeroExpandDescend`); `descend[]` false: the
-// expansion alone (the last simulation), node, action and child zeros.
+// The expansion and backup with MuZero's unmasked selection-cache rows,
+// then the next simulation's cached MuZero descent, fused
+// (`MuzeroExpandDescend`); `descend[]` false: the expansion alone (the last
+// simulation, or `_native.expand_backup` with rows: `invalid`, `keys` and
+// `scale` may then be empty), node, action and child zeros.
 ffi::Error ExpandDescendImpl(
     ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
     ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
@@ -3431,15 +3384,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackup, ExpandBackupImpl,
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackupRows,
-                              ExpandBackupRowsImpl,
-                              ExpandBackupBinding()
-                                  .Arg<ffi::Buffer<ffi::U32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::U32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandDescend, ExpandDescendImpl,
                               ExpandBackupBinding()
