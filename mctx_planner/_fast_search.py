@@ -1027,9 +1027,9 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     def fused_simulation(sim, state):
       # Simulation `sim` from its descent's result on: the network, then
       # its expansion and backup fused with simulation `sim + 1`'s descent
-      # (`_native.expand_descend`), with the keys `one_simulation` splits.
-      # `keys`: this simulation's split of its key, which
-      # `one_simulation` would make, carried from the turn before.
+      # (`_native.expand_descend`).  `keys` is this simulation's split of
+      # its key, as `one_simulation` splits it, carried from the turn
+      # before.
       keys, store, parent, action, child = state
       rng_key, _, expand_key = keys
       keys = _split_key(rng_key, 3)
