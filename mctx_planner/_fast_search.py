@@ -983,21 +983,29 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
               jnp.arange(num_simulations + 2, dtype=jnp.int32)),
           *native_puct[:2])
 
+    def example_keys(key):
+      # This shard's examples' keys from a simulation's key.
+      return _split_batch(key, full_batch, offset, batch_size)
+
+    def muzero_descent(simulate_keys, store):
+      # `(parent, action, child, store)`: the native MuZero descent, whose
+      # selection cache (if any) the store then holds.
+      parent, action, child, cache = _native.muzero_descend(
+          store.edges, store.stats, invalid_actions,
+          _as_raw_keys(simulate_keys), scale, max_depth,
+          legal=store.embeddings.legal_action_mask if masked else None,
+          masked_score=native_puct[2] if masked else 0.,
+          cache=store.select_cache)
+      return parent, action, child, store._replace(select_cache=cache)
+
     # Defined anew for each platform's trace: JAX caches the traces of loop
     # bodies by function, which would hand one platform's layouts to both.
     def one_simulation(sim, state):
       rng_key, store = state
       rng_key, simulate_key, expand_key = _split_key(rng_key, 3)
-      simulate_keys = _split_batch(simulate_key, full_batch, offset,
-                                   batch_size)
+      simulate_keys = example_keys(simulate_key)
       if native_descent:
-        parent, action, child, cache = _native.muzero_descend(
-            store.edges, store.stats, invalid_actions,
-            _as_raw_keys(simulate_keys), scale, max_depth,
-            legal=store.embeddings.legal_action_mask if masked else None,
-            masked_score=native_puct[2] if masked else 0.,
-            cache=store.select_cache)
-        store = store._replace(select_cache=cache)  # None without a cache
+        parent, action, child, store = muzero_descent(simulate_keys, store)
       elif gumbel_descent:
         if gumbel_root:
           root_action, root_inputs = None, (extra_data.root_gumbel,
@@ -1033,8 +1041,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       keys, store, parent, action, child = state
       rng_key, _, expand_key = keys
       keys = _split_key(rng_key, 3)
-      next_keys = _as_raw_keys(_split_batch(keys[1], full_batch, offset,
-                                            batch_size))
+      next_keys = _as_raw_keys(example_keys(keys[1]))
       child = jnp.where(child == Tree.UNVISITED, sim + 1, child)
       store, (parent, action, child) = _expand(
           params, expand_key, store, recurrent_fn, parent, action, child,
@@ -1062,12 +1069,8 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     if select_rows and _FUSED_DESCENT:
       # The first descent alone, then one fused call per simulation.
       keys = _split_key(rng_key, 3)
-      parent, action, child, cache = _native.muzero_descend(
-          store.edges, store.stats, invalid_actions,
-          _as_raw_keys(_split_batch(keys[1], full_batch, offset,
-                                    batch_size)),
-          scale, max_depth, cache=store.select_cache)
-      store = store._replace(select_cache=cache)
+      parent, action, child, store = muzero_descent(example_keys(keys[1]),
+                                                    store)
       _, store, *_ = loop_fn(0, num_simulations, fused_simulation,
                              (keys, store, parent, action, child))
     else:

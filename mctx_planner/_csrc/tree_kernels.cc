@@ -2906,15 +2906,12 @@ ffi::Error PrepareExpand(const ffi::Buffer<ffi::S32>& stats_in,
         "parent, action, child, value, reward, discount must be [B] and "
         "record [B, A]");
   }
-  uint32_t* rows = nullptr;
-  if (rows_in != nullptr) {
-    if (num_actions > 64 ||
-        CacheLayout<false>::Words(num_actions) != LaneSlots::kRowWords ||
-        rows_in->element_count() !=
-            batch * num_nodes * LaneSlots::kRowWords) {
-      return ffi::Error::InvalidArgument(
-          "rows must be [B, N, 16] (unmasked, up to 64 actions)");
-    }
+  if (rows_in != nullptr &&
+      (num_actions > 64 ||
+       CacheLayout<false>::Words(num_actions) != LaneSlots::kRowWords ||
+       rows_in->element_count() != batch * num_nodes * LaneSlots::kRowWords)) {
+    return ffi::Error::InvalidArgument(
+        "rows must be [B, N, 16] (unmasked, up to 64 actions)");
   }
   const int32_t* pa = parent.typed_data();
   const int32_t* ac = action.typed_data();
@@ -2925,10 +2922,11 @@ ffi::Error PrepareExpand(const ffi::Buffer<ffi::S32>& stats_in,
       return ffi::Error::InvalidArgument("expansion node or action out of range");
     }
   }
-  if (rows_in != nullptr) rows = InPlace(*rows_in, *rows_out);
   *out = ExpandRows{num_nodes, num_actions,
                     InPlace(stats_in, stats_out), InPlace(edges_in, edges_out),
-                    InPlace(links_in, links_out), rows, pa, ac, ch,
+                    InPlace(links_in, links_out),
+                    rows_in == nullptr ? nullptr : InPlace(*rows_in, *rows_out),
+                    pa, ac, ch,
                     value.typed_data(), reward.typed_data(),
                     discount.typed_data(), record.typed_data()};
   return ffi::Error::Success();
@@ -3005,6 +3003,10 @@ ffi::Error MuzeroExpandDescend(
     return PuctSelector<true>(num_actions, expand.e, expand.st, inv, nullptr,
                               0.f, sc, table, expand.rows);
   };
+#ifdef MCTX_PLANNER_LANES
+  const bool lanes = LanesEnabled() && batch >= kLanesMin &&
+                     LanesFit(batch, num_nodes, num_actions);
+#endif
   // Examples `[begin, end)`, expanded `kReadyAhead` at a time just before
   // their descents.
   auto range = [&](int64_t begin, int64_t end) {
@@ -3013,8 +3015,7 @@ ffi::Error MuzeroExpandDescend(
     bool ok;
     auto select = make_select();
 #ifdef MCTX_PLANNER_LANES
-    if (LanesEnabled() && batch >= kLanesMin &&
-        LanesFit(batch, num_nodes, num_actions)) {
+    if (lanes) {
       const PuctLanes vec(select, num_actions, expand.e, expand.st,
                           max_depth);
       RangeRows<Ready> rows{begin, end, ready};
@@ -3035,7 +3036,7 @@ ffi::Error MuzeroExpandDescend(
     ok = AdaptiveFor(pool, batch, range);
   }
 #ifdef MCTX_PLANNER_LANES
-  else if (LanesEnabled() && LanesFit(batch, num_nodes, num_actions)) {
+  else if (lanes) {
     // One task per thread, each taking blocks of `kReadyAhead` examples
     // from a shared counter (so that a slow thread takes fewer) and
     // expanding each block as it takes it.
