@@ -46,6 +46,14 @@ with and without its advice for transparent huge pages
 (`_fast_search._FUSED_DESCENT`, as `MCTX_PLANNER_FUSED_DESCENT=0` sets it):
 
     python benchmarks/native_ab.py --fused-descent --cells muzero,64,1024,256
+
+`--lazy-edges` compares, per MuZero cell with the selection cache's rows
+(20 to 64 actions), the backup that leaves the edges of nodes with at most
+two visited children (their children's statistics hold the same numbers)
+against the backup that writes every edge (`_fast_search._LAZY_EDGES`, as
+`MCTX_PLANNER_LAZY_EDGES=0` sets it):
+
+    python benchmarks/native_ab.py --lazy-edges --cells muzero,64,1024,256
 """
 
 import argparse
@@ -207,6 +215,9 @@ def main():
   parser.add_argument("--fused-descent", action="store_true",
                       help="MuZero cells: each backup fused with the next "
                            "descent against the two calls")
+  parser.add_argument("--lazy-edges", action="store_true",
+                      help="MuZero cells: the backup leaving narrow nodes' "
+                           "edges against writing every edge")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--budget", type=float, default=3.0,
                       help="seconds of interleaved timing per cell")
@@ -259,10 +270,14 @@ def main():
       # Each backup fused with the next descent against the two calls.
       "fused_descent": ("_FUSED_DESCENT", "fused", "fused_ms", "two calls",
                         "two_calls_ms"),
+      # The backup leaving narrow nodes' edges against writing every edge.
+      "lazy_edges": ("_LAZY_EDGES", "lazy edges", "lazy_edges_ms",
+                     "every edge", "every_edge_ms"),
   }
   chosen = [switches[k] for k in switches if getattr(args, k)]
   if len(chosen) > 1:
-    parser.error("give one of --unpack, --huge-pages and --fused-descent")
+    parser.error("give one of --unpack, --huge-pages, --fused-descent and "
+                 "--lazy-edges")
   switch = chosen[0] if chosen else None
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],

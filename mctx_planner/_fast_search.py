@@ -240,18 +240,28 @@ _NATIVE_UNPACK = True
 
 
 def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
-             extra_data, native: bool = False) -> Tree:
+             extra_data, native: bool = False,
+             child_stats: bool = False) -> Tree:
   """The store as mctx's `Tree`.  With `native` (XLA:CPU, kernels loaded)
   the `[B, N, A]` arrays come from one pass over the edge store
-  (`_native.unpack_edges`) instead of one XLA pass per array."""
+  (`_native.unpack_edges`) instead of one XLA pass per array.
+  `child_stats`: the edges' visit counts and values may be stale (the native
+  backup with MuZero's selection-cache rows leaves some: `LazyEdges` in
+  tree_kernels.cc), so an expanded child's come from its statistics, as
+  the native unpack always takes them."""
   e, st, ln = store.edges, store.stats, store.links
   if native:
     index, visits, rewards, discounts, values, logits = _native.unpack_edges(
-        e, with_logits=store.logits is None)
+        e, st, with_logits=store.logits is None)
   else:
     index, visits = e[..., _E_CHILD] - 1, e[..., _E_VISITS]
-    rewards, discounts, values = (_f32(e[..., f]) for f in (
-        _E_REWARD, _E_DISCOUNT, _E_VALUE))
+    values = e[..., _E_VALUE]
+    if child_stats:
+      child = jax.vmap(lambda s, c: s[c])(st, jnp.maximum(index, 0))
+      visits = jnp.where(index >= 0, child[..., _S_VISITS], visits)
+      values = jnp.where(index >= 0, child[..., _S_VALUE], values)
+    rewards, discounts, values = (_f32(x) for x in (
+        e[..., _E_REWARD], e[..., _E_DISCOUNT], values))
     logits = _f32(e[..., _E_LOGIT]) if store.logits is None else None
   return Tree(
       node_visits=st[..., _S_VISITS],
@@ -701,7 +711,7 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
       *fields, parent, action, child = _native.expand_descend(
           store.stats, store.edges, store.links, parent, action, child,
           step.value, step.reward, step.discount, record,
-          store.select_cache, *descend_next)
+          store.select_cache, *descend_next, lazy_edges=_LAZY_EDGES)
       stats, edges, links, rows = fields
       return _Store(edges=edges, stats=stats, links=links,
                     embeddings=embeddings, logits=logits,
@@ -710,7 +720,8 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
     stats, edges, links, rows = _native.expand_backup(
         store.stats, store.edges, store.links, parent, action, child,
         step.value, step.reward, step.discount, record,
-        rows=store.select_cache if select_rows else None)
+        rows=store.select_cache if select_rows else None,
+        lazy_edges=_LAZY_EDGES)
     return _Store(edges=edges, stats=stats, links=links,
                   embeddings=embeddings, logits=logits,
                   prior_cache=store.prior_cache,
@@ -945,6 +956,15 @@ _SELECT_CACHE_MIN_ACTIONS = 20
 # "0": no (for A/B benchmarks).
 _FUSED_DESCENT = os.environ.get("MCTX_PLANNER_FUSED_DESCENT", "1") != "0"
 
+# Whether the native backup with MuZero's selection-cache rows leaves the
+# edges of nodes with at most two visited children (`LazyEdges` in
+# tree_kernels.cc; the descent and the unpack read their children's
+# statistics), `$MCTX_PLANNER_LAZY_EDGES` "0": no (for A/B benchmarks).
+# Measured (`benchmarks/native_ab.py --lazy-edges`, 64 actions): 1.07x at
+# hidden 256 and 1.16x at hidden 64 with B = 1024, S = 256, 1.01x to 1.03x
+# at B <= 256.
+_LAZY_EDGES = os.environ.get("MCTX_PLANNER_LAZY_EDGES", "1") != "0"
+
 
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
@@ -1080,7 +1100,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     return _to_tree(store._replace(prior_cache=None, select_cache=None),
                     root.value.dtype, root.prior_logits.dtype,
                     invalid_actions, extra_data,
-                    native=native and _NATIVE_UNPACK)
+                    native=native and _NATIVE_UNPACK, child_stats=select_rows)
 
   # A custom `loop_fn` (e.g. Haiku's `hk.fori_loop`, which manages module
   # state) is not wrapped in `platform_dependent`'s `lax.switch`: it gets the

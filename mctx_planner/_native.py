@@ -451,7 +451,7 @@ def gumbel_exact(num_actions: int, qtransform, root: bool = False) -> bool:
 
 
 def expand_backup(stats, edges, links, parent, action, child, value, reward,
-                  discount, record, rows=None):
+                  discount, record, rows=None, lazy_edges: bool = True):
   """`(stats, edges, links, rows)` after a simulation's expansion and backup,
   in place: the writes of `_fast_search._expand` to the packed store (node
   `child` gets its visit, `value`, its link to `(parent, action)` with
@@ -464,12 +464,16 @@ def expand_backup(stats, edges, links, parent, action, child, value, reward,
   cache (uint32 `select_cache_shape(edges.shape)`, `[B, N, 16]`, up to 64
   actions), in which node `child`'s row is built from its priors and the
   parent's row is told the edge's child, so that descents read rows more
-  often than records (same actions)."""
+  often than records (same actions).  With `rows` and `lazy_edges`, the
+  backup leaves the edges of nodes whose rows name at most two visited
+  children: their visit counts and values are their children's statistics,
+  which is where the descent and `unpack_edges` read them (`LazyEdges` in
+  tree_kernels.cc)."""
   if rows is not None:  # the fused target without its descent
     return expand_descend(
         stats, edges, links, parent, action, child, value, reward, discount,
         record, rows, jnp.zeros([0], bool), jnp.zeros([0], jnp.uint32),
-        jnp.zeros([0], jnp.float32), 0, False)[:4]
+        jnp.zeros([0], jnp.float32), 0, False, lazy_edges=lazy_edges)[:4]
   args, shapes = _expansion_operands(stats, edges, links, parent, action,
                                      child, value, reward, discount, record)
   return tuple(jax.ffi.ffi_call(
@@ -493,14 +497,15 @@ def _expansion_operands(stats, edges, links, parent, action, child, value,
 
 def expand_descend(stats, edges, links, parent, action, child, value, reward,
                    discount, record, rows, invalid_actions, keys, scale,
-                   max_depth: int, descend):
+                   max_depth: int, descend, lazy_edges: bool = True):
   """`expand_backup(..., rows=rows)` then, if the scalar `descend`, the next
   simulation's `muzero_descend(edges, stats, invalid_actions, keys, scale,
   max_depth, cache=rows)` (unmasked), in one call: `(stats, edges, links,
   rows, node, action, child)`, the same values as those two calls (node,
   action and child zeros where `descend` is false).  Each example's tree is
   backed up right before its next descent, which then finds its path in
-  cache (MuZero's paths are ~90 levels deep with 64 actions)."""
+  cache (MuZero's paths are ~90 levels deep with 64 actions).  `lazy_edges`:
+  as `expand_backup`'s."""
   args, shapes = _expansion_operands(stats, edges, links, parent, action,
                                      child, value, reward, discount, record)
   out = jax.ShapeDtypeStruct((edges.shape[0],), jnp.int32)
@@ -510,7 +515,8 @@ def expand_descend(stats, edges, links, parent, action, child, value, reward,
       input_output_aliases={0: 0, 1: 1, 2: 2, 10: 3},
       vmap_method="sequential")(
           *args, rows, invalid_actions != 0, keys, scale,
-          jnp.asarray(descend, bool), max_depth=np.int32(max_depth)))
+          jnp.asarray(descend, bool), max_depth=np.int32(max_depth),
+          lazy_edges=bool(lazy_edges)))
 
 
 def top_k_rows(x, k: int):
@@ -537,12 +543,15 @@ def store_init(first, num_nodes: int, advise: bool = True):
       vmap_method="sequential")(first, advise=bool(advise))
 
 
-def unpack_edges(edges, with_logits: bool):
+def unpack_edges(edges, stats, with_logits: bool):
   """The packed edge store `[B, N, A, 6]` int32 as mctx's tree arrays, in
   one pass: `(children_index, children_visits)` int32 and
   `(children_rewards, children_discounts, children_values,
   children_prior_logits)` float32, each `[B, N, A]` (the last None unless
-  `with_logits`: the store's first field then holds the logits)."""
+  `with_logits`: the store's first field then holds the logits).  An
+  expanded child's visit count and value come from its statistics, `stats`
+  `[B, N, 3]` int32 (the edges of MuZero's narrow nodes may be stale: see
+  `LazyEdges` in tree_kernels.cc)."""
   shape = edges.shape[:-1]
   i32 = jax.ShapeDtypeStruct(shape, jnp.int32)
   f32 = jax.ShapeDtypeStruct(shape, jnp.float32)
@@ -550,5 +559,5 @@ def unpack_edges(edges, with_logits: bool):
       "mctx_planner_unpack_edges",
       (i32, i32, f32, f32, f32,
        f32 if with_logits else jax.ShapeDtypeStruct((0,), jnp.float32)),
-      vmap_method="sequential")(edges)
+      vmap_method="sequential")(edges, stats)
   return tuple(out[:5]) + ((out[5] if with_logits else None),)

@@ -322,7 +322,8 @@ def test_native_ab_script_tiny(tmp_path):
     tiny = ("--hidden", "8", "--budget", "0.05", "--out", str(result))
     # (arguments, the row's two timings): native against XLA's loops, the
     # selection cache, the one-pass unpack, huge pages for the store, the
-    # backup fused with the next descent, and through the planner (legal-move masks, domain arguments).
+    # backup fused with the next descent, the backup leaving narrow nodes'
+    # edges, and through the planner (legal-move masks, domain arguments).
     for args, timings in [
             (("--cells", "muzero,5,8,16") + tiny, ("native_ms", "xla_ms")),
             (("--select-cache", "--cells", "muzero,20,8,16") + tiny,
@@ -333,6 +334,8 @@ def test_native_ab_script_tiny(tmp_path):
              ("huge_pages_ms", "plain_pages_ms")),
             (("--fused-descent", "--cells", "muzero,20,8,16") + tiny,
              ("fused_ms", "two_calls_ms")),
+            (("--lazy-edges", "--cells", "muzero,20,8,16") + tiny,
+             ("lazy_edges_ms", "every_edge_ms")),
             (("--select-cache", "--planner-cells",
               "recommendation:num_candidates=20,muzero,4,8") + tiny[2:],
              ("cache_ms", "no_cache_ms"))]:

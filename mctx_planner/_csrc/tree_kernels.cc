@@ -520,6 +520,61 @@ inline void ForEachVisited(const uint32_t* c, int32_t num_actions, Fn fn) {
   }
 }
 
+// Edge statistics kept lazily (MuZero's unmasked rows of up to 64
+// actions, those with `LaneSlots`).  An edge's visit count and value are
+// those of its child's statistics, bit for bit, at every step (the backup
+// writes both with the same bits, `BackupRange`), and the vector lanes read
+// the child's statistics, not the edge.  So the backup leaves the edges of
+// narrow nodes alone: nodes whose row is ready and names at most two
+// visited children (the rows the lanes decide from).  Writing them cost a
+// cache line per level of every path: MuZero's paths are ~90 levels deep
+// with 64 actions at S = 256, and at B = 1024 each such line came from
+// memory.  The edges of a narrow node's visited children may thus be stale;
+// the scalar code reads those from the children's statistics instead
+// (`ChildStatsRecord`), and the unpack takes every expanded edge's from its
+// child (`UnpackEdgesImpl`).  A node whose row is not ready, or that has
+// three visited children or more, is wide: the backup writes its edge, and
+// when it passes a node with exactly three, all three (so that a node that
+// just turned wide has every edge fresh before anything reads it whole).
+struct LazyEdges {
+  // Visited children named by an unmasked row.
+  static int32_t VisitedCount(const uint32_t* c, int32_t num_actions) {
+    using L = CacheLayout<false>;
+    int32_t n = 0;
+    for (int32_t w = 0; w < L::BitWords(num_actions); ++w) {
+      n += __builtin_popcount(c[L::kVisited + w]);
+    }
+    return n;
+  }
+  static bool Narrow(const uint32_t* c, int32_t num_actions) {
+    return c[0] == kCacheReady && VisitedCount(c, num_actions) <= 2;
+  }
+  // Copies the statistics of the visited children named by row `c` into
+  // their edges of record `rec` (`st`: the example's statistics).
+  static void Sync(int32_t* rec, const uint32_t* c, const int32_t* st,
+                   int32_t num_actions) {
+    ForEachVisited<false>(c, num_actions, [&](int32_t a) {
+      int32_t* edge = rec + a * kEdgeFields;
+      if (edge[kChild] <= 0) return;
+      const int32_t* child = st + (edge[kChild] - 1) * kStatFields;
+      edge[kVisits] = child[kSVisits];
+      edge[kValue] = child[kSValue];
+    });
+  }
+};
+
+// `rec` with the visit counts and values of the visited children that row
+// `c` names taken from their statistics (`st`: the example's), in `out`
+// (`A * kEdgeFields` words): a narrow node's record as the scalar code
+// reads it (`LazyEdges`).
+inline const int32_t* ChildStatsRecord(const int32_t* rec, const uint32_t* c,
+                                       const int32_t* st, int32_t num_actions,
+                                       int32_t* out) {
+  std::memcpy(out, rec, sizeof(int32_t) * num_actions * kEdgeFields);
+  LazyEdges::Sync(out, c, st, num_actions);
+  return out;
+}
+
 // The two unvisited children of highest prior (first index on ties) of
 // each kind, or kCacheUnusable.
 template <bool kMasked>
@@ -632,25 +687,38 @@ inline void CacheVisit(const int32_t* rec, int32_t num_actions,
 // margin under mctx's 1e-7, or a value that is not finite; the caller then
 // scores the whole row).  Same operations per child as `PuctSelectScalar`,
 // so the same roundings.
+//
+// `child_st` (the example's statistics, or null): the visited children's
+// visit counts and values come from their statistics, not their edges (a
+// narrow node's, `LazyEdges`).
 template <bool kMasked>
 inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
                                 int32_t num_actions, float node_value,
-                                float scale, float masked_score) {
+                                float scale, float masked_score,
+                                const int32_t* child_st = nullptr) {
   using L = CacheLayout<kMasked>;
   if (c[0] != kCacheReady || !std::isfinite(node_value) ||
       !(scale >= 0.0f) || !std::isfinite(scale)) {
     return -1;
   }
-  auto q_value = [rec](int32_t a) {
+  // A visited child's edge statistic `field` (kVisits or kValue).
+  auto stat = [rec, child_st](int32_t a, int32_t field) {
     const int32_t* e = rec + a * kEdgeFields;
-    return MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
+    if (child_st == nullptr) return e[field];
+    if (e[kChild] <= 0) return 0;
+    return child_st[(e[kChild] - 1) * kStatFields +
+                    (field == kVisits ? kSVisits : kSValue)];
+  };
+  auto q_value = [rec, &stat](int32_t a) {
+    const int32_t* e = rec + a * kEdgeFields;
+    return MulAdd(AsFloat(e[kDiscount]), AsFloat(stat(a, kValue)),
                   AsFloat(e[kReward]));
   };
   float lo = node_value, hi = node_value;
   bool usable = true;
   ForEachVisited<kMasked>(c, num_actions, [&](int32_t a) {
     const float q = q_value(a);
-    usable &= rec[a * kEdgeFields + kVisits] > 0 && std::isfinite(q);
+    usable &= stat(a, kVisits) > 0 && std::isfinite(q);
     lo = q < lo ? q : lo;
     hi = q > hi ? q : hi;
   });
@@ -683,7 +751,7 @@ inline int32_t CachedPuctSelect(const int32_t* rec, const uint32_t* c,
   };
   ForEachVisited<kMasked>(c, num_actions, [&](int32_t a) {
     consider(a, AsFloat(rec[a * kEdgeFields + kLogit]), q_value(a),
-             rec[a * kEdgeFields + kVisits], L::Legal(c, num_actions, a));
+             stat(a, kVisits), L::Legal(c, num_actions, a));
   });
   for (int32_t slot = 1; slot <= (kMasked ? 5 : 1); slot += 4) {
     for (int32_t i = 0; i < 2; ++i) {
@@ -1387,9 +1455,12 @@ class PuctSelector {
         masked_score_(masked_score), sc_(sc), table_(table),
         cache_(cache),
         cache_words_(SelectCacheWords(num_actions, kMasked)),
+        lazy_(kCached && !kMasked && cache != nullptr &&
+              SpareTags::Kept(kMasked, num_actions)),
         // Scratch rows, rounded up to whole 8-lane vectors.
         scores_((num_actions + 7) / 8 * 8),
-        visits_((num_actions + 7) / 8 * 8) {}
+        visits_((num_actions + 7) / 8 * 8),
+        record_(lazy_ ? num_actions * kEdgeFields : 0) {}
 
   // Whether `Stage` may ask to wait a turn (see `DescendRange`).
   static constexpr bool kStaged = kCached;
@@ -1432,19 +1503,33 @@ class PuctSelector {
     const int32_t* rec = e_ + at * num_actions_ * kEdgeFields;
     const float node_value = AsFloat(st_[at * kStatFields + kSValue]);
     if (!kCached) return FullSelect(q, b, at, rec, node_value, sc_[visits]);
+    // A narrow node's visited children's statistics, not its edges (the
+    // backup leaves those: `LazyEdges`).
+    const uint32_t* row = cache_ + at * cache_words_;
+    const int32_t* child_st =
+        lazy_ && LazyEdges::Narrow(row, num_actions_)
+            ? st_ + (at - q.node) * kStatFields
+            : nullptr;
     // Below the root, and at a root without invalid actions (the cache
     // does not know them).
     uint32_t* c =
         q.depth > 0 || RootCached(b) ? cache_ + at * cache_words_ : nullptr;
     if (c != nullptr) {
       const int32_t action = CachedPuctSelect<kMasked>(
-          rec, c, num_actions_, node_value, sc_[visits], masked_score_);
+          rec, c, num_actions_, node_value, sc_[visits], masked_score_,
+          child_st);
       if (action >= 0) {
         CacheVisit<kMasked>(rec, num_actions_, action, c);
         return action;
       }
     }
-    int32_t action = FullSelect(q, b, at, rec, node_value, sc_[visits]);
+    int32_t action = FullSelect(
+        q, b, at,
+        child_st == nullptr
+            ? rec
+            : ChildStatsRecord(rec, row, child_st, num_actions_,
+                               record_.data()),
+        node_value, sc_[visits]);
     if (c != nullptr && action >= 0) {
       if (c[0] == kCacheEmpty) {
         CacheBuild<kMasked>(rec, num_actions_,
@@ -1502,8 +1587,13 @@ class PuctSelector {
   const int64_t table_;
   uint32_t* cache_;
   const int32_t cache_words_;
+  // Whether the backup leaves narrow nodes' edges (`LazyEdges`): MuZero's
+  // unmasked rows of up to 64 actions, which the expansion keeps
+  // (`ExpandRows` with rows).
+  const bool lazy_;
   std::vector<float> scores_;
   std::vector<int32_t> visits_;
+  std::vector<int32_t> record_;  // `ChildStatsRecord`'s
 };
 
 // `DescendLanes`' part of an unmasked cache row (words 7 to 15): the node's
@@ -2731,9 +2821,15 @@ ffi::Error GumbelScoresImpl(ffi::Buffer<ffi::F32> logits,
 // actions, B = 256, S = 256: 33 to 36 ms of expansion and backup against
 // 39).  The leaf's link, just written by the expansion, is read when the
 // group starts, so no path takes an extra turn.
+//
+// With `rows` (MuZero's unmasked selection-cache rows of up to 64 actions,
+// `[B, N, 16]`): the edges of narrow nodes are left as they are
+// (`LazyEdges`), and their rows are what a turn prefetches instead.
 void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
                  int64_t num_actions, int32_t* st, int32_t* e,
-                 const int32_t* ln, const int32_t* lf) {
+                 const int32_t* ln, const int32_t* lf,
+                 const uint32_t* rows = nullptr) {
+  constexpr int64_t kRowWords = LaneSlots::kRowWords;
   constexpr int kGroup = 16;
   struct Path {
     int32_t node, node_visit, parent, action;
@@ -2750,7 +2846,11 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
     q.discount = AsFloat(link[kLDiscount]);
     const int64_t at = b * num_nodes + q.parent;
     __builtin_prefetch(st + at * kStatFields, 1);
-    __builtin_prefetch(e + (at * num_actions + q.action) * kEdgeFields, 1);
+    if (rows == nullptr) {
+      __builtin_prefetch(e + (at * num_actions + q.action) * kEdgeFields, 1);
+    } else {
+      __builtin_prefetch(rows + at * kRowWords);
+    }
     __builtin_prefetch(ln + at * kLinkFields);
   };
   for (int64_t b0 = begin; b0 < end; b0 += kGroup) {
@@ -2785,11 +2885,23 @@ void BackupRange(int64_t begin, int64_t end, int64_t num_nodes,
                    new_value) / (static_cast<float>(count) + 1.0f);
         parent_stat[kSVisits] = count + 1;
         parent_stat[kSValue] = AsBits(parent_value);
-        int32_t* edge =
-            e + ((b * num_nodes + parent) * num_actions + q.action) *
-                    kEdgeFields;
-        edge[kValue] = AsBits(q.node_value);
-        edge[kVisits] = q.node_visit;
+        const int64_t at = b * num_nodes + parent;
+        int32_t* edge = e + (at * num_actions + q.action) * kEdgeFields;
+        const uint32_t* c = rows == nullptr ? nullptr : rows + at * kRowWords;
+        const int32_t visited =
+            c == nullptr || c[0] != kCacheReady
+                ? -1
+                : LazyEdges::VisitedCount(c, static_cast<int32_t>(num_actions));
+        if (visited < 0 || visited > 3) {
+          edge[kValue] = AsBits(q.node_value);
+          edge[kVisits] = q.node_visit;
+        } else if (visited == 3) {
+          // The node may have just turned wide: all its edges (the child's
+          // statistics are this level's, written one turn before).
+          LazyEdges::Sync(e + at * num_actions * kEdgeFields, c,
+                          st + b * num_nodes * kStatFields,
+                          static_cast<int32_t>(num_actions));
+        }
         q.value = new_value;
         q.node_value = parent_value;
         q.node_visit = count + 1;
@@ -2835,6 +2947,8 @@ struct ExpandRows {
   const float* reward;
   const float* discount;
   const float* record;
+  // With `rows`: the backup leaves narrow nodes' edges (`LazyEdges`).
+  bool lazy_edges = false;
 
   bool operator()(int64_t begin, int64_t end) const {
     for (int64_t b = begin; b < end; ++b) {
@@ -2870,7 +2984,8 @@ struct ExpandRows {
                         rows + up * kRowWords);
       }
     }
-    BackupRange(begin, end, num_nodes, num_actions, st, e, ln, ch);
+    BackupRange(begin, end, num_nodes, num_actions, st, e, ln, ch,
+                lazy_edges ? rows : nullptr);
     return true;
   }
 };
@@ -3103,8 +3218,11 @@ inline void AdviseHugePages(void* data, int64_t bytes) {
 // in one pass (XLA reads the whole store once per array): children's index
 // (the stored child minus one), visit counts, rewards, discounts and
 // values, and their prior logits if `logits` is not empty (else the store
-// keeps probabilities and the logits elsewhere).
+// keeps probabilities and the logits elsewhere).  An expanded child's visit
+// count and value are those of its statistics (`stats`, `[B, N, 3]`), which
+// its edge holds too unless the backup left it (`LazyEdges`).
 ffi::Error UnpackEdgesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> edges,
+                           ffi::Buffer<ffi::S32> stats,
                            ffi::ResultBuffer<ffi::S32> index,
                            ffi::ResultBuffer<ffi::S32> visits,
                            ffi::ResultBuffer<ffi::F32> rewards,
@@ -3121,6 +3239,14 @@ ffi::Error UnpackEdgesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> edges,
     return ffi::Error::InvalidArgument(
         "unpack_edges: outputs must be edges.shape[:-1] (logits: or empty)");
   }
+  const auto dims = edges.dimensions();
+  if (dims.size() != 4 || stats.element_count() != dims[0] * dims[1] * kStatFields) {
+    return ffi::Error::InvalidArgument(
+        "unpack_edges: edges must be [B, N, A, 6] and stats [B, N, 3]");
+  }
+  // Edges per example.
+  const int64_t per_example = dims[1] * dims[2];
+  const int32_t* st = stats.typed_data();
   const int32_t* e = edges.typed_data();
   int32_t* io = index->typed_data();
   int32_t* vo = visits->typed_data();
@@ -3138,11 +3264,17 @@ ffi::Error UnpackEdgesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> edges,
       const int64_t last = std::min(count, first + kChunkEdges);
       for (int64_t i = first; i < last; ++i) {
         const int32_t* r = e + i * kEdgeFields;
-        io[i] = r[kChild] - 1;
-        vo[i] = r[kVisits];
+        const int32_t child = r[kChild];
+        io[i] = child - 1;
+        // The child must be a node of the example (as the kernels write it).
+        const int32_t* cs =
+            child > 0 && child <= dims[1]
+                ? st + ((i / per_example) * dims[1] + child - 1) * kStatFields
+                : nullptr;
+        vo[i] = cs == nullptr ? r[kVisits] : cs[kSVisits];
         ro[i] = r[kReward];
         dso[i] = r[kDiscount];
-        qo[i] = r[kValue];
+        qo[i] = cs == nullptr ? r[kValue] : cs[kSValue];
       }
       if (lo != nullptr) {
         for (int64_t i = first; i < last; ++i) lo[i] = e[i * kEdgeFields + kLogit];
@@ -3327,7 +3459,8 @@ ffi::Error ExpandBackupImpl(
 // then the next simulation's cached MuZero descent, fused
 // (`MuzeroExpandDescend`); `descend[]` false: the expansion alone (the last
 // simulation, or `_native.expand_backup` with rows: `invalid`, `keys` and
-// `scale` may then be empty), node, action and child zeros.
+// `scale` may then be empty), node, action and child zeros.  `lazy_edges`:
+// the backup leaves narrow nodes' edges (`LazyEdges`).
 ffi::Error ExpandDescendImpl(
     ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
     ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
@@ -3343,7 +3476,8 @@ ffi::Error ExpandDescendImpl(
     ffi::ResultBuffer<ffi::U32> rows_out,
     ffi::ResultBuffer<ffi::S32> node_out,
     ffi::ResultBuffer<ffi::S32> action_out,
-    ffi::ResultBuffer<ffi::S32> child_out, int32_t max_depth) {
+    ffi::ResultBuffer<ffi::S32> child_out, int32_t max_depth,
+    bool lazy_edges) {
   ExpandRows expand;
   if (auto error = PrepareExpand(stats_in, edges_in, links_in, parent, action,
                                  child, value, reward, discount, record,
@@ -3352,6 +3486,7 @@ ffi::Error ExpandDescendImpl(
       error.failure()) {
     return error;
   }
+  expand.lazy_edges = lazy_edges;
   if (descend.element_count() != 1) {
     return ffi::Error::InvalidArgument("descend must be a scalar");
   }
@@ -3400,7 +3535,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandDescend, ExpandDescendImpl,
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Attr<int32_t>("max_depth"));
+                                  .Attr<int32_t>("max_depth")
+                                  .Attr<bool>("lazy_edges"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelDescend, GumbelDescendImpl,
                               ffi::Ffi::Bind()
@@ -3491,6 +3627,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerStoreInit, StoreInitImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerUnpackEdges, UnpackEdgesImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
