@@ -30,11 +30,14 @@ tree levels with one kernel each per simulation:
 * ``expand_descend``: that expansion and backup with MuZero's unmasked
   selection cache, then the next simulation's descent, in one call that
   backs up each block of examples just before descending them again
-  (``MCTX_PLANNER_FUSED_DESCENT=0`` keeps the two calls; docs/design.md).
+  (``MCTX_PLANNER_FUSED_DESCENT=0`` keeps the two calls; docs/design.md);
+  with those rows the backup leaves the edges of nodes with at most two
+  visited children, whose visit counts and values their children's
+  statistics hold (``MCTX_PLANNER_LAZY_EDGES=0`` writes every edge).
 
 Two more run once per call: ``unpack_edges`` turns the packed edge store into
 mctx's ``[B, N, A]`` tree arrays in one threaded pass (XLA made one pass per
-array), and ``top_k_rows`` is ``jax.lax.top_k`` by a radix select
+array; an expanded child's visit count and value from its statistics), and ``top_k_rows`` is ``jax.lax.top_k`` by a radix select
 (``mctx_planner.top_k``, for domains that retrieve candidates in their step).
 
 They round every float operation as XLA rounds mctx's formulas (its fused
