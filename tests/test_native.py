@@ -589,6 +589,31 @@ def test_store_init_writes_the_first_node_and_zeros():
                                   np.asarray(b.astype(jnp.int32)))
 
 
+def test_xla_unpack_reads_the_children_statistics(monkeypatch):
+  """With MuZero's selection-cache rows the native backup leaves narrow
+  nodes' edges (`LazyEdges` in tree_kernels.cc); the XLA unpack (the
+  `--unpack` A/B's other side) then takes an expanded child's visit count
+  and value from its statistics, as the native unpack does: mctx's tree to
+  the bit."""
+  _require_kernels()
+  monkeypatch.setattr(_fast_search, "_NATIVE_UNPACK", False)
+  batch, sims, num_actions = 16, 24, 24
+
+  def run(module, params, key, root, invalid):
+    return module.muzero_policy(params, key, root, golden._recurrent_fn,  # pylint: disable=protected-access
+                                sims, invalid_actions=invalid)
+
+  _, params, key, root, invalid = next(_muzero_inputs(batch, num_actions,
+                                                      0.95))
+  args = (params, key, root, invalid)
+  fast = jax.jit(functools.partial(run, _fast_search))
+  text = fast.lower(*args).as_text()
+  assert "mctx_planner_expand_descend" in text
+  assert "mctx_planner_unpack_edges" not in text
+  _assert_bit_identical(fast(*args),
+                        jax.jit(functools.partial(run, mctx))(*args))
+
+
 def test_native_kernels_replace_the_tree_loops():
   """With the kernels, MuZero's and Gumbel MuZero's searches have no descent
   or backup loop left; with a qtransform other than mctx's default, they
