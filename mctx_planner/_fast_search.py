@@ -960,9 +960,9 @@ _FUSED_DESCENT = os.environ.get("MCTX_PLANNER_FUSED_DESCENT", "1") != "0"
 # edges of nodes with at most two visited children (`LazyEdges` in
 # tree_kernels.cc; the descent and the unpack read their children's
 # statistics), `$MCTX_PLANNER_LAZY_EDGES` "0": no (for A/B benchmarks).
-# Measured (`benchmarks/native_ab.py --lazy-edges`, 64 actions): 1.07x at
-# hidden 256 and 1.16x at hidden 64 with B = 1024, S = 256, 1.01x to 1.03x
-# at B <= 256.
+# Measured (`benchmarks/native_ab.py --lazy-edges`, 64 actions): 1.09x to
+# 1.10x at hidden 256 and 1.23x at hidden 64 with B = 1024, S = 256; within
+# noise (0.97x to 1.04x) at B <= 256.
 _LAZY_EDGES = os.environ.get("MCTX_PLANNER_LAZY_EDGES", "1") != "0"
 
 

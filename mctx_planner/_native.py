@@ -37,7 +37,8 @@ tree levels with one kernel each per simulation:
 
 Two more run once per call: ``unpack_edges`` turns the packed edge store into
 mctx's ``[B, N, A]`` tree arrays in one threaded pass (XLA made one pass per
-array; an expanded child's visit count and value from its statistics), and ``top_k_rows`` is ``jax.lax.top_k`` by a radix select
+array; an expanded child's visit count and value come from its statistics),
+and ``top_k_rows`` is ``jax.lax.top_k`` by a radix select
 (``mctx_planner.top_k``, for domains that retrieve candidates in their step).
 
 They round every float operation as XLA rounds mctx's formulas (its fused
