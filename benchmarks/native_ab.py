@@ -195,6 +195,24 @@ def run_planner_cell(domain_name, algorithm, batch, sims, budget_s,
               speedup=xla_s / native_s, same=same)
 
 
+# Switches of `_fast_search` read at trace time, each an option of its own:
+# (help, the module global, label and row key when on, the same when off).
+_SWITCHES = {
+    "unpack": ("cells: the returned tree by the native one-pass unpack "
+               "against XLA's arrays", "_NATIVE_UNPACK", "native unpack",
+               "unpack_ms", "XLA's arrays", "xla_unpack_ms"),
+    "huge_pages": ("cells: the store advised for huge pages against the same "
+                   "store without the advice", "_HUGE_PAGES", "huge pages",
+                   "huge_pages_ms", "4 KB pages", "plain_pages_ms"),
+    "fused_descent": ("MuZero cells: each backup fused with the next descent "
+                      "against the two calls", "_FUSED_DESCENT", "fused",
+                      "fused_ms", "two calls", "two_calls_ms"),
+    "lazy_edges": ("MuZero cells: the backup leaving narrow nodes' edges "
+                   "against writing every edge", "_LAZY_EDGES", "lazy edges",
+                   "lazy_edges_ms", "every edge", "every_edge_ms"),
+}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--cells", nargs="*", default=[],
@@ -206,18 +224,9 @@ def main():
                            "(e.g. connect4,muzero,256,64)")
   parser.add_argument("--select-cache", action="store_true",
                       help="MuZero cells: the selection cache against none")
-  parser.add_argument("--unpack", action="store_true",
-                      help="cells: the returned tree by the native one-pass "
-                           "unpack against XLA's arrays")
-  parser.add_argument("--huge-pages", action="store_true",
-                      help="cells: the store advised for huge pages against "
-                           "the same store without the advice")
-  parser.add_argument("--fused-descent", action="store_true",
-                      help="MuZero cells: each backup fused with the next "
-                           "descent against the two calls")
-  parser.add_argument("--lazy-edges", action="store_true",
-                      help="MuZero cells: the backup leaving narrow nodes' "
-                           "edges against writing every edge")
+  for key, (help_text, *_) in _SWITCHES.items():
+    parser.add_argument("--" + key.replace("_", "-"), action="store_true",
+                        help=help_text)
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--budget", type=float, default=3.0,
                       help="seconds of interleaved timing per cell")
@@ -258,26 +267,10 @@ def main():
       report(r, head, "selection cache", "cache_ms", "none", "no_cache_ms")
     else:
       report(r, head, "XLA loops", "xla_ms", "native", "native_ms")
-  # A switch of `_fast_search` read at trace time: (name, label and row key
-  # when on, the same when off).
-  switches = {
-      # The returned tree from the native one-pass unpack against XLA's.
-      "unpack": ("_NATIVE_UNPACK", "native unpack", "unpack_ms",
-                 "XLA's arrays", "xla_unpack_ms"),
-      # The store advised for huge pages against the same store without it.
-      "huge_pages": ("_HUGE_PAGES", "huge pages", "huge_pages_ms",
-                     "4 KB pages", "plain_pages_ms"),
-      # Each backup fused with the next descent against the two calls.
-      "fused_descent": ("_FUSED_DESCENT", "fused", "fused_ms", "two calls",
-                        "two_calls_ms"),
-      # The backup leaving narrow nodes' edges against writing every edge.
-      "lazy_edges": ("_LAZY_EDGES", "lazy edges", "lazy_edges_ms",
-                     "every edge", "every_edge_ms"),
-  }
-  chosen = [switches[k] for k in switches if getattr(args, k)]
+  chosen = [v[1:] for k, v in _SWITCHES.items() if getattr(args, k)]
   if len(chosen) > 1:
-    parser.error("give one of --unpack, --huge-pages, --fused-descent and "
-                 "--lazy-edges")
+    parser.error("give one of " + ", ".join(
+        "--" + k.replace("_", "-") for k in _SWITCHES))
   switch = chosen[0] if chosen else None
   for cell in cells:
     policy, a, b, s = cell_args.parse_cell(parser, [str(x) for x in cell],

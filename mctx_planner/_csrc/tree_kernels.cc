@@ -1505,15 +1505,14 @@ class PuctSelector {
     if (!kCached) return FullSelect(q, b, at, rec, node_value, sc_[visits]);
     // A narrow node's visited children's statistics, not its edges (the
     // backup leaves those: `LazyEdges`).
-    const uint32_t* row = cache_ + at * cache_words_;
+    uint32_t* row = cache_ + at * cache_words_;
     const int32_t* child_st =
         lazy_ && LazyEdges::Narrow(row, num_actions_)
             ? st_ + (at - q.node) * kStatFields
             : nullptr;
     // Below the root, and at a root without invalid actions (the cache
     // does not know them).
-    uint32_t* c =
-        q.depth > 0 || RootCached(b) ? cache_ + at * cache_words_ : nullptr;
+    uint32_t* c = q.depth > 0 || RootCached(b) ? row : nullptr;
     if (c != nullptr) {
       const int32_t action = CachedPuctSelect<kMasked>(
           rec, c, num_actions_, node_value, sc_[visits], masked_score_,
