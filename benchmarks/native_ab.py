@@ -54,6 +54,13 @@ against the backup that writes every edge (`_fast_search._LAZY_EDGES`, as
 `MCTX_PLANNER_LAZY_EDGES=0` sets it):
 
     python benchmarks/native_ab.py --lazy-edges --cells muzero,64,1024,256
+
+`--gumbel-rows` compares, per Gumbel cell (16 to 254 actions, no masks),
+the descent that decides narrow nodes from their rows (`GumbelRow` in
+tree_kernels.cc) against the one that scores every row in full
+(`_fast_search._GUMBEL_ROWS`, as `MCTX_PLANNER_GUMBEL_ROWS=0` sets it):
+
+    python benchmarks/native_ab.py --gumbel-rows --cells gumbel,64,1024,256
 """
 
 import argparse
@@ -210,6 +217,9 @@ _SWITCHES = {
     "lazy_edges": ("MuZero cells: the backup leaving narrow nodes' edges "
                    "against writing every edge", "_LAZY_EDGES", "lazy edges",
                    "lazy_edges_ms", "every edge", "every_edge_ms"),
+    "gumbel_rows": ("Gumbel cells: narrow nodes decided from their rows "
+                    "against every row scored in full", "_GUMBEL_ROWS",
+                    "rows", "rows_ms", "full rows", "full_rows_ms"),
 }
 
 

@@ -165,6 +165,9 @@ class _Store(NamedTuple):
   # MuZero descent's cache of each node's visited children and best unvisited
   # ones (see `_native.muzero_descend`).
   select_cache: Any = None
+  # None, or uint32 [B, N, 16] (`_native.gumbel_rows_shape`): the native
+  # Gumbel descent's rows of narrow nodes (see `_native.gumbel_descend`).
+  gumbel_rows: Any = None
 
 
 def _bits(x):
@@ -716,7 +719,15 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
       return _Store(edges=edges, stats=stats, links=links,
                     embeddings=embeddings, logits=logits,
                     prior_cache=store.prior_cache,
-                    select_cache=rows), (parent, action, child)
+                    select_cache=rows,
+                    gumbel_rows=store.gumbel_rows), (parent, action, child)
+    if store.gumbel_rows is not None:
+      stats, edges, links, gumbel_rows = _native.expand_backup_gumbel(
+          store.stats, store.edges, store.links, parent, action, child,
+          step.value, step.reward, step.discount, record, store.gumbel_rows)
+      return store._replace(edges=edges, stats=stats, links=links,
+                            embeddings=embeddings, logits=logits,
+                            gumbel_rows=gumbel_rows)
     stats, edges, links, rows = _native.expand_backup(
         store.stats, store.edges, store.links, parent, action, child,
         step.value, step.reward, step.discount, record,
@@ -725,7 +736,8 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
     return _Store(edges=edges, stats=stats, links=links,
                   embeddings=embeddings, logits=logits,
                   prior_cache=store.prior_cache,
-                  select_cache=rows if select_rows else store.select_cache)
+                  select_cache=rows if select_rows else store.select_cache,
+                  gumbel_rows=store.gumbel_rows)
 
   # With `max_depth`, an existing node can be evaluated again: it is then
   # overwritten and its visit count incremented, as in mctx.
@@ -746,7 +758,8 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
   return _backup(_Store(edges=edges, stats=stats, links=links,
                         embeddings=embeddings, logits=logits,
                         prior_cache=store.prior_cache,
-                        select_cache=store.select_cache), child)
+                        select_cache=store.select_cache,
+                        gumbel_rows=store.gumbel_rows), child)
 
 
 def _backup(store: _Store, leaf: chex.Array) -> _Store:
@@ -965,6 +978,12 @@ _FUSED_DESCENT = os.environ.get("MCTX_PLANNER_FUSED_DESCENT", "1") != "0"
 # noise (0.97x to 1.04x) at B <= 256.
 _LAZY_EDGES = os.environ.get("MCTX_PLANNER_LAZY_EDGES", "1") != "0"
 
+# Whether the native Gumbel descent keeps rows of its narrow nodes and
+# decides most selections from them (`GumbelRow` in tree_kernels.cc; no
+# legal-move masks, 16 to 254 actions), `$MCTX_PLANNER_GUMBEL_ROWS` "0": no
+# (for A/B benchmarks).
+_GUMBEL_ROWS = os.environ.get("MCTX_PLANNER_GUMBEL_ROWS", "1") != "0"
+
 
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
@@ -1034,12 +1053,15 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
           root_action, _ = _root_step(simulate_keys, store, invalid_actions,
                                       extra_data, root_select)
           root_inputs = None
-        parent, action, child, cache = _native.gumbel_descend(
+        parent, action, child, cache, rows = _native.gumbel_descend(
             store.edges, store.stats, max_depth, mix,
             root_action=root_action, root=root_inputs,
             legal=(store.embeddings.legal_action_mask if mix[2] is not None
-                   else None), cache=store.prior_cache)
-        store = store._replace(prior_cache=cache)
+                   else None), cache=store.prior_cache,
+            rows=store.gumbel_rows)
+        store = store._replace(prior_cache=cache,
+                               gumbel_rows=(rows if store.gumbel_rows
+                                            is not None else None))
       else:
         parent, action, child = _descend(simulate_keys, store,
                                          invalid_actions, extra_data,
@@ -1077,6 +1099,10 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     if gumbel_descent:
       store = store._replace(prior_cache=zeros(store.edges.shape[:3],
                                                jnp.float32))
+      if (_GUMBEL_ROWS and mix[2] is None and
+          16 <= root.prior_logits.shape[-1] <= 254):
+        store = store._replace(gumbel_rows=zeros(
+            _native.gumbel_rows_shape(store.edges.shape), jnp.uint32))
     if (native_descent and
         root.prior_logits.shape[-1] >= _SELECT_CACHE_MIN_ACTIONS):
       store = store._replace(select_cache=zeros(
@@ -1097,7 +1123,8 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     # The caches are internal (and CPU-only: every platform's branch returns
     # the same structure, a `Tree`).
-    return _to_tree(store._replace(prior_cache=None, select_cache=None),
+    return _to_tree(store._replace(prior_cache=None, select_cache=None,
+                                   gumbel_rows=None),
                     root.value.dtype, root.prior_logits.dtype,
                     invalid_actions, extra_data,
                     native=native and _NATIVE_UNPACK, child_stats=select_rows)

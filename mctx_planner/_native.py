@@ -92,7 +92,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["available", "status", "disabled", "why_not_here",
-           "muzero_descend", "select_cache_shape", "gumbel_descend",
+           "muzero_descend", "select_cache_shape", "gumbel_descend", "gumbel_rows_shape", "expand_backup_gumbel",
            "gumbel_exact", "expand_backup", "top_k_rows", "unpack_edges"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
@@ -107,6 +107,8 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
             "mctx_planner_muzero_descend_cached":
                 "MctxPlannerMuzeroDescendCached",
             "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
+            "mctx_planner_expand_backup_gumbel":
+                "MctxPlannerExpandBackupGumbel",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
             "mctx_planner_expand_backup": "MctxPlannerExpandBackup",
             "mctx_planner_expand_descend": "MctxPlannerExpandDescend",
@@ -281,6 +283,12 @@ def select_cache_shape(edges_shape, masked: bool = False) -> tuple:
   return (batch, num_nodes, -(-words // 4) * 4)
 
 
+def gumbel_rows_shape(edges_shape) -> tuple:
+  """The shape of `gumbel_descend`'s rows for a store of `edges_shape`
+  (`[B, N, A, 6]`): `[B, N, 16]`, one cache line per node."""
+  return tuple(edges_shape[:2]) + (16,)
+
+
 def muzero_descend(edges, stats, invalid_actions, keys, scale,
                    max_depth: int, legal=None, masked_score: float = 0.,
                    cache=None):
@@ -321,8 +329,8 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
 
 
 def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
-                   root=None, legal=None, cache=None):
-  """`(node, action, child, cache)`, the first three int32 `[B]`: as
+                   root=None, legal=None, cache=None, rows=None):
+  """`(node, action, child, cache, rows)`, the first three int32 `[B]`: as
   `_fast_search._descend` with Gumbel MuZero's selections.
 
   `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store,
@@ -336,13 +344,19 @@ def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
   None, `legal` holds the nodes' legal-move masks `[B, N, A]`.  `cache`:
   float32 `[B, N, A]` zeros at the search's start, then what this returned:
   the nodes' prior probabilities, computed once per node (updated in
-  place), or None.  Use it only where `gumbel_exact`."""
+  place), or None.  `rows`: uint32 `gumbel_rows_shape(edges.shape)` zeros
+  at the search's start, then what this returned (updated in place), or
+  None: the rows that let the kernel decide most selections from a node's
+  visited children and best unvisited one (`GumbelRow` in tree_kernels.cc;
+  without `legal`, from 16 to 254 actions, with `cache`).  Use it only
+  where `gumbel_exact`."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
   value_scale, maxvisit_init, masked_score = mix
   legal = (jnp.zeros([0], bool) if masked_score is None
            else jnp.asarray(legal).astype(bool))
   cache = jnp.zeros([0], jnp.float32) if cache is None else cache
+  rows = jnp.zeros([0], jnp.uint32) if rows is None else rows
   if root_action is not None:
     root_action = jnp.asarray(root_action, jnp.int32)
     gumbel, invalid, table = (jnp.zeros([0], jnp.float32),
@@ -355,9 +369,11 @@ def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
     table = jnp.asarray(table, jnp.int32)
   return jax.ffi.ffi_call(
       "mctx_planner_gumbel_descend",
-      (out, out, out, jax.ShapeDtypeStruct(cache.shape, jnp.float32)),
-      input_output_aliases={7: 3}, vmap_method="sequential")(
+      (out, out, out, jax.ShapeDtypeStruct(cache.shape, jnp.float32),
+       jax.ShapeDtypeStruct(rows.shape, jnp.uint32)),
+      input_output_aliases={7: 3, 8: 4}, vmap_method="sequential")(
           edges, stats, root_action, gumbel, invalid, table, legal, cache,
+          rows,
           max_depth=np.int32(max_depth), value_scale=np.float32(value_scale),
           maxvisit_init=np.float32(maxvisit_init),
           masked_score=np.float32(0. if masked_score is None
@@ -484,6 +500,21 @@ def expand_backup(stats, edges, links, parent, action, child, value, reward,
       "mctx_planner_expand_backup", shapes,
       input_output_aliases={0: 0, 1: 1, 2: 2},
       vmap_method="sequential")(*args)) + (None,)
+
+
+def expand_backup_gumbel(stats, edges, links, parent, action, child, value,
+                         reward, discount, record, rows):
+  """`expand_backup` that also builds node `child`'s row in `gumbel_descend`'s
+  `rows` (uint32 `gumbel_rows_shape(edges.shape)`, 16 to 254 actions) from
+  its logits `record`, so that the descent decides the node's first
+  selection from its row too: `(stats, edges, links, rows)`, in place."""
+  args, shapes = _expansion_operands(stats, edges, links, parent, action,
+                                     child, value, reward, discount, record)
+  return tuple(jax.ffi.ffi_call(
+      "mctx_planner_expand_backup_gumbel",
+      shapes + (jax.ShapeDtypeStruct(rows.shape, jnp.uint32),),
+      input_output_aliases={0: 0, 1: 1, 2: 2, 10: 3},
+      vmap_method="sequential")(*args, rows))
 
 
 def _expansion_operands(stats, edges, links, parent, action, child, value,

@@ -323,7 +323,8 @@ def test_native_ab_script_tiny(tmp_path):
     # (arguments, the row's two timings): native against XLA's loops, the
     # selection cache, the one-pass unpack, huge pages for the store, the
     # backup fused with the next descent, the backup leaving narrow nodes'
-    # edges, and through the planner (legal-move masks, domain arguments).
+    # edges, Gumbel's rows of narrow nodes, and through the planner
+    # (legal-move masks, domain arguments).
     for args, timings in [
             (("--cells", "muzero,5,8,16") + tiny, ("native_ms", "xla_ms")),
             (("--select-cache", "--cells", "muzero,20,8,16") + tiny,
@@ -336,6 +337,8 @@ def test_native_ab_script_tiny(tmp_path):
              ("fused_ms", "two_calls_ms")),
             (("--lazy-edges", "--cells", "muzero,20,8,16") + tiny,
              ("lazy_edges_ms", "every_edge_ms")),
+            (("--gumbel-rows", "--cells", "gumbel,20,8,16") + tiny,
+             ("rows_ms", "full_rows_ms")),
             (("--select-cache", "--planner-cells",
               "recommendation:num_candidates=20,muzero,4,8") + tiny[2:],
              ("cache_ms", "no_cache_ms"))]:

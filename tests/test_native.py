@@ -5,6 +5,7 @@ the pure-XLA path otherwise."""
 import functools
 import os
 import platform
+import re
 import subprocess
 import sys
 from typing import NamedTuple
@@ -735,6 +736,9 @@ for policy, ref, a, name in [
     (_fast_search.muzero_policy, mctx.muzero_policy, 11, "muzero"),
     (_fast_search.muzero_policy, mctx.muzero_policy, 20, "muzero"),
     (_fast_search.gumbel_muzero_policy, mctx.gumbel_muzero_policy, 9,
+     "gumbel"),
+    # Narrow nodes' rows, scalar (`NarrowGumbelSelect`, `RankLogits`).
+    (_fast_search.gumbel_muzero_policy, mctx.gumbel_muzero_policy, 20,
      "gumbel")]:
   params = golden._params(a, -1.0)
   root = golden._root(40, a, 0)
@@ -749,6 +753,53 @@ for policy, ref, a, name in [
                                     run(ref)(params, key, root, invalid))
 print("portable kernels match mctx")
 """
+
+
+_CHECK_ROWS_SCRIPT = """
+import sys
+import jax, mctx
+sys.path.insert(0, sys.argv[1])
+from mctx_planner import _fast_search
+import test_fast_search as golden
+import test_native
+# (batch, simulations, actions, max_depth, discount): from 16 examples the
+# lanes decide (`DecideNarrow`), below the scalar code (`NarrowGumbelSelect`).
+for batch, sims, a, depth, discount in [(32, 64, 64, None, 0.95),
+                                        (8, 48, 40, 3, -1.0),
+                                        (16, 40, 20, None, -1.0)]:
+  for seed in range(2):
+    params = golden._params(a, discount, seed=seed)
+    root = golden._root(batch, a, seed)
+    invalid = golden._invalid(batch, a, seed)
+    run = lambda fn: jax.jit(lambda p, k, r, i: fn(
+        p, k, r, golden._recurrent_fn, sims, invalid_actions=i,
+        max_depth=depth))
+    key = jax.random.PRNGKey(seed)
+    test_native._assert_bit_identical(
+        run(_fast_search.gumbel_muzero_policy)(params, key, root, invalid),
+        run(mctx.gumbel_muzero_policy)(params, key, root, invalid))
+print("rows checked")
+"""
+
+
+def test_gumbel_rows_decide_as_the_whole_row():
+  """`MCTX_PLANNER_CHECK_GUMBEL_ROWS=1`: every selection the kernel decides
+  from a narrow node's row (`GumbelRow`: visited children and the best
+  unvisited one, the softmax's denominator bounded) is scored from the whole
+  row as well, and the process aborts where the two differ.  In a
+  subprocess (the switch is read once), with the lanes and the scalar code,
+  depth limits and two-player discounts; the searches are mctx's, and the
+  rows decided many selections (their count, printed at exit)."""
+  _require_kernels()
+  env = dict(os.environ, MCTX_PLANNER_CHECK_GUMBEL_ROWS="1",
+             JAX_PLATFORMS="cpu")
+  done = subprocess.run(
+      [sys.executable, "-c", _CHECK_ROWS_SCRIPT, os.path.dirname(__file__)],
+      env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "rows checked" in done.stdout
+  checked = re.search(r"(\d+) narrow Gumbel selections checked", done.stderr)
+  assert checked and int(checked.group(1)) > 5000, done.stderr[-2000:]
 
 
 def test_portable_code_paths_match_mctx(tmp_path):

@@ -36,6 +36,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -1251,6 +1252,434 @@ inline void GumbelNodeScores(const Row& row, const GumbelNode* node,
   }
 }
 
+// Gumbel MuZero's selection at narrow nodes.  Most interior selections of a
+// Gumbel search happen at nodes with few visited children (at 64 actions, S
+// = 256, more than 70% at nodes with one, more than 90% with up to eight:
+// Gumbel's paths go down the same child again and again).  There an
+// unvisited child's completed q-value is the node's mixed value, the same
+// for all of them, so they rank by prior logit, and the argmax of
+// `softmax(logits + q') - n / (1 + N)` is among the visited children and
+// the unvisited one of highest logit.  Those candidates' terms are computed
+// with the full code's operations (the same bits): the sums over visited
+// children (XLA's window order, their zeros left out: adding +0 changes no
+// sum here), the min and max of the completed q-values, the logits plus q',
+// their maximum and `exp`.  One term is not: the softmax's denominator sums
+// `exp` over every action in XLA's order.  It is bounded instead, from the
+// node's sum of `exp(logit - max logit)` kept in its row, and the decision
+// stands only where the best candidate's lowest possible score beats every
+// other's highest (the bounds cover the float rounding of every step, and
+// a margin of 8 ulps for XLA's `exp`, measured at 1.41 ulps); else, and
+// wherever a value is not finite, the full row is scored
+// (`NarrowGumbelSelect` returns -1).  A node's row (`GumbelRow`, 16 words,
+// one cache line) names its visited children (up to `kSlots`; a node with
+// more is wide and always scored in full) and its four unvisited ones of
+// highest logit.  The descent keeps it, as MuZero's keeps its selection
+// cache: a node's children are visited only on a descent through it.
+struct GumbelRow {
+  static constexpr int32_t kWords = 16;
+  static constexpr int32_t kSlots = 8;   // visited children a row names
+  static constexpr int32_t kListed = 4;  // unvisited children it ranks
+  // Actions are stored plus one in a byte.
+  static constexpr int32_t kMaxActions = 254;
+  // kEmpty: not built; kReady; kWide: scored in full from now on (more than
+  // `kSlots` visited children, or a logit that is not finite); kRescan: as
+  // kReady, but fewer unvisited children are listed than a decision needs:
+  // the next selection scores the row in full and lists them again.
+  enum : uint32_t { kEmpty = 0, kReady = 1, kWide = 2, kRescan = 3 };
+  // Layout: [0] state | visited count << 8 | listed count << 16;
+  // [1], [2] the visited children (increasing); [3] the listed unvisited
+  // ones (best first; highest logit, first index on ties); [4] to [7] their
+  // logits; [8] the maximum logit as `GumbelPriorProbs` takes it; [9] its
+  // `1 / sum(exp(logit - maximum))`; [10] the largest |logit|; [12], [13]
+  // the sum of those exps (as XLA computes them) in double precision.
+  enum { kHeader = 0, kVisitedAt = 1, kListedAt = 3, kListedLogits = 4,
+         kTop = 8, kInverse = 9, kLargest = 10, kSum = 12 };
+
+  static uint32_t State(const uint32_t* c) { return c[kHeader] & 0xFFu; }
+  static int32_t Visited(const uint32_t* c) {
+    return static_cast<int32_t>((c[kHeader] >> 8) & 0xFFu);
+  }
+  static int32_t Listed(const uint32_t* c) {
+    return static_cast<int32_t>((c[kHeader] >> 16) & 0xFFu);
+  }
+  static void SetHeader(uint32_t* c, uint32_t state, int32_t visited,
+                        int32_t listed) {
+    c[kHeader] = state | static_cast<uint32_t>(visited) << 8 |
+                 static_cast<uint32_t>(listed) << 16;
+  }
+  static int32_t Byte(const uint32_t* c, int32_t word, int32_t i) {
+    return static_cast<int32_t>((c[word + i / 4] >> (8 * (i % 4))) & 0xFFu) -
+           1;
+  }
+  static void SetByte(uint32_t* c, int32_t word, int32_t i, int32_t action) {
+    uint32_t& w = c[word + i / 4];
+    const int shift = 8 * (i % 4);
+    w = (w & ~(0xFFu << shift)) | static_cast<uint32_t>(action + 1) << shift;
+  }
+  static int32_t VisitedAction(const uint32_t* c, int32_t i) {
+    return Byte(c, kVisitedAt, i);
+  }
+  static int32_t ListedAction(const uint32_t* c, int32_t i) {
+    return Byte(c, kListedAt, i);
+  }
+  static double Sum(const uint32_t* c) {
+    double s;
+    std::memcpy(&s, c + kSum, sizeof s);
+    return s;
+  }
+  // Whether a decision can be tried: ready, with the best unvisited child
+  // listed, and the second where there is one.
+  static bool Usable(const uint32_t* c, int32_t num_actions) {
+    return State(c) == kReady &&
+           Listed(c) >= std::min(num_actions - Visited(c), 2) &&
+           Listed(c) >= 1;
+  }
+
+  // Lists the unvisited children of highest logit (`logits`: the node's,
+  // a row of `num_actions`; `work`: a scratch row as long), and marks the
+  // row ready.  Four passes of a maximum and the first index at it: loops
+  // that vectorize (one pass keeping a sorted list branched on every
+  // action: 870 cycles per row at 64 actions, against about 200).
+  static void RankLogits(const float* logits, int32_t num_actions,
+                         float* work, uint32_t* c) {
+    const float minus_inf = -std::numeric_limits<float>::infinity();
+    std::memcpy(work, logits, sizeof(float) * num_actions);
+    const int32_t visited = Visited(c);
+    for (int32_t i = 0; i < visited; ++i) work[VisitedAction(c, i)] = minus_inf;
+    c[kListedAt] = 0;
+    int32_t listed = 0;
+#if defined(__AVX512F__)
+    // The same passes, a maximum over 16 lanes at a time.
+    const int32_t vectors = (num_actions + 15) / 16;
+    for (; listed < kListed; ++listed) {
+      __m512 top_v = _mm512_set1_ps(minus_inf);
+      for (int32_t v = 0; v < vectors; ++v) {
+        const __mmask16 in = static_cast<__mmask16>(
+            num_actions - 16 * v >= 16 ? 0xFFFFu
+                                       : (1u << (num_actions - 16 * v)) - 1u);
+        top_v = _mm512_max_ps(
+            top_v, _mm512_mask_loadu_ps(_mm512_set1_ps(minus_inf), in,
+                                        work + 16 * v));
+      }
+      const float top = _mm512_reduce_max_ps(top_v);
+      if (!(top > minus_inf)) break;
+      int32_t best = 0;
+      for (int32_t v = 0; v < vectors; ++v) {
+        const __mmask16 in = static_cast<__mmask16>(
+            num_actions - 16 * v >= 16 ? 0xFFFFu
+                                       : (1u << (num_actions - 16 * v)) - 1u);
+        const __mmask16 at = _mm512_mask_cmp_ps_mask(
+            in, _mm512_loadu_ps(work + 16 * v), _mm512_set1_ps(top),
+            _CMP_EQ_OQ);
+        if (at != 0) {
+          best = 16 * v + __builtin_ctz(at);
+          break;
+        }
+      }
+      SetByte(c, kListedAt, listed, best);
+      c[kListedLogits + listed] = BitCast<uint32_t>(logits[best]);
+      work[best] = minus_inf;
+    }
+#else
+    for (; listed < kListed; ++listed) {
+      const float top = FoldMax(work, num_actions);
+      if (!(top > minus_inf)) break;  // every child listed or visited
+      int32_t best = 0;
+      while (!(work[best] == top)) ++best;
+      SetByte(c, kListedAt, listed, best);
+      c[kListedLogits + listed] = BitCast<uint32_t>(logits[best]);
+      work[best] = minus_inf;
+    }
+#endif
+    SetHeader(c, kReady, visited, listed);
+  }
+
+  // `RankLogits` from the node's record `rec` (`scratch`: two rows).
+  static void Rank(const int32_t* rec, int32_t num_actions, float* scratch,
+                   uint32_t* c) {
+    for (int32_t a = 0; a < num_actions; ++a) {
+      scratch[a] = AsFloat(rec[a * kEdgeFields + kLogit]);
+    }
+    RankLogits(scratch, num_actions, scratch + num_actions, c);
+  }
+
+  // Builds the row of a node scored in full for the first time, `chosen`
+  // counted visited (`scratch`: two rows of `num_actions`).
+  static void Build(const int32_t* rec, int32_t num_actions, int32_t chosen,
+                    float* scratch, uint32_t* c) {
+    std::fill(c, c + kWords, 0u);
+    float* logits = scratch;
+    float* exps = scratch + num_actions;
+    bool finite = num_actions <= kMaxActions;
+    float largest = 0.0f;
+    int32_t visited = 0;
+    for (int32_t a = 0; a < num_actions; ++a) {
+      logits[a] = AsFloat(rec[a * kEdgeFields + kLogit]);
+      finite &= std::isfinite(logits[a]);
+      largest = std::max(largest, std::fabs(logits[a]));
+      if (rec[a * kEdgeFields + kVisits] > 0 || a == chosen) {
+        if (visited < kSlots) SetByte(c, kVisitedAt, visited, a);
+        ++visited;
+      }
+    }
+    if (!finite || visited > kSlots) {
+      SetHeader(c, kWide, 0, 0);
+      return;
+    }
+    // As `GumbelPriorProbs`.
+    const float top = FoldMax(logits, num_actions);
+    XlaExpRow(logits, top, exps, num_actions);
+    const float inverse = 1.0f / XlaRowSum(exps, num_actions);
+    // Their sum in doubles (in any order: within 4 n 2^-53 of it), in four
+    // chains.
+    double sums[4] = {0.0, 0.0, 0.0, 0.0};
+    int32_t a = 0;
+    for (; a + 4 <= num_actions; a += 4) {
+      for (int j = 0; j < 4; ++j) sums[j] += exps[a + j];
+    }
+    for (; a < num_actions; ++a) sums[0] += exps[a];
+    const double sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
+    c[kTop] = BitCast<uint32_t>(top);
+    c[kInverse] = BitCast<uint32_t>(inverse);
+    c[kLargest] = BitCast<uint32_t>(largest);
+    std::memcpy(c + kSum, &sum, sizeof sum);
+    SetHeader(c, kReady, visited, 0);
+    RankLogits(logits, num_actions, exps, c);
+  }
+
+  // Counts `action` visited (the descent chose it).
+  static void Visit(int32_t num_actions, int32_t action, uint32_t* c) {
+    const uint32_t state = State(c);
+    if (state != kReady && state != kRescan) return;
+    int32_t visited = Visited(c), listed = Listed(c);
+    int32_t at = 0;
+    for (; at < visited; ++at) {
+      const int32_t a = VisitedAction(c, at);
+      if (a == action) return;
+      if (a > action) break;
+    }
+    if (visited == kSlots) {
+      SetHeader(c, kWide, 0, 0);
+      return;
+    }
+    for (int32_t i = visited; i > at; --i) {
+      SetByte(c, kVisitedAt, i, VisitedAction(c, i - 1));
+    }
+    SetByte(c, kVisitedAt, at, action);
+    ++visited;
+    for (int32_t i = 0; i < listed; ++i) {
+      if (ListedAction(c, i) != action) continue;
+      for (int32_t j = i; j + 1 < listed; ++j) {
+        SetByte(c, kListedAt, j, ListedAction(c, j + 1));
+        c[kListedLogits + j] = c[kListedLogits + j + 1];
+      }
+      --listed;
+      SetByte(c, kListedAt, listed, -1);
+      break;
+    }
+    const bool enough = listed >= std::min(num_actions - visited, 2);
+    SetHeader(c, enough ? state : kRescan, visited, listed);
+  }
+};
+
+// The group of action `a` in `XlaRowSum`'s order over a row of `n`: its
+// window (windows are summed from 0 in order, then added in order).
+inline int32_t XlaSumWindow(int32_t a, int32_t n) {
+  constexpr int32_t kWindow = 32;
+  if (n <= kWindow) return 0;
+  const int32_t first = kWindow - (kWindow - n % kWindow) % kWindow / 2;
+  return a < first ? 0 : 1 + (a - first) / kWindow;
+}
+
+// `XlaRowSum` of a row that is zero (+0) but at actions `actions[0, k)`
+// (increasing), where it is `v[i]`: the same bits, since adding +0 to a sum
+// that is never -0 (it starts at +0) changes nothing.
+inline float SparseXlaRowSum(const int32_t* actions, const float* v, int32_t k,
+                             int32_t n) {
+  float total = 0.0f, sum = 0.0f;
+  int32_t window = -1;
+  for (int32_t i = 0; i < k; ++i) {
+    const int32_t w = XlaSumWindow(actions[i], n);
+    if (w != window) {
+      if (window >= 0) total = total + sum;
+      sum = 0.0f;
+      window = w;
+    }
+    sum = sum + v[i];
+  }
+  return window >= 0 ? total + sum : total;
+}
+
+// `GumbelScores` then `ArgmaxRow` at a narrow node (no legal-move mask, at
+// least one unvisited child), from its record `rec`, its row `c` and its
+// raw value: the action, or -1 where the row cannot tell (see `GumbelRow`).
+inline int32_t NarrowGumbelSelect(const int32_t* rec, const uint32_t* c,
+                                  int32_t num_actions, float raw,
+                                  const MixValue& mix) {
+  using R = GumbelRow;
+  if (!R::Usable(c, num_actions)) return -1;
+  const int32_t k = R::Visited(c);
+  const int32_t unvisited = num_actions - k;
+  const float top0 = AsFloat(static_cast<int32_t>(c[R::kTop]));
+  const float inverse0 = AsFloat(static_cast<int32_t>(c[R::kInverse]));
+  int32_t actions[R::kSlots], visits[R::kSlots];
+  float logit[R::kSlots], q[R::kSlots], probs[R::kSlots], terms[R::kSlots];
+  float prior_exp[R::kSlots];
+  int32_t total = 0, most = 0;
+  for (int32_t i = 0; i < k; ++i) {
+    const int32_t a = R::VisitedAction(c, i);
+    const int32_t* e = rec + a * kEdgeFields;
+    actions[i] = a;
+    visits[i] = e[kVisits];
+    if (visits[i] <= 0) return -1;
+    logit[i] = AsFloat(e[kLogit]);
+    q[i] = MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
+                  AsFloat(e[kReward]));
+    // `GumbelPriorProbs`' value for this child.
+    prior_exp[i] = XlaExp(logit[i] - top0);
+    probs[i] = NanMax(prior_exp[i] * inverse0,
+                      std::numeric_limits<float>::min());
+    total += visits[i];
+    most = std::max(most, visits[i]);
+  }
+  // `GumbelScaledQ`.
+  const float visited_probs = SparseXlaRowSum(actions, probs, k, num_actions);
+  for (int32_t i = 0; i < k; ++i) terms[i] = probs[i] * q[i] / visited_probs;
+  const float value =
+      MulAdd(static_cast<float>(total),
+             SparseXlaRowSum(actions, terms, k, num_actions), raw) /
+      static_cast<float>(total + 1);
+  // The completed q-values' min and max: the visited children's q and the
+  // unvisited ones' `value` (a zero extreme settled as `FoldMin` /
+  // `FoldMax` settle it).
+  float lo = value, hi = value;
+  bool nan = value != value, minus_zero = AsBits(value) == AsBits(-0.0f),
+       plus_zero = AsBits(value) == 0;
+  for (int32_t i = 0; i < k; ++i) {
+    nan |= q[i] != q[i];
+    minus_zero |= AsBits(q[i]) == AsBits(-0.0f);
+    plus_zero |= AsBits(q[i]) == 0;
+    lo = q[i] < lo ? q[i] : lo;
+    hi = q[i] > hi ? q[i] : hi;
+  }
+  if (nan) return -1;
+  if (lo == 0.0f) lo = minus_zero ? -0.0f : 0.0f;
+  if (hi == 0.0f) hi = plus_zero ? 0.0f : -0.0f;
+  const float rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
+  const float visit_scale =
+      (static_cast<float>(most) + mix.maxvisit_init) * mix.value_scale;
+  // logits + q' (`GumbelScores`): the visited children's, the two best
+  // unvisited ones'.
+  float work[R::kSlots];
+  for (int32_t i = 0; i < k; ++i) {
+    work[i] = MulAdd(visit_scale, (q[i] - lo) * rescale, logit[i]);
+  }
+  const float unvisited_q = (value - lo) * rescale;
+  const float best_logit = AsFloat(static_cast<int32_t>(c[R::kListedLogits]));
+  const float best = MulAdd(visit_scale, unvisited_q, best_logit);
+  const bool others = unvisited >= 2;
+  const float second =
+      others ? MulAdd(visit_scale, unvisited_q,
+                      AsFloat(static_cast<int32_t>(c[R::kListedLogits + 1])))
+             : 0.0f;
+  // Every other unvisited child's term is at most `second`'s: a tie with
+  // the best one is left to the full row.
+  if (others && !(second < best)) return -1;
+  float top = best;
+  for (int32_t i = 0; i < k; ++i) {
+    nan |= work[i] != work[i];
+    top = work[i] > top ? work[i] : top;
+  }
+  if (nan || best != best || !std::isfinite(top) || top == 0.0f) return -1;
+  float exps[R::kSlots];
+  double known = 0.0, taken = XlaExp(best_logit - top0);
+  for (int32_t i = 0; i < k; ++i) {
+    exps[i] = XlaExp(work[i] - top);
+    known += exps[i];
+    taken += prior_exp[i];
+  }
+  const float best_exp = XlaExp(best - top);
+  known += best_exp;
+  // Bounds on the softmax's denominator Z, the float sum of every action's
+  // exp: `known` (the candidates') plus the rest of the unvisited children,
+  // Z_rest = sum XlaExp(fl(fl(visit_scale * unvisited_q + logit) - top)).
+  // With g = visit_scale * unvisited_q - top + top0, each of those is
+  // exp(logit - top0 + g) within the rounding of the two operations and
+  // XLA's exp; and the row's sum less the candidates' prior exps is
+  // sum exp(logit - top0) over the rest within those of the prior exps.
+  constexpr double kUlp = 0x1p-24;
+  constexpr double kExp = 8 * kUlp;   // XLA's exp (measured: 1.41 ulps)
+  constexpr double kTiny = 2e-38;     // its absolute error near underflow
+  const double largest = AsFloat(static_cast<int32_t>(c[R::kLargest]));
+  const double shift = static_cast<double>(visit_scale) * unvisited_q;
+  const int32_t rest = unvisited - 1;
+  double rest_lo = 0.0, rest_hi = 0.0;
+  if (rest > 0) {
+    const double sum = R::Sum(c);
+    // The row's sum and `taken` are sums of floats in double precision.
+    const double slack = 4.0 * num_actions * 0x1p-53 * sum;
+    const double prior_lo = std::max(0.0, sum - taken - slack);
+    const double prior_hi = sum - taken + slack;
+    // Relative error of a prior exp (argument |logit - top0| <= 2 largest).
+    const double prior_err = 2.0 * largest * kUlp + kExp;
+    // Relative error of a rest term (arguments below |shift| + largest and
+    // |shift| + largest + |top|).
+    const double rest_err =
+        (2.0 * (std::fabs(shift) + largest) + std::fabs(top)) * kUlp * 1.01 +
+        kExp;
+    if (prior_err > 1e-3 || rest_err > 1e-3) return -1;
+    const double g = shift - top + top0;
+    const double scale = std::exp(g);
+    if (!std::isfinite(scale)) return -1;
+    rest_lo = std::max(0.0, scale * prior_lo / (1.0 + prior_err) *
+                                (1.0 - rest_err) * (1.0 - 1e-12) -
+                            rest * kTiny);
+    rest_hi = (scale * (prior_hi / (1.0 - prior_err) + rest * kTiny) *
+                   (1.0 + rest_err) + rest * kTiny) *
+              (1.0 + 1e-12);
+  }
+  // XLA's float sum of `num_actions` positive terms.
+  const double gamma = num_actions * kUlp * 1.01 + 1e-12;
+  const double z_lo = (known + rest_lo) * (1.0 - gamma);
+  const double z_hi = (known + rest_hi) * (1.0 + gamma);
+  const float zf_lo = std::nextafter(static_cast<float>(z_lo), 0.0f);
+  const float zf_hi = std::nextafter(static_cast<float>(z_hi),
+                                     std::numeric_limits<float>::infinity());
+  if (!(zf_lo > 0.0f) || !std::isfinite(zf_hi)) return -1;
+  // `improved` = 1 / Z lies in [1 / zf_hi, 1 / zf_lo] (division rounds
+  // monotonically), and each score MulAdd(exp, improved, -share) is
+  // monotone in it.
+  const float improved_lo = 1.0f / zf_hi, improved_hi = 1.0f / zf_lo;
+  const float visit_share = 1.0f / static_cast<float>(total + 1);
+  // The candidates' score bounds: the visited children, then the best
+  // unvisited child (no visits: its share is -(0 * visit_share) = -0).
+  float lo_score[R::kSlots + 1], hi_score[R::kSlots + 1];
+  int32_t candidate[R::kSlots + 1];
+  for (int32_t i = 0; i <= k; ++i) {
+    const float x = i < k ? exps[i] : best_exp;
+    const float share =
+        i < k ? static_cast<float>(visits[i]) * visit_share : 0.0f;
+    lo_score[i] = MulAdd(x, improved_lo, -share);
+    hi_score[i] = MulAdd(x, improved_hi, -share);
+    candidate[i] = i < k ? actions[i] : R::ListedAction(c, 0);
+    nan |= lo_score[i] != lo_score[i] || hi_score[i] != hi_score[i];
+  }
+  if (nan) return -1;
+  int32_t w = 0;
+  for (int32_t i = 1; i <= k; ++i) w = lo_score[i] > lo_score[w] ? i : w;
+  for (int32_t i = 0; i <= k; ++i) {
+    if (i != w && !(lo_score[w] > hi_score[i])) return -1;
+  }
+  if (others) {
+    // The other unvisited children: exps at most `second`'s, within XLA's
+    // exp error (the true exp is monotone).
+    const float rest_exp = std::nextafter(
+        static_cast<float>(XlaExp(second - top) * (1.0 + 2.0 * kExp) + kTiny),
+        std::numeric_limits<float>::infinity());
+    if (!(lo_score[w] > MulAdd(rest_exp, improved_hi, -0.0f))) return -1;
+  }
+  return candidate[w];
+}
 // Runs `body(begin, end)` (true: success) over `[0, n)` in chunks of
 // `chunk`, on the calling thread and on up to `num_threads - 1` tasks of
 // XLA's intra-op thread pool.  The caller takes chunks too and waits only
@@ -1644,6 +2073,220 @@ struct LaneSlots {
   }
 };
 
+// Gumbel MuZero's selection for `DescendRange`: the root's action is given
+// (`root_action`, chosen by XLA: Sequential Halving needs the root's Gumbel
+// noise and table), below it mctx.gumbel_muzero_interior_action_selection
+// (`GumbelScores`).
+class GumbelSelector {
+ public:
+  // `cache`: `[B, N, A]`, the nodes' `GumbelPriorProbs`, computed at a
+  // node's first visit (a row starting with +0.0 is not computed yet: a
+  // probability is at least `tiny`, or NaN), or null.  A node's logits never
+  // change once it is read here: an expansion evaluates an existing node
+  // again only at the depth limit, and nodes there are never interior.
+  // The root's action: `root.action[b]` if given, else `GumbelRootScores`
+  // with `root.gumbel` / `root.invalid` (`[B, A]`) and the considered visit
+  // count from `root.table` (`[max_considered + 1, table_width]`).
+  struct Root {
+    const int32_t* action;
+    const float* gumbel;
+    const bool* invalid;
+    const int32_t* table;
+    int32_t max_considered, table_width;
+  };
+
+  // `rows`: `[B, N, GumbelRow::kWords]`, zeros at the search's start
+  // (updated in place), or null: the narrow nodes' rows (no legal-move
+  // masks, from `kShortRow` to `GumbelRow::kMaxActions` actions).
+  GumbelSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
+                 const Root& root, const MixValue& mix, const bool* legal,
+                 float* cache, uint32_t* rows = nullptr)
+      : num_actions_(num_actions), e_(e), st_(st), root_(root), mix_(mix),
+        legal_(legal), cache_(cache), rows_(rows),
+        scratch_(6 * static_cast<size_t>(num_actions)),
+        visits_(static_cast<size_t>(num_actions)) {}
+
+  // With rows, below the root: a node's row and statistics first, then
+  // (`Stage`) the edges of its visited children, or its whole record.
+  static constexpr bool kStaged = true;
+  void Prefetch(int64_t at, bool root) {
+    if (rows_ == nullptr || root) {
+      PrefetchRecord(e_, st_, num_actions_, at);
+      return;
+    }
+    __builtin_prefetch(rows_ + at * GumbelRow::kWords);
+    __builtin_prefetch(st_ + at * kStatFields);
+  }
+  bool Stage(const Path& q, int64_t at) {
+    if (rows_ == nullptr || q.depth == 0) return false;
+    StageNode(at);
+    return true;
+  }
+  // Prefetches what the selection at `at` reads once its row is in.
+  void StageNode(int64_t at) const {
+    const uint32_t* c = rows_ + at * GumbelRow::kWords;
+    if (!GumbelRow::Usable(c, num_actions_)) {
+      PrefetchRecord(e_, st_, num_actions_, at);
+      if (cache_ != nullptr) {
+        const char* p = reinterpret_cast<const char*>(cache_ + at * num_actions_);
+        for (int32_t off = 0; off < num_actions_ * 4; off += 64) {
+          __builtin_prefetch(p + off);
+        }
+      }
+      return;
+    }
+    const char* rec =
+        reinterpret_cast<const char*>(e_ + at * num_actions_ * kEdgeFields);
+    constexpr int kEdgeBytes = kEdgeFields * 4;
+    for (int32_t i = 0; i < GumbelRow::Visited(c); ++i) {
+      const int32_t a = GumbelRow::VisitedAction(c, i);
+      __builtin_prefetch(rec + a * kEdgeBytes);
+      __builtin_prefetch(rec + a * kEdgeBytes + kEdgeBytes - 4);
+    }
+  }
+
+  int32_t operator()(Path& q, int64_t b, int64_t at) {
+    if (q.depth == 0 && root_.action != nullptr) {
+      const int32_t action = root_.action[b];
+      return action >= 0 && action < num_actions_ ? action : -1;
+    }
+    uint32_t* c =
+        rows_ != nullptr && q.depth > 0 ? rows_ + at * GumbelRow::kWords
+                                        : nullptr;
+    if (c != nullptr) {
+      const int32_t action = Narrow(at);
+      if (action >= 0) {
+        GumbelRow::Visit(num_actions_, action, c);
+        return action;
+      }
+    }
+    const int32_t action = Full(q, b, at);
+    if (c != nullptr && action >= 0) Update(at, action);
+    return action;
+  }
+
+  // The narrow selection at `at` (below the root), or -1.
+  int32_t Narrow(int64_t at) const {
+    const uint32_t* c = rows_ + at * GumbelRow::kWords;
+    const int32_t action = NarrowGumbelSelect(
+        e_ + at * num_actions_ * kEdgeFields, c, num_actions_,
+        AsFloat(st_[at * kStatFields + kSRaw]), mix_);
+    if (action >= 0 && NarrowChecked()) CheckNarrow(at, action);
+    return action;
+  }
+
+  // After a selection at `at` (below the root) scored in full chose
+  // `action`: builds the node's row, or counts the action in it (and lists
+  // its unvisited children again where it must: the record was just read).
+  void Update(int64_t at, int32_t action) {
+    uint32_t* c = rows_ + at * GumbelRow::kWords;
+    const int32_t* rec = e_ + at * num_actions_ * kEdgeFields;
+    const uint32_t state = GumbelRow::State(c);
+    if (state == GumbelRow::kEmpty) {
+      GumbelRow::Build(rec, num_actions_, action, scratch_.data(), c);
+      return;
+    }
+    GumbelRow::Visit(num_actions_, action, c);
+    if (state == GumbelRow::kRescan &&
+        GumbelRow::State(c) != GumbelRow::kWide) {
+      GumbelRow::Rank(rec, num_actions_, scratch_.data(), c);
+    }
+  }
+
+  // mctx's selection at `at` from the whole row (the root's given action
+  // aside).
+  int32_t Full(Path& q, int64_t b, int64_t at) {
+    const EdgeRow record{e_ + at * num_actions_ * kEdgeFields};
+    float* rows = scratch_.data();
+    // Wide rows are copied into contiguous rows first (see `GumbelNode`).
+    const GumbelNode wide{rows, rows + num_actions_, visits_.data()};
+    const GumbelNode* node = nullptr;
+    if (num_actions_ >= kShortRow) {
+      LoadGumbelNode(record, num_actions_, rows, rows + num_actions_,
+                     visits_.data());
+      node = &wide;
+    }
+    float* probs = rows + 2 * num_actions_;
+    float* completed = rows + 3 * num_actions_;
+    float* work = rows + 4 * num_actions_;
+    float* scores = rows + 5 * num_actions_;
+    if (cache_ != nullptr) {
+      const bool first_visit = AsBits(cache_[at * num_actions_]) == 0;
+      probs = cache_ + at * num_actions_;
+      if (first_visit) GumbelNodePriorProbs(record, node, num_actions_, probs);
+    } else {
+      GumbelNodePriorProbs(record, node, num_actions_, probs);
+    }
+    const float raw = AsFloat(st_[at * kStatFields + kSRaw]);
+    const bool* legal = legal_ == nullptr ? nullptr : legal_ + at * num_actions_;
+    GumbelRootInputs root_inputs{nullptr, nullptr, 0};
+    if (q.depth == 0) {
+      const bool* invalid = root_.invalid + b * num_actions_;
+      int32_t num_valid = 0, sum_visits = 0;
+      for (int32_t a = 0; a < num_actions_; ++a) {
+        num_valid += invalid[a] ? 0 : 1;
+        sum_visits += record.visits(a);
+      }
+      const int32_t considered = std::min(root_.max_considered, num_valid);
+      if (sum_visits < 0 || sum_visits >= root_.table_width) return -1;
+      root_inputs = GumbelRootInputs{
+          root_.gumbel + b * num_actions_, invalid,
+          root_.table[considered * root_.table_width + sum_visits]};
+    }
+    GumbelNodeScores(record, node, num_actions_, raw, mix_, legal, probs,
+                     q.depth == 0 ? &root_inputs : nullptr, completed, work,
+                     scores);
+    return node == nullptr ? Argmax(scores, num_actions_)
+                           : ArgmaxRow(scores, num_actions_);
+  }
+
+  // For `GumbelLanes`.
+  uint32_t* rows() const { return rows_; }
+  // `$MCTX_PLANNER_CHECK_GUMBEL_ROWS` "1": every narrow decision is checked
+  // against the full row's (a test's switch; aborts on a difference).
+  static bool NarrowChecked() {
+    static const bool on = [] {
+      const char* v = std::getenv("MCTX_PLANNER_CHECK_GUMBEL_ROWS");
+      return v != nullptr && std::strcmp(v, "1") == 0;
+    }();
+    return on;
+  }
+  void CheckNarrow(int64_t at, int32_t action) const {
+    // Counted, and the count printed when the process exits (so that a
+    // test sees that the rows decided at all).
+    static struct Count {
+      std::atomic<int64_t> n{0};
+      ~Count() {
+        std::fprintf(stderr, "mctx_planner: %lld narrow Gumbel selections "
+                     "checked\n", static_cast<long long>(n.load()));
+      }
+    } checked;
+    checked.n.fetch_add(1, std::memory_order_relaxed);
+    GumbelSelector full(num_actions_, e_, st_, root_, mix_, legal_, cache_);
+    Path q{{0, 0}, 0, 0, 0, -1, 1, true, true};
+    const int32_t expected = full.Full(q, 0, at);
+    if (expected != action) {
+      std::fprintf(stderr,
+                   "mctx_planner: narrow Gumbel selection %d, full row %d "
+                   "(node record %lld)\n",
+                   action, expected, static_cast<long long>(at));
+      std::abort();
+    }
+  }
+
+ private:
+  const int32_t num_actions_;
+  const int32_t* e_;
+  const int32_t* st_;
+  const Root root_;
+  const MixValue mix_;
+  const bool* legal_;
+  float* cache_;
+  uint32_t* rows_;
+  mutable std::vector<float> scratch_;
+  std::vector<int32_t> visits_;
+};
+
 #if defined(__AVX512F__) && defined(__AVX512CD__)
 #define MCTX_PLANNER_LANES 1
 
@@ -1770,6 +2413,8 @@ class PuctLanes {
   // Roots go through `Decide` too (those with invalid actions are left to
   // the scalar code).
   static constexpr bool kRoots = true;
+  // The lanes decide at once where their paths move (no `Stage` turn).
+  static constexpr bool kStaged = false;
 
   // The lanes of `active` that the vectors decide; their actions go to
   // `chosen`, and the chosen child to `chosen_child` where a slot names it
@@ -2001,14 +2646,391 @@ class GumbelLanes {
  public:
   // Roots are the scalar code's (Sequential Halving's action is given).
   static constexpr bool kRoots = false;
+  // With rows, a lane whose path moved waits a turn (`Stage`): its node's
+  // row is in by then, and the turn prefetches what the selection reads.
+  static constexpr bool kStaged = true;
 
+  // `select`: the range's selector; with its rows (`GumbelRow`), narrow
+  // nodes are decided first, one lane at a time (`NarrowGumbelSelect`),
+  // and the vector code runs only where at least `kVectorMin` lanes are
+  // left (the others go to the scalar code).
   GumbelLanes(int32_t num_actions, const int32_t* e, const int32_t* st,
-              const float* cache, const MixValue& mix)
+              const float* cache, const MixValue& mix,
+              const GumbelSelector* select = nullptr)
       : num_actions_(num_actions), e_(e), st_(st), cache_(cache), mix_(mix),
+        select_(select),
+        gumbel_rows_(select == nullptr ? nullptr : select->rows()),
         rows_(5 * static_cast<size_t>(num_actions)) {}
 
   uint32_t Decide(const LaneState& g, uint32_t active, int32_t* chosen,
                   int32_t* chosen_child) const {
+    _mm512_store_si512(chosen_child, _mm512_set1_epi32(-1));
+    if (gumbel_rows_ == nullptr) return DecideFull(g, active, chosen);
+    // The narrow decisions (their lines were prefetched a turn before:
+    // `GumbelSelector::Stage`), then the vector code for enough others.
+    const uint32_t decided = DecideNarrow(g, active, chosen);
+    if (GumbelSelector::NarrowChecked()) {
+      for (uint32_t m = decided; m; m &= m - 1) {
+        const int l = __builtin_ctz(m);
+        select_->CheckNarrow(g.at[l], chosen[l]);
+      }
+    }
+    const uint32_t left = active & ~decided;
+    if (__builtin_popcount(left) < kVectorMin) return decided;
+    return decided | DecideFull(g, left, chosen);
+  }
+
+  // After a decided lane's selection: its row counts the action (and lists
+  // the unvisited children again if the full row was scored for it).
+  void Chosen(int64_t at, int32_t action) const {
+    if (gumbel_rows_ == nullptr) return;
+    uint32_t* c = gumbel_rows_ + at * GumbelRow::kWords;
+    const uint32_t state = GumbelRow::State(c);
+    GumbelRow::Visit(num_actions_, action, c);
+    if (state == GumbelRow::kRescan &&
+        GumbelRow::State(c) != GumbelRow::kWide) {
+      float scratch[2 * GumbelRow::kMaxActions];
+      GumbelRow::Rank(e_ + at * num_actions_ * kEdgeFields, num_actions_,
+                      scratch, c);
+    }
+  }
+  void Scalar(const Path&, int64_t) const {}
+
+ private:
+  static constexpr int kVectorMin = 4;
+
+  // `NarrowGumbelSelect` in vector lanes, one node per lane, for lanes
+  // `lanes`; writes `chosen` of the lanes it decides (returned).  The exact
+  // part (the visited children's sums, the completed q-values, the logits
+  // plus q', their maximum and exps) is the scalar code's operations per
+  // lane; the bounds on the softmax's denominator are computed in floats
+  // with margins for their own rounding (and the row's sum less the
+  // candidates' prior exps in doubles), so they are wider than the scalar
+  // code's but hold as well: a lane decides only where its best candidate
+  // wins for every denominator within them.
+  uint32_t DecideNarrow(const LaneState& g, uint32_t lanes,
+                        int32_t* chosen) const {
+    using R = GumbelRow;
+    const int32_t n = num_actions_;
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512 fzero = _mm512_setzero_ps();
+    const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
+    auto negate = [&](__m512 x) {
+      return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign));
+    };
+    auto abs = [&](__m512 x) {
+      return _mm512_castsi512_ps(
+          _mm512_andnot_si512(sign, _mm512_castps_si512(x)));
+    };
+    const __m512i at = _mm512_load_si512(g.at);
+    __m512i word[R::kWords];
+    LoadTransposed(reinterpret_cast<const int32_t*>(gumbel_rows_), g.at,
+                   R::kWords, 0, R::kWords, word);
+    const __m512i header = word[R::kHeader];
+    const __m512i byte = _mm512_set1_epi32(0xFF);
+    const __m512i state = _mm512_and_si512(header, byte);
+    const __m512i k = _mm512_and_si512(_mm512_srli_epi32(header, 8), byte);
+    const __m512i listed = _mm512_and_si512(_mm512_srli_epi32(header, 16), byte);
+    const __m512i unvisited = _mm512_sub_epi32(_mm512_set1_epi32(n), k);
+    __mmask16 m = static_cast<__mmask16>(lanes) &
+                  _mm512_cmpeq_epi32_mask(state, _mm512_set1_epi32(R::kReady)) &
+                  _mm512_cmpge_epi32_mask(
+                      listed, _mm512_min_epi32(unvisited, _mm512_set1_epi32(2))) &
+                  _mm512_cmpge_epi32_mask(listed, one);
+    if (m == 0) return 0;
+    const __m512 top0 = _mm512_castsi512_ps(word[R::kTop]);
+    const __m512 inverse0 = _mm512_castsi512_ps(word[R::kInverse]);
+    const __m512 largest = _mm512_castsi512_ps(word[R::kLargest]);
+    const __m512 raw = _mm512_castsi512_ps(_mm512_mask_i32gather_epi32(
+        zero, m,
+        _mm512_add_epi32(_mm512_mullo_epi32(at, _mm512_set1_epi32(kStatFields)),
+                         _mm512_set1_epi32(kSRaw)),
+        st_, 4));
+    // The visited children, slot by slot (lanes with fewer are masked).
+    __mmask16 slot[R::kSlots];
+    __m512i act[R::kSlots], visits[R::kSlots], window[R::kSlots];
+    __m512 logit[R::kSlots], q[R::kSlots], probs[R::kSlots],
+        prior_exp[R::kSlots];
+    __mmask16 fail = 0;
+    __m512i total = zero, most = zero;
+    // `XlaSumWindow`.
+    const int32_t first_window =
+        n <= 32 ? std::numeric_limits<int32_t>::max()
+                : 32 - (32 - n % 32) % 32 / 2;
+    const __m512i record_at = _mm512_mullo_epi32(at, _mm512_set1_epi32(n));
+    int32_t slots = 0;
+    for (; slots < R::kSlots; ++slots) {
+      const int32_t i = slots;
+      const __mmask16 mi = m & _mm512_cmpgt_epi32_mask(k, _mm512_set1_epi32(i));
+      if (mi == 0) break;
+      slot[i] = mi;
+      act[i] = _mm512_sub_epi32(
+          _mm512_and_si512(
+              _mm512_srli_epi32(word[R::kVisitedAt + i / 4], 8 * (i % 4)),
+              byte),
+          one);
+      const __m512i edge = _mm512_mullo_epi32(
+          _mm512_add_epi32(record_at, act[i]), _mm512_set1_epi32(kEdgeFields));
+      auto field = [&](int f) {
+        return _mm512_mask_i32gather_epi32(
+            zero, mi, _mm512_add_epi32(edge, _mm512_set1_epi32(f)), e_, 4);
+      };
+      logit[i] = _mm512_castsi512_ps(field(kLogit));
+      visits[i] = field(kVisits);
+      q[i] = _mm512_fmadd_ps(_mm512_castsi512_ps(field(kDiscount)),
+                             _mm512_castsi512_ps(field(kValue)),
+                             _mm512_castsi512_ps(field(kReward)));
+      fail |= mi & _mm512_cmple_epi32_mask(visits[i], zero);
+      prior_exp[i] = ExpNotNan(_mm512_sub_ps(logit[i], top0));
+      probs[i] = _mm512_max_ps(_mm512_mul_ps(prior_exp[i], inverse0),
+                               _mm512_set1_ps(std::numeric_limits<float>::min()));
+      total = _mm512_mask_add_epi32(total, mi, total, visits[i]);
+      most = _mm512_mask_max_epi32(most, mi, most, visits[i]);
+      const __m512i past = _mm512_sub_epi32(act[i], _mm512_set1_epi32(first_window));
+      window[i] = _mm512_mask_add_epi32(
+          zero, _mm512_cmpge_epi32_mask(past, zero), _mm512_srli_epi32(past, 5),
+          one);
+    }
+    // `SparseXlaRowSum` of `v[0, slots)` in every lane.
+    auto sparse_sum = [&](const __m512* v) {
+      __m512 sum_total = fzero, sum = fzero;
+      __m512i current = _mm512_set1_epi32(-1);
+      for (int32_t i = 0; i < slots; ++i) {
+        const __mmask16 change =
+            slot[i] & _mm512_cmpneq_epi32_mask(window[i], current);
+        sum_total = _mm512_mask_add_ps(
+            sum_total, change & _mm512_cmpge_epi32_mask(current, zero),
+            sum_total, sum);
+        sum = _mm512_mask_mov_ps(sum, change, fzero);
+        current = _mm512_mask_mov_epi32(current, change, window[i]);
+        sum = _mm512_mask_add_ps(sum, slot[i], sum, v[i]);
+      }
+      return _mm512_mask_add_ps(sum_total,
+                                _mm512_cmpge_epi32_mask(current, zero),
+                                sum_total, sum);
+    };
+    // `GumbelScaledQ`.
+    const __m512 visited_probs = sparse_sum(probs);
+    __m512 terms[R::kSlots];
+    for (int32_t i = 0; i < slots; ++i) {
+      terms[i] = _mm512_div_ps(_mm512_mul_ps(probs[i], q[i]), visited_probs);
+    }
+    const __m512 value = _mm512_div_ps(
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), sparse_sum(terms), raw),
+        _mm512_cvtepi32_ps(_mm512_add_epi32(total, one)));
+    __m512 lo = value, hi = value;
+    __mmask16 nan = _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q);
+    auto bits_are = [&](__m512 x, uint32_t b) {
+      return _mm512_cmpeq_epi32_mask(_mm512_castps_si512(x),
+                                     _mm512_set1_epi32(static_cast<int32_t>(b)));
+    };
+    __mmask16 minus_zero = bits_are(value, 0x80000000u);
+    __mmask16 plus_zero = bits_are(value, 0u);
+    for (int32_t i = 0; i < slots; ++i) {
+      nan |= slot[i] & _mm512_cmp_ps_mask(q[i], q[i], _CMP_UNORD_Q);
+      minus_zero |= slot[i] & bits_are(q[i], 0x80000000u);
+      plus_zero |= slot[i] & bits_are(q[i], 0u);
+      lo = _mm512_mask_mov_ps(lo, slot[i] & _mm512_cmp_ps_mask(q[i], lo, _CMP_LT_OQ), q[i]);
+      hi = _mm512_mask_mov_ps(hi, slot[i] & _mm512_cmp_ps_mask(q[i], hi, _CMP_GT_OQ), q[i]);
+    }
+    const __m512 minus = _mm512_set1_ps(-0.0f);
+    lo = _mm512_mask_mov_ps(
+        lo, _mm512_cmp_ps_mask(lo, fzero, _CMP_EQ_OQ),
+        _mm512_mask_blend_ps(minus_zero, fzero, minus));
+    hi = _mm512_mask_mov_ps(
+        hi, _mm512_cmp_ps_mask(hi, fzero, _CMP_EQ_OQ),
+        _mm512_mask_blend_ps(plus_zero, minus, fzero));
+    const __m512 spread = _mm512_sub_ps(hi, lo);
+    nan |= _mm512_cmp_ps_mask(spread, spread, _CMP_UNORD_Q);
+    const __m512 rescale = _mm512_div_ps(
+        _mm512_set1_ps(1.0f),
+        _mm512_mask_mov_ps(
+            _mm512_set1_ps(kQEpsilon),
+            _mm512_cmp_ps_mask(spread, _mm512_set1_ps(kQEpsilon), _CMP_GT_OQ),
+            spread));
+    const __m512 visit_scale = _mm512_mul_ps(
+        _mm512_add_ps(_mm512_cvtepi32_ps(most),
+                      _mm512_set1_ps(mix_.maxvisit_init)),
+        _mm512_set1_ps(mix_.value_scale));
+    __m512 work[R::kSlots];
+    for (int32_t i = 0; i < slots; ++i) {
+      work[i] = _mm512_fmadd_ps(
+          visit_scale, _mm512_mul_ps(_mm512_sub_ps(q[i], lo), rescale),
+          logit[i]);
+    }
+    const __m512 unvisited_q = _mm512_mul_ps(_mm512_sub_ps(value, lo), rescale);
+    const __m512 best_logit = _mm512_castsi512_ps(word[R::kListedLogits]);
+    const __m512 best = _mm512_fmadd_ps(visit_scale, unvisited_q, best_logit);
+    const __mmask16 others =
+        _mm512_cmpge_epi32_mask(unvisited, _mm512_set1_epi32(2));
+    const __m512 second = _mm512_fmadd_ps(
+        visit_scale, unvisited_q,
+        _mm512_castsi512_ps(word[R::kListedLogits + 1]));
+    fail |= others & ~_mm512_cmp_ps_mask(second, best, _CMP_LT_OQ);
+    __m512 top = best;
+    for (int32_t i = 0; i < slots; ++i) {
+      nan |= slot[i] & _mm512_cmp_ps_mask(work[i], work[i], _CMP_UNORD_Q);
+      top = _mm512_mask_mov_ps(
+          top, slot[i] & _mm512_cmp_ps_mask(work[i], top, _CMP_GT_OQ), work[i]);
+    }
+    const __m512 inf = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+    fail |= nan | _mm512_cmp_ps_mask(best, best, _CMP_UNORD_Q) |
+            ~_mm512_cmp_ps_mask(abs(top), inf, _CMP_LT_OQ) |
+            _mm512_cmp_ps_mask(top, fzero, _CMP_EQ_OQ);
+    m &= ~fail;
+    if (m == 0) return 0;
+    __m512 exps[R::kSlots];
+    __m512 known = ExpNotNan(_mm512_sub_ps(best, top));
+    const __m512 best_exp = known;
+    __m512 taken = ExpNotNan(_mm512_sub_ps(best_logit, top0));
+    for (int32_t i = 0; i < slots; ++i) {
+      exps[i] = ExpNotNan(_mm512_sub_ps(work[i], top));
+      known = _mm512_mask_add_ps(known, slot[i], known, exps[i]);
+      taken = _mm512_mask_add_ps(taken, slot[i], taken, prior_exp[i]);
+    }
+    // Bounds on the denominator (see `NarrowGumbelSelect`), with every
+    // float operation's rounding (at most 1 ulp, `u`) in the margins.
+    const float u = 0x1p-24f;
+    const float exp_err = 8 * u;  // XLA's exp (measured: 1.41 ulps)
+    const float tiny = 2e-38f;
+    auto set = [](float x) { return _mm512_set1_ps(x); };
+    // The row's sum less the candidates' prior exps (`taken`, a float sum
+    // of at most 9 terms: within 9 u of it), in doubles.
+    __m512 rest_prior_lo, rest_prior_hi;
+    {
+      const __m512i sum_index = _mm512_mullo_epi32(at, _mm512_set1_epi32(R::kWords / 2));
+      const double* sum_base =
+          reinterpret_cast<const double*>(gumbel_rows_ + R::kSum);
+      __m256 halves_lo[2], halves_hi[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m256i index = h == 0 ? _mm512_castsi512_si256(sum_index)
+                                     : _mm512_extracti64x4_epi64(sum_index, 1);
+        const __mmask8 mh = static_cast<__mmask8>(m >> (8 * h));
+        const __m512d sum = _mm512_mask_i32gather_pd(
+            _mm512_setzero_pd(), mh, index, sum_base, 8);
+        const __m512d taken_d = _mm512_cvtps_pd(
+            h == 0 ? _mm512_castps512_ps256(taken)
+                   : _mm256_castsi256_ps(_mm512_extracti64x4_epi64(
+                         _mm512_castps_si512(taken), 1)));
+        const __m512d slack = _mm512_add_pd(
+            _mm512_mul_pd(sum, _mm512_set1_pd(4.0 * n * 0x1p-53)),
+            _mm512_mul_pd(taken_d, _mm512_set1_pd(10.0 * 0x1p-24)));
+        const __m512d rest = _mm512_sub_pd(sum, taken_d);
+        halves_lo[h] = _mm512_cvtpd_ps(_mm512_max_pd(
+            _mm512_setzero_pd(), _mm512_sub_pd(rest, slack)));
+        halves_hi[h] = _mm512_cvtpd_ps(_mm512_add_pd(rest, slack));
+      }
+      // Converted to float (nearest: within u), moved outward.
+      auto join = [](__m256 a, __m256 b) {
+        return _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castps_pd(_mm512_castps256_ps512(a)), _mm256_castps_pd(b),
+            1));
+      };
+      rest_prior_lo = _mm512_mul_ps(join(halves_lo[0], halves_lo[1]),
+                                    set(1.0f - 4 * u));
+      rest_prior_hi = _mm512_mul_ps(join(halves_hi[0], halves_hi[1]),
+                                    set(1.0f + 4 * u));
+    }
+    const __m512 shift = _mm512_mul_ps(visit_scale, unvisited_q);
+    const __m512 prior_err =
+        _mm512_fmadd_ps(set(2.02f * u), largest, set(exp_err));
+    const __m512 rest_err = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(set(2.0f), _mm512_add_ps(abs(shift), largest), abs(top)),
+        set(1.01f * u), set(exp_err));
+    // exp(shift - top + top0), its argument within 3 u of its terms.
+    const __m512 g_arg = _mm512_add_ps(_mm512_sub_ps(shift, top), top0);
+    const __m512 g_err = _mm512_fmadd_ps(
+        _mm512_add_ps(_mm512_add_ps(abs(shift), abs(top)), abs(top0)),
+        set(3.03f * u), set(exp_err));
+    const __m512 scale = ExpNotNan(g_arg);
+    fail = _mm512_cmp_ps_mask(g_arg, set(80.0f), _CMP_GE_OQ) |
+           _mm512_cmp_ps_mask(g_err, set(1e-3f), _CMP_GT_OQ) |
+           _mm512_cmp_ps_mask(prior_err, set(1e-3f), _CMP_GT_OQ) |
+           _mm512_cmp_ps_mask(rest_err, set(1e-3f), _CMP_GT_OQ);
+    const __m512 rest_count = _mm512_cvtepi32_ps(_mm512_sub_epi32(unvisited, one));
+    const __m512 scale_lo = _mm512_mul_ps(scale, _mm512_sub_ps(set(1.0f), g_err));
+    const __m512 scale_hi = _mm512_fmadd_ps(scale, _mm512_add_ps(set(1.0f), g_err),
+                                            set(1e-37f));
+    // The rest of the unvisited children (none where `others` is false).
+    __m512 rest_lo = _mm512_mul_ps(
+        _mm512_mul_ps(scale_lo,
+                      _mm512_div_ps(rest_prior_lo, _mm512_add_ps(set(1.0f), prior_err))),
+        _mm512_mul_ps(_mm512_sub_ps(set(1.0f), rest_err), set(1.0f - 16 * u)));
+    rest_lo = _mm512_max_ps(fzero, _mm512_sub_ps(rest_lo, _mm512_mul_ps(rest_count, set(tiny))));
+    __m512 rest_hi = _mm512_mul_ps(
+        _mm512_fmadd_ps(
+            _mm512_mul_ps(
+                scale_hi,
+                _mm512_fmadd_ps(rest_count, set(tiny),
+                                _mm512_div_ps(rest_prior_hi,
+                                              _mm512_sub_ps(set(1.0f), prior_err)))),
+            _mm512_add_ps(set(1.0f), rest_err), _mm512_mul_ps(rest_count, set(tiny))),
+        set(1.0f + 16 * u));
+    rest_lo = _mm512_mask_mov_ps(fzero, others, rest_lo);
+    rest_hi = _mm512_mask_mov_ps(fzero, others, rest_hi);
+    // XLA's float sum of `n` positive terms, and `known`'s own rounding.
+    const float gamma = (n + 12) * u * 1.01f;
+    const __m512 z_lo = _mm512_mul_ps(_mm512_add_ps(known, rest_lo),
+                                      set((1.0f - gamma) * (1.0f - 4 * u)));
+    const __m512 z_hi = _mm512_mul_ps(_mm512_add_ps(known, rest_hi),
+                                      set((1.0f + gamma) * (1.0f + 4 * u)));
+    fail |= ~_mm512_cmp_ps_mask(z_lo, fzero, _CMP_GT_OQ) |
+            ~_mm512_cmp_ps_mask(z_hi, inf, _CMP_LT_OQ);
+    m &= ~fail;
+    if (m == 0) return 0;
+    const __m512 improved_lo = _mm512_div_ps(set(1.0f), z_hi);
+    const __m512 improved_hi = _mm512_div_ps(set(1.0f), z_lo);
+    const __m512 visit_share = _mm512_div_ps(
+        set(1.0f), _mm512_cvtepi32_ps(_mm512_add_epi32(total, one)));
+    // The candidates: the best unvisited child (code `R::kSlots`), then
+    // the visited ones.
+    const __m512 minus_zero_share = negate(fzero);
+    __m512 win_lo = _mm512_fmadd_ps(best_exp, improved_lo, minus_zero_share);
+    const __m512 best_hi = _mm512_fmadd_ps(best_exp, improved_hi, minus_zero_share);
+    __m512i winner = _mm512_set1_epi32(R::kSlots);
+    __m512 lo_score[R::kSlots], hi_score[R::kSlots];
+    for (int32_t i = 0; i < slots; ++i) {
+      const __m512 share = negate(
+          _mm512_mul_ps(_mm512_cvtepi32_ps(visits[i]), visit_share));
+      lo_score[i] = _mm512_fmadd_ps(exps[i], improved_lo, share);
+      hi_score[i] = _mm512_fmadd_ps(exps[i], improved_hi, share);
+      const __mmask16 better =
+          slot[i] & _mm512_cmp_ps_mask(lo_score[i], win_lo, _CMP_GT_OQ);
+      win_lo = _mm512_mask_mov_ps(win_lo, better, lo_score[i]);
+      winner = _mm512_mask_mov_epi32(winner, better, _mm512_set1_epi32(i));
+    }
+    // The winner's lowest score beats every other candidate's highest.
+    __mmask16 ok = _mm512_cmp_ps_mask(win_lo, win_lo, _CMP_ORD_Q);
+    const __mmask16 best_wins =
+        _mm512_cmpeq_epi32_mask(winner, _mm512_set1_epi32(R::kSlots));
+    ok &= best_wins | _mm512_cmp_ps_mask(best_hi, win_lo, _CMP_LT_OQ);
+    __m512i action = _mm512_sub_epi32(_mm512_and_si512(word[R::kListedAt], byte), one);
+    for (int32_t i = 0; i < slots; ++i) {
+      const __mmask16 is_winner =
+          _mm512_cmpeq_epi32_mask(winner, _mm512_set1_epi32(i));
+      ok &= ~slot[i] | is_winner |
+            _mm512_cmp_ps_mask(hi_score[i], win_lo, _CMP_LT_OQ);
+      action = _mm512_mask_mov_epi32(action, is_winner, act[i]);
+    }
+    // The other unvisited children: exps at most `second`'s, within XLA's
+    // exp error.
+    const __m512 rest_exp = _mm512_mul_ps(
+        _mm512_fmadd_ps(ExpNotNan(_mm512_sub_ps(second, top)),
+                        set(1.0f + 2 * exp_err), set(tiny)),
+        set(1.0f + 4 * u));
+    ok &= ~others | _mm512_cmp_ps_mask(
+                        _mm512_fmadd_ps(rest_exp, improved_hi, minus_zero_share),
+                        win_lo, _CMP_LT_OQ);
+    const __mmask16 decided = m & ok;
+    _mm512_mask_store_epi32(chosen, decided, action);
+    return decided;
+  }
+
+  // The full rows of lanes `active` in vector lanes; writes `chosen` of
+  // the lanes it decides (returned).
+  uint32_t DecideFull(const LaneState& g, uint32_t active,
+                      int32_t* chosen) const {
     const int32_t n = num_actions_;
     const __m512i zero = _mm512_setzero_si512();
     const __m512 fzero = _mm512_setzero_ps();
@@ -2138,15 +3160,10 @@ class GumbelLanes {
     }
     const __mmask16 decided =
         m & ~nan & _mm512_cmpge_epi32_mask(action, zero);
-    _mm512_store_si512(chosen, action);
-    _mm512_store_si512(chosen_child, _mm512_set1_epi32(-1));
+    _mm512_mask_store_epi32(chosen, decided, action);
     return decided;
   }
 
-  void Chosen(int64_t, int32_t) const {}
-  void Scalar(const Path&, int64_t) const {}
-
- private:
   // `XlaRowSum` of `get(0) ... get(n - 1)` in every lane.
   template <typename Get>
   static __m512 RowSum(int32_t n, Get get) {
@@ -2248,6 +3265,8 @@ class GumbelLanes {
   const int32_t* st_;
   const float* cache_;
   const MixValue mix_;
+  const GumbelSelector* select_;
+  uint32_t* gumbel_rows_;
   mutable std::vector<__m512> rows_;
 };
 
@@ -2292,6 +3311,7 @@ bool DescendLanes(Rows& rows, int64_t num_nodes,
     }
     q.node = q.child;
     ++q.depth;
+    q.staged = false;
     g.at[l] = static_cast<int32_t>(b * num_nodes + q.node);
     select.Prefetch(g.at[l], false);
     return true;
@@ -2334,8 +3354,34 @@ bool DescendLanes(Rows& rows, int64_t num_nodes,
     if (!start(l)) return false;
   }
   alignas(64) int32_t chosen[kLanes], chosen_child[kLanes];
+  uint32_t staged = 0, turn = 0;  // (with `Vector::kStaged`)
   while (g.active != 0) {
-    const uint32_t active = g.active;
+    uint32_t active = g.active;
+    if constexpr (Vector::kStaged) {
+      // A lane that just moved stages its node (`select.Stage`: true) and
+      // waits.  Staged lanes then decide on alternate turns, even lanes on
+      // one and odd lanes on the next, so that each turn's decisions run
+      // while the other half's lines come in (else the lanes move in step
+      // and every turn waits for its lines).
+      const uint32_t turn_lanes = (++turn & 1u) ? 0xAAAAu : 0x5555u;
+      for (uint32_t m = active; m; m &= m - 1) {
+        const int l = __builtin_ctz(m);
+        const uint32_t bit = 1u << l;
+        Path& q = g.path[l];
+        if (!q.staged) {
+          q.staged = true;
+          if (select.Stage(q, g.at[l])) {
+            staged |= bit;
+            active &= ~bit;
+          } else {
+            staged &= ~bit;
+          }
+        } else if (staged & ~turn_lanes & bit) {
+          active &= ~bit;
+        }
+      }
+      if (active == 0) continue;
+    }
     const uint32_t decided =
         rows.More() || __builtin_popcount(active) > kScalarBelow
             ? vec.Decide(g, active, chosen, chosen_child)
@@ -2367,103 +3413,6 @@ bool DescendLanes(Rows& rows, int64_t num_nodes,
   return true;
 }
 #endif  // AVX-512
-
-// Gumbel MuZero's selection for `DescendRange`: the root's action is given
-// (`root_action`, chosen by XLA: Sequential Halving needs the root's Gumbel
-// noise and table), below it mctx.gumbel_muzero_interior_action_selection
-// (`GumbelScores`).
-class GumbelSelector {
- public:
-  // `cache`: `[B, N, A]`, the nodes' `GumbelPriorProbs`, computed at a
-  // node's first visit (a row starting with +0.0 is not computed yet: a
-  // probability is at least `tiny`, or NaN), or null.  A node's logits never
-  // change once it is read here: an expansion evaluates an existing node
-  // again only at the depth limit, and nodes there are never interior.
-  // The root's action: `root.action[b]` if given, else `GumbelRootScores`
-  // with `root.gumbel` / `root.invalid` (`[B, A]`) and the considered visit
-  // count from `root.table` (`[max_considered + 1, table_width]`).
-  struct Root {
-    const int32_t* action;
-    const float* gumbel;
-    const bool* invalid;
-    const int32_t* table;
-    int32_t max_considered, table_width;
-  };
-
-  GumbelSelector(int32_t num_actions, const int32_t* e, const int32_t* st,
-                 const Root& root, const MixValue& mix, const bool* legal,
-                 float* cache)
-      : num_actions_(num_actions), e_(e), st_(st), root_(root), mix_(mix),
-        legal_(legal), cache_(cache),
-        scratch_(6 * static_cast<size_t>(num_actions)),
-        visits_(static_cast<size_t>(num_actions)) {}
-
-  static constexpr bool kStaged = false;
-  void Prefetch(int64_t at, bool /*root*/) {
-    PrefetchRecord(e_, st_, num_actions_, at);
-  }
-  bool Stage(const Path& /*q*/, int64_t /*at*/) { return false; }
-
-  int32_t operator()(Path& q, int64_t b, int64_t at) {
-    if (q.depth == 0 && root_.action != nullptr) {
-      const int32_t action = root_.action[b];
-      return action >= 0 && action < num_actions_ ? action : -1;
-    }
-    const EdgeRow record{e_ + at * num_actions_ * kEdgeFields};
-    float* rows = scratch_.data();
-    // Wide rows are copied into contiguous rows first (see `GumbelNode`).
-    const GumbelNode wide{rows, rows + num_actions_, visits_.data()};
-    const GumbelNode* node = nullptr;
-    if (num_actions_ >= kShortRow) {
-      LoadGumbelNode(record, num_actions_, rows, rows + num_actions_,
-                     visits_.data());
-      node = &wide;
-    }
-    float* probs = rows + 2 * num_actions_;
-    float* completed = rows + 3 * num_actions_;
-    float* work = rows + 4 * num_actions_;
-    float* scores = rows + 5 * num_actions_;
-    if (cache_ != nullptr) {
-      const bool first_visit = AsBits(cache_[at * num_actions_]) == 0;
-      probs = cache_ + at * num_actions_;
-      if (first_visit) GumbelNodePriorProbs(record, node, num_actions_, probs);
-    } else {
-      GumbelNodePriorProbs(record, node, num_actions_, probs);
-    }
-    const float raw = AsFloat(st_[at * kStatFields + kSRaw]);
-    const bool* legal = legal_ == nullptr ? nullptr : legal_ + at * num_actions_;
-    GumbelRootInputs root_inputs{nullptr, nullptr, 0};
-    if (q.depth == 0) {
-      const bool* invalid = root_.invalid + b * num_actions_;
-      int32_t num_valid = 0, sum_visits = 0;
-      for (int32_t a = 0; a < num_actions_; ++a) {
-        num_valid += invalid[a] ? 0 : 1;
-        sum_visits += record.visits(a);
-      }
-      const int32_t considered = std::min(root_.max_considered, num_valid);
-      if (sum_visits < 0 || sum_visits >= root_.table_width) return -1;
-      root_inputs = GumbelRootInputs{
-          root_.gumbel + b * num_actions_, invalid,
-          root_.table[considered * root_.table_width + sum_visits]};
-    }
-    GumbelNodeScores(record, node, num_actions_, raw, mix_, legal, probs,
-                     q.depth == 0 ? &root_inputs : nullptr, completed, work,
-                     scores);
-    return node == nullptr ? Argmax(scores, num_actions_)
-                           : ArgmaxRow(scores, num_actions_);
-  }
-
- private:
-  const int32_t num_actions_;
-  const int32_t* e_;
-  const int32_t* st_;
-  const Root root_;
-  const MixValue mix_;
-  const bool* legal_;
-  float* cache_;
-  std::vector<float> scratch_;
-  std::vector<int32_t> visits_;
-};
 
 // The data of `out`, the result XLA aliases to argument `in` (updated in
 // place): the same memory when XLA aliases them, as it should; else `in` is
@@ -2676,10 +3625,12 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
                              ffi::Buffer<ffi::S32> table,
                              ffi::Buffer<ffi::PRED> legal_mask,
                              ffi::Buffer<ffi::F32> cache_in,
+                             ffi::Buffer<ffi::U32> rows_in,
                              ffi::ResultBuffer<ffi::S32> node_out,
                              ffi::ResultBuffer<ffi::S32> action_out,
                              ffi::ResultBuffer<ffi::S32> child_out,
                              ffi::ResultBuffer<ffi::F32> cache_out,
+                             ffi::ResultBuffer<ffi::U32> rows_out,
                              int32_t max_depth, float value_scale,
                              float maxvisit_init, float masked_score) {
   DescentArgs args;
@@ -2714,9 +3665,22 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
     }
     cache = InPlace(cache_in, cache_out);
   }
+  // The narrow nodes' rows (`GumbelRow`), updated in place, or empty.
+  uint32_t* rows = nullptr;
+  if (rows_in.element_count() != 0) {
+    if (rows_in.element_count() !=
+            batch * args.num_nodes * GumbelRow::kWords ||
+        args.legal != nullptr || num_actions < kShortRow ||
+        num_actions > GumbelRow::kMaxActions) {
+      return ffi::Error::InvalidArgument(
+          "rows must be [B, N, 16] (no legal-move masks, 16 to 254 actions) "
+          "or empty");
+    }
+    rows = InPlace(rows_in, rows_out);
+  }
   const auto make_select = [=] {
     return GumbelSelector(num_actions, args.e, args.st, root, mix, args.legal,
-                          cache);
+                          cache, rows);
   };
   bool ok;
 #ifdef MCTX_PLANNER_LANES
@@ -2725,8 +3689,9 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
       LanesFit(batch, args.num_nodes, num_actions)) {
     ok = DescendBatchLanes(
         pool, args, nullptr, max_depth, make_select,
-        [=](const GumbelSelector&) {
-          return GumbelLanes(num_actions, args.e, args.st, cache, mix);
+        [=](const GumbelSelector& select) {
+          return GumbelLanes(num_actions, args.e, args.st, cache, mix,
+                             &select);
         },
         node_out->typed_data(), action_out->typed_data(),
         child_out->typed_data());
@@ -2948,9 +3913,25 @@ struct ExpandRows {
   const float* record;
   // With `rows`: the backup leaves narrow nodes' edges (`LazyEdges`).
   bool lazy_edges = false;
+  // Or null: Gumbel's rows (`GumbelRow`), each new node's built from its
+  // logits, so that its first selection is narrow too.
+  uint32_t* gumbel_rows = nullptr;
 
   bool operator()(int64_t begin, int64_t end) const {
+    // Gumbel's new rows are lines not yet in cache: fetched for writing a
+    // few examples ahead.
+    constexpr int64_t kRowsAhead = 4;
+    if (gumbel_rows != nullptr) {
+      for (int64_t b = begin; b < std::min(end, begin + kRowsAhead); ++b) {
+        __builtin_prefetch(gumbel_rows + (b * num_nodes + ch[b]) * GumbelRow::kWords, 1);
+      }
+    }
     for (int64_t b = begin; b < end; ++b) {
+      if (gumbel_rows != nullptr && b + kRowsAhead < end) {
+        const int64_t ahead = b + kRowsAhead;
+        __builtin_prefetch(
+            gumbel_rows + (ahead * num_nodes + ch[ahead]) * GumbelRow::kWords, 1);
+      }
       const int64_t at = b * num_nodes + ch[b];
       const int32_t reward_bits = AsBits(reward[b]);
       const int32_t discount_bits = AsBits(discount[b]);
@@ -2972,6 +3953,11 @@ struct ExpandRows {
       edge[kReward] = reward_bits;
       edge[kDiscount] = discount_bits;
       edge[kChild] = ch[b] + 1;
+      if (gumbel_rows != nullptr) {
+        float scratch[2 * GumbelRow::kMaxActions];
+        GumbelRow::Build(rec, static_cast<int32_t>(num_actions), -1, scratch,
+                         gumbel_rows + at * GumbelRow::kWords);
+      }
       if (rows != nullptr) {
         constexpr int64_t kRowWords = LaneSlots::kRowWords;
         uint32_t* c = rows + at * kRowWords;
@@ -3454,6 +4440,38 @@ ffi::Error ExpandBackupImpl(
   return RunExpand(pool, range, parent.element_count());
 }
 
+// `ExpandBackupImpl` with Gumbel's rows (`GumbelRow`, `[B, N, 16]`, updated
+// in place): each new node's row is built from its logits.
+ffi::Error ExpandBackupGumbelImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
+    ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
+    ffi::Buffer<ffi::S32> parent, ffi::Buffer<ffi::S32> action,
+    ffi::Buffer<ffi::S32> child, ffi::Buffer<ffi::F32> value,
+    ffi::Buffer<ffi::F32> reward, ffi::Buffer<ffi::F32> discount,
+    ffi::Buffer<ffi::F32> record, ffi::Buffer<ffi::U32> rows_in,
+    ffi::ResultBuffer<ffi::S32> stats_out,
+    ffi::ResultBuffer<ffi::S32> edges_out,
+    ffi::ResultBuffer<ffi::S32> links_out,
+    ffi::ResultBuffer<ffi::U32> rows_out) {
+  ExpandRows range;
+  if (auto error = PrepareExpand(stats_in, edges_in, links_in, parent, action,
+                                 child, value, reward, discount, record,
+                                 stats_out, edges_out, links_out, nullptr,
+                                 nullptr, &range);
+      error.failure()) {
+    return error;
+  }
+  const auto dims = edges_in.dimensions();
+  if (dims[2] < kShortRow || dims[2] > GumbelRow::kMaxActions ||
+      rows_in.element_count() !=
+          static_cast<size_t>(dims[0] * dims[1] * GumbelRow::kWords)) {
+    return ffi::Error::InvalidArgument(
+        "rows must be [B, N, 16] (16 to 254 actions)");
+  }
+  range.gumbel_rows = InPlace(rows_in, rows_out);
+  return RunExpand(pool, range, parent.element_count());
+}
+
 // The expansion and backup with MuZero's unmasked selection-cache rows,
 // then the next simulation's cached MuZero descent, fused
 // (`MuzeroExpandDescend`); `descend[]` false: the expansion alone (the last
@@ -3520,6 +4538,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackup, ExpandBackupImpl,
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackupGumbel,
+                              ExpandBackupGumbelImpl,
+                              ExpandBackupBinding()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>());
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandDescend, ExpandDescendImpl,
                               ExpandBackupBinding()
                                   .Arg<ffi::Buffer<ffi::U32>>()
@@ -3548,10 +4575,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerGumbelDescend, GumbelDescendImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::U32>>()
                                   .Attr<int32_t>("max_depth")
                                   .Attr<float>("value_scale")
                                   .Attr<float>("maxvisit_init")
