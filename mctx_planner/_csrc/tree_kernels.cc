@@ -1277,7 +1277,7 @@ inline void GumbelNodeScores(const Row& row, const GumbelNode* node,
 // cache: a node's children are visited only on a descent through it.
 struct GumbelRow {
   static constexpr int32_t kWords = 16;
-  static constexpr int32_t kSlots = 8;   // visited children a row names
+  static constexpr int32_t kSlots = 16;  // visited children a row names
   static constexpr int32_t kListed = 4;  // unvisited children it ranks
   // Actions are stored plus one in a byte.
   static constexpr int32_t kMaxActions = 254;
@@ -1287,13 +1287,19 @@ struct GumbelRow {
   // the next selection scores the row in full and lists them again.
   enum : uint32_t { kEmpty = 0, kReady = 1, kWide = 2, kRescan = 3 };
   // Layout: [0] state | visited count << 8 | listed count << 16;
-  // [1], [2] the visited children (increasing); [3] the listed unvisited
+  // [1], [2], [14], [15] the visited children (increasing, a byte each, plus
+  // one); [3] the listed unvisited
   // ones (best first; highest logit, first index on ties); [4] to [7] their
   // logits; [8] the maximum logit as `GumbelPriorProbs` takes it; [9] its
   // `1 / sum(exp(logit - maximum))`; [10] the largest |logit|; [12], [13]
   // the sum of those exps (as XLA computes them) in double precision.
   enum { kHeader = 0, kVisitedAt = 1, kListedAt = 3, kListedLogits = 4,
-         kTop = 8, kInverse = 9, kLargest = 10, kSum = 12 };
+         kTop = 8, kInverse = 9, kLargest = 10, kSum = 12,
+         kMoreVisitedAt = 14 };
+  // The word of visited child `i`'s byte: words 1, 2, then 14, 15.
+  static constexpr int32_t VisitedWord(int32_t i) {
+    return i < 8 ? kVisitedAt + i / 4 : kMoreVisitedAt + (i - 8) / 4;
+  }
 
   static uint32_t State(const uint32_t* c) { return c[kHeader] & 0xFFu; }
   static int32_t Visited(const uint32_t* c) {
@@ -1317,7 +1323,10 @@ struct GumbelRow {
     w = (w & ~(0xFFu << shift)) | static_cast<uint32_t>(action + 1) << shift;
   }
   static int32_t VisitedAction(const uint32_t* c, int32_t i) {
-    return Byte(c, kVisitedAt, i);
+    return Byte(c, VisitedWord(i), i % 4);
+  }
+  static void SetVisitedAction(uint32_t* c, int32_t i, int32_t action) {
+    SetByte(c, VisitedWord(i), i % 4, action);
   }
   static int32_t ListedAction(const uint32_t* c, int32_t i) {
     return Byte(c, kListedAt, i);
@@ -1336,18 +1345,59 @@ struct GumbelRow {
   }
 
   // Lists the unvisited children of highest logit (`logits`: the node's,
-  // a row of `num_actions`; `work`: a scratch row as long), and marks the
-  // row ready.  Four passes of a maximum and the first index at it: loops
-  // that vectorize (one pass keeping a sorted list branched on every
-  // action: 870 cycles per row at 64 actions, against about 200).
+  // a row of `num_actions`, finite; `work`: a scratch row as long), and
+  // marks the row ready.  Four passes of a maximum and the first index at
+  // it, the visited children and those listed already at -inf (one pass
+  // keeping a sorted list, branched on every action, took 870 cycles per
+  // row at 64 actions; with AVX-512 and up to 64 actions, in registers,
+  // this takes about 100).
   static void RankLogits(const float* logits, int32_t num_actions,
                          float* work, uint32_t* c) {
     const float minus_inf = -std::numeric_limits<float>::infinity();
-    std::memcpy(work, logits, sizeof(float) * num_actions);
     const int32_t visited = Visited(c);
-    for (int32_t i = 0; i < visited; ++i) work[VisitedAction(c, i)] = minus_inf;
     c[kListedAt] = 0;
     int32_t listed = 0;
+#if defined(__AVX512F__)
+    if (num_actions <= 64) {
+      // The row in four registers.
+      uint64_t gone = 0;
+      for (int32_t i = 0; i < visited; ++i) {
+        gone |= uint64_t{1} << VisitedAction(c, i);
+      }
+      __m512 v[4];
+      for (int j = 0; j < 4; ++j) {
+        const int32_t left = num_actions - 16 * j;
+        const __mmask16 in = static_cast<__mmask16>(
+            left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u);
+        v[j] = _mm512_mask_mov_ps(
+            _mm512_mask_loadu_ps(_mm512_set1_ps(minus_inf), in, logits + 16 * j),
+            static_cast<__mmask16>(gone >> (16 * j)), _mm512_set1_ps(minus_inf));
+      }
+      for (; listed < kListed; ++listed) {
+        const float top = _mm512_reduce_max_ps(
+            _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
+        if (!(top > minus_inf)) break;
+        const __m512 t = _mm512_set1_ps(top);
+        uint64_t at = 0;
+        for (int j = 0; j < 4; ++j) {
+          at |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v[j], t, _CMP_EQ_OQ))
+                << (16 * j);
+        }
+        const int32_t best = __builtin_ctzll(at);
+        SetByte(c, kListedAt, listed, best);
+        c[kListedLogits + listed] = BitCast<uint32_t>(logits[best]);
+        const uint64_t one = uint64_t{1} << best;
+        for (int j = 0; j < 4; ++j) {
+          v[j] = _mm512_mask_mov_ps(v[j], static_cast<__mmask16>(one >> (16 * j)),
+                                    _mm512_set1_ps(minus_inf));
+        }
+      }
+      SetHeader(c, kReady, visited, listed);
+      return;
+    }
+#endif
+    std::memcpy(work, logits, sizeof(float) * num_actions);
+    for (int32_t i = 0; i < visited; ++i) work[VisitedAction(c, i)] = minus_inf;
 #if defined(__AVX512F__)
     // The same passes, a maximum over 16 lanes at a time.
     const int32_t vectors = (num_actions + 15) / 16;
@@ -1409,20 +1459,42 @@ struct GumbelRow {
                     float* scratch, uint32_t* c) {
     std::fill(c, c + kWords, 0u);
     float* logits = scratch;
-    float* exps = scratch + num_actions;
-    bool finite = num_actions <= kMaxActions;
-    float largest = 0.0f;
     int32_t visited = 0;
     for (int32_t a = 0; a < num_actions; ++a) {
       logits[a] = AsFloat(rec[a * kEdgeFields + kLogit]);
-      finite &= std::isfinite(logits[a]);
-      largest = std::max(largest, std::fabs(logits[a]));
       if (rec[a * kEdgeFields + kVisits] > 0 || a == chosen) {
-        if (visited < kSlots) SetByte(c, kVisitedAt, visited, a);
+        if (visited < kSlots) SetVisitedAction(c, visited, a);
         ++visited;
       }
     }
-    if (!finite || visited > kSlots) {
+    if (visited > kSlots) {
+      SetHeader(c, kWide, 0, 0);
+      return;
+    }
+    SetHeader(c, kEmpty, visited, 0);
+    Finish(logits, num_actions, scratch + num_actions, c);
+  }
+
+  // `Build` for a node without visited children, from its logits (a row of
+  // `num_actions`; `scratch`: one row).
+  static void BuildNew(const float* logits, int32_t num_actions,
+                       float* scratch, uint32_t* c) {
+    std::fill(c, c + kWords, 0u);
+    Finish(logits, num_actions, scratch, c);
+  }
+
+  // The rest of a row whose visited children are set, from the node's
+  // logits (`exps`: a scratch row).
+  static void Finish(const float* logits, int32_t num_actions, float* exps,
+                     uint32_t* c) {
+    bool finite = num_actions <= kMaxActions;
+    float largest = 0.0f;
+    for (int32_t a = 0; a < num_actions; ++a) {
+      finite &= std::isfinite(logits[a]);
+      const float size = std::fabs(logits[a]);
+      largest = size > largest ? size : largest;
+    }
+    if (!finite) {
       SetHeader(c, kWide, 0, 0);
       return;
     }
@@ -1443,7 +1515,6 @@ struct GumbelRow {
     c[kInverse] = BitCast<uint32_t>(inverse);
     c[kLargest] = BitCast<uint32_t>(largest);
     std::memcpy(c + kSum, &sum, sizeof sum);
-    SetHeader(c, kReady, visited, 0);
     RankLogits(logits, num_actions, exps, c);
   }
 
@@ -1463,9 +1534,9 @@ struct GumbelRow {
       return;
     }
     for (int32_t i = visited; i > at; --i) {
-      SetByte(c, kVisitedAt, i, VisitedAction(c, i - 1));
+      SetVisitedAction(c, i, VisitedAction(c, i - 1));
     }
-    SetByte(c, kVisitedAt, at, action);
+    SetVisitedAction(c, at, action);
     ++visited;
     for (int32_t i = 0; i < listed; ++i) {
       if (ListedAction(c, i) != action) continue;
@@ -2138,6 +2209,10 @@ class GumbelSelector {
     const char* rec =
         reinterpret_cast<const char*>(e_ + at * num_actions_ * kEdgeFields);
     constexpr int kEdgeBytes = kEdgeFields * 4;
+    // And the best unvisited child's edge, which the descent reads if it
+    // goes there (its child: none).
+    const int32_t best = GumbelRow::ListedAction(c, 0);
+    __builtin_prefetch(rec + best * kEdgeBytes + kChild * 4);
     for (int32_t i = 0; i < GumbelRow::Visited(c); ++i) {
       const int32_t a = GumbelRow::VisitedAction(c, i);
       __builtin_prefetch(rec + a * kEdgeBytes);
@@ -2767,7 +2842,7 @@ class GumbelLanes {
       slot[i] = mi;
       act[i] = _mm512_sub_epi32(
           _mm512_and_si512(
-              _mm512_srli_epi32(word[R::kVisitedAt + i / 4], 8 * (i % 4)),
+              _mm512_srli_epi32(word[R::VisitedWord(i)], 8 * (i % 4)),
               byte),
           one);
       const __m512i edge = _mm512_mullo_epi32(
@@ -3954,9 +4029,16 @@ struct ExpandRows {
       edge[kDiscount] = discount_bits;
       edge[kChild] = ch[b] + 1;
       if (gumbel_rows != nullptr) {
+        // A node evaluated for the first time has no visited children;
+        // one evaluated again (at the depth limit) is built from its record.
         float scratch[2 * GumbelRow::kMaxActions];
-        GumbelRow::Build(rec, static_cast<int32_t>(num_actions), -1, scratch,
-                         gumbel_rows + at * GumbelRow::kWords);
+        uint32_t* c = gumbel_rows + at * GumbelRow::kWords;
+        const int32_t n = static_cast<int32_t>(num_actions);
+        if (s[kSVisits] == 1) {
+          GumbelRow::BuildNew(priors, n, scratch, c);
+        } else {
+          GumbelRow::Build(rec, n, -1, scratch, c);
+        }
       }
       if (rows != nullptr) {
         constexpr int64_t kRowWords = LaneSlots::kRowWords;
