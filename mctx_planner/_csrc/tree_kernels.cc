@@ -1294,7 +1294,7 @@ struct GumbelRow {
   // `1 / sum(exp(logit - maximum))`; [10] the largest |logit|; [12], [13]
   // the sum of those exps (as XLA computes them) in double precision.
   enum { kHeader = 0, kVisitedAt = 1, kListedAt = 3, kListedLogits = 4,
-         kTop = 8, kInverse = 9, kLargest = 10, kSum = 12,
+         kTop = 8, kInverse = 9, kLargest = 10, kRootInputs = 11, kSum = 12,
          kMoreVisitedAt = 14 };
   // The word of visited child `i`'s byte: words 1, 2, then 14, 15.
   static constexpr int32_t VisitedWord(int32_t i) {
@@ -1581,6 +1581,76 @@ inline float SparseXlaRowSum(const int32_t* actions, const float* v, int32_t k,
   return window >= 0 ? total + sum : total;
 }
 
+// What a narrow node's row gives of `GumbelScaledQ` (its visited
+// children, at most `GumbelRow::kSlots`, in increasing order; at least one
+// unvisited child), with the full code's operations: `Load` reads the
+// visited children's edges from the record `rec`, then computes the mixed
+// value (sparse sums in XLA's window order), the completed q-values' min
+// and max (a zero extreme settled as `FoldMin` / `FoldMax` settle it),
+// the rescaling and the visit scale; false where a value is not finite or
+// a visited child has no visits.
+struct NarrowChildren {
+  int32_t k = 0, total = 0, most = 0;
+  int32_t actions[GumbelRow::kSlots], visits[GumbelRow::kSlots];
+  float logit[GumbelRow::kSlots], q[GumbelRow::kSlots];
+  float prior_exp[GumbelRow::kSlots];  // exp(logit - top0), as XLA's
+  float top0 = 0.0f, value = 0.0f, lo = 0.0f, rescale = 0.0f;
+  float visit_scale = 0.0f;
+
+  bool Load(const int32_t* rec, const uint32_t* c, int32_t num_actions,
+            float raw, const MixValue& mix) {
+    using R = GumbelRow;
+    k = R::Visited(c);
+    top0 = AsFloat(static_cast<int32_t>(c[R::kTop]));
+    const float inverse0 = AsFloat(static_cast<int32_t>(c[R::kInverse]));
+    float probs[R::kSlots], terms[R::kSlots];
+    for (int32_t i = 0; i < k; ++i) {
+      const int32_t a = R::VisitedAction(c, i);
+      const int32_t* e = rec + a * kEdgeFields;
+      actions[i] = a;
+      visits[i] = e[kVisits];
+      if (visits[i] <= 0) return false;
+      logit[i] = AsFloat(e[kLogit]);
+      q[i] = MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
+                    AsFloat(e[kReward]));
+      // `GumbelPriorProbs`' value for this child.
+      prior_exp[i] = XlaExp(logit[i] - top0);
+      probs[i] = NanMax(prior_exp[i] * inverse0,
+                        std::numeric_limits<float>::min());
+      total += visits[i];
+      most = std::max(most, visits[i]);
+    }
+    const float visited_probs =
+        SparseXlaRowSum(actions, probs, k, num_actions);
+    for (int32_t i = 0; i < k; ++i) {
+      terms[i] = probs[i] * q[i] / visited_probs;
+    }
+    value = MulAdd(static_cast<float>(total),
+                   SparseXlaRowSum(actions, terms, k, num_actions), raw) /
+            static_cast<float>(total + 1);
+    // The completed q-values: the visited children's q and the unvisited
+    // ones' `value`.
+    lo = value;
+    float hi = value;
+    bool nan = value != value, minus_zero = AsBits(value) == AsBits(-0.0f),
+         plus_zero = AsBits(value) == 0;
+    for (int32_t i = 0; i < k; ++i) {
+      nan |= q[i] != q[i];
+      minus_zero |= AsBits(q[i]) == AsBits(-0.0f);
+      plus_zero |= AsBits(q[i]) == 0;
+      lo = q[i] < lo ? q[i] : lo;
+      hi = q[i] > hi ? q[i] : hi;
+    }
+    if (nan) return false;
+    if (lo == 0.0f) lo = minus_zero ? -0.0f : 0.0f;
+    if (hi == 0.0f) hi = plus_zero ? 0.0f : -0.0f;
+    rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
+    visit_scale =
+        (static_cast<float>(most) + mix.maxvisit_init) * mix.value_scale;
+    return true;
+  }
+};
+
 // `GumbelScores` then `ArgmaxRow` at a narrow node (no legal-move mask, at
 // least one unvisited child), from its record `rec`, its row `c` and its
 // raw value: the action, or -1 where the row cannot tell (see `GumbelRow`).
@@ -1589,56 +1659,18 @@ inline int32_t NarrowGumbelSelect(const int32_t* rec, const uint32_t* c,
                                   const MixValue& mix) {
   using R = GumbelRow;
   if (!R::Usable(c, num_actions)) return -1;
-  const int32_t k = R::Visited(c);
+  NarrowChildren node;
+  if (!node.Load(rec, c, num_actions, raw, mix)) return -1;
+  const int32_t k = node.k, total = node.total;
   const int32_t unvisited = num_actions - k;
-  const float top0 = AsFloat(static_cast<int32_t>(c[R::kTop]));
-  const float inverse0 = AsFloat(static_cast<int32_t>(c[R::kInverse]));
-  int32_t actions[R::kSlots], visits[R::kSlots];
-  float logit[R::kSlots], q[R::kSlots], probs[R::kSlots], terms[R::kSlots];
-  float prior_exp[R::kSlots];
-  int32_t total = 0, most = 0;
-  for (int32_t i = 0; i < k; ++i) {
-    const int32_t a = R::VisitedAction(c, i);
-    const int32_t* e = rec + a * kEdgeFields;
-    actions[i] = a;
-    visits[i] = e[kVisits];
-    if (visits[i] <= 0) return -1;
-    logit[i] = AsFloat(e[kLogit]);
-    q[i] = MulAdd(AsFloat(e[kDiscount]), AsFloat(e[kValue]),
-                  AsFloat(e[kReward]));
-    // `GumbelPriorProbs`' value for this child.
-    prior_exp[i] = XlaExp(logit[i] - top0);
-    probs[i] = NanMax(prior_exp[i] * inverse0,
-                      std::numeric_limits<float>::min());
-    total += visits[i];
-    most = std::max(most, visits[i]);
-  }
-  // `GumbelScaledQ`.
-  const float visited_probs = SparseXlaRowSum(actions, probs, k, num_actions);
-  for (int32_t i = 0; i < k; ++i) terms[i] = probs[i] * q[i] / visited_probs;
-  const float value =
-      MulAdd(static_cast<float>(total),
-             SparseXlaRowSum(actions, terms, k, num_actions), raw) /
-      static_cast<float>(total + 1);
-  // The completed q-values' min and max: the visited children's q and the
-  // unvisited ones' `value` (a zero extreme settled as `FoldMin` /
-  // `FoldMax` settle it).
-  float lo = value, hi = value;
-  bool nan = value != value, minus_zero = AsBits(value) == AsBits(-0.0f),
-       plus_zero = AsBits(value) == 0;
-  for (int32_t i = 0; i < k; ++i) {
-    nan |= q[i] != q[i];
-    minus_zero |= AsBits(q[i]) == AsBits(-0.0f);
-    plus_zero |= AsBits(q[i]) == 0;
-    lo = q[i] < lo ? q[i] : lo;
-    hi = q[i] > hi ? q[i] : hi;
-  }
-  if (nan) return -1;
-  if (lo == 0.0f) lo = minus_zero ? -0.0f : 0.0f;
-  if (hi == 0.0f) hi = plus_zero ? 0.0f : -0.0f;
-  const float rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
-  const float visit_scale =
-      (static_cast<float>(most) + mix.maxvisit_init) * mix.value_scale;
+  const int32_t* actions = node.actions;
+  const int32_t* visits = node.visits;
+  const float* logit = node.logit;
+  const float* q = node.q;
+  const float* prior_exp = node.prior_exp;
+  const float top0 = node.top0, value = node.value, lo = node.lo;
+  const float rescale = node.rescale, visit_scale = node.visit_scale;
+  bool nan = false;
   // logits + q' (`GumbelScores`): the visited children's, the two best
   // unvisited ones'.
   float work[R::kSlots];
@@ -1751,6 +1783,51 @@ inline int32_t NarrowGumbelSelect(const int32_t* rec, const uint32_t* c,
   }
   return candidate[w];
 }
+// Sequential Halving's root selection (`GumbelRootScores`, then
+// `ArgmaxRow`; no legal-move mask) from the root's row, where it names every
+// visited child and the considered visit count is positive: every action
+// but the valid visited children with that count then scores -inf, and
+// those children's scores need only the completed q-values' min and max,
+// which the row's children give (`NarrowChildren`).  `gumbel`, `invalid`:
+// the root's noise and invalid actions (rows of `num_actions`, the noise
+// finite); `considered`: the considered visit count by the root's visit
+// total, `table_width` long.  The action, or -1 where the row cannot tell.
+inline int32_t NarrowRootSelect(const int32_t* rec, const uint32_t* c,
+                                int32_t num_actions, float raw,
+                                const MixValue& mix, const float* gumbel,
+                                const bool* invalid,
+                                const int32_t* considered,
+                                int32_t table_width) {
+  using R = GumbelRow;
+  const uint32_t state = R::State(c);
+  if ((state != R::kReady && state != R::kRescan) ||
+      R::Visited(c) >= num_actions) {
+    return -1;
+  }
+  NarrowChildren node;
+  if (!node.Load(rec, c, num_actions, raw, mix)) return -1;
+  if (node.total >= table_width) return -1;
+  const int32_t visit = considered[node.total];
+  if (visit <= 0) return -1;
+  int32_t best = -1;
+  float best_score = 0.0f;
+  for (int32_t i = 0; i < node.k; ++i) {
+    const int32_t a = node.actions[i];
+    if (node.visits[i] != visit || invalid[a]) continue;
+    // `PlusCompletedQ` then `GumbelRootScore` of a candidate.
+    const float with_q =
+        MulAdd(node.visit_scale, (node.q[i] - node.lo) * node.rescale,
+               gumbel[a] + (node.logit[i] - node.top0));
+    const float score = NanMax(-1e9f, with_q) + 0.0f;
+    if (score != score) return -1;
+    if (best < 0 || score > best_score) {
+      best = a;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
 // Runs `body(begin, end)` (true: success) over `[0, n)` in chunks of
 // `chunk`, on the calling thread and on up to `num_threads - 1` tasks of
 // XLA's intra-op thread pool.  The caller takes chunks too and waits only
@@ -2183,6 +2260,7 @@ class GumbelSelector {
   void Prefetch(int64_t at, bool root) {
     if (rows_ == nullptr || root) {
       PrefetchRecord(e_, st_, num_actions_, at);
+      if (rows_ != nullptr) __builtin_prefetch(rows_ + at * GumbelRow::kWords);
       return;
     }
     __builtin_prefetch(rows_ + at * GumbelRow::kWords);
@@ -2225,11 +2303,12 @@ class GumbelSelector {
       const int32_t action = root_.action[b];
       return action >= 0 && action < num_actions_ ? action : -1;
     }
-    uint32_t* c =
-        rows_ != nullptr && q.depth > 0 ? rows_ + at * GumbelRow::kWords
-                                        : nullptr;
+    // Sequential Halving's roots keep rows too (`NarrowRoot`).
+    uint32_t* c = rows_ != nullptr && (q.depth > 0 || root_.gumbel != nullptr)
+                      ? rows_ + at * GumbelRow::kWords
+                      : nullptr;
     if (c != nullptr) {
-      const int32_t action = Narrow(at);
+      const int32_t action = q.depth == 0 ? NarrowRoot(b, at) : Narrow(at);
       if (action >= 0) {
         GumbelRow::Visit(num_actions_, action, c);
         return action;
@@ -2247,6 +2326,35 @@ class GumbelSelector {
         e_ + at * num_actions_ * kEdgeFields, c, num_actions_,
         AsFloat(st_[at * kStatFields + kSRaw]), mix_);
     if (action >= 0 && NarrowChecked()) CheckNarrow(at, action);
+    return action;
+  }
+
+  // The root's selection from its row (`NarrowRootSelect`), or -1.
+  int32_t NarrowRoot(int64_t b, int64_t at) const {
+    uint32_t* c = rows_ + at * GumbelRow::kWords;
+    const float* gumbel = root_.gumbel + b * num_actions_;
+    const bool* invalid = root_.invalid + b * num_actions_;
+    // The root's noise and valid actions, counted once per search in the
+    // row's spare word: 0 not yet, else 1 + the valid count if every noise
+    // is finite, 2^31 if not.
+    uint32_t& known = c[GumbelRow::kRootInputs];
+    if (known == 0) {
+      bool finite = true;
+      int32_t valid = 0;
+      for (int32_t a = 0; a < num_actions_; ++a) {
+        finite &= std::isfinite(gumbel[a]);
+        valid += invalid[a] ? 0 : 1;
+      }
+      known = finite ? 1u + static_cast<uint32_t>(valid) : 1u << 31;
+    }
+    if (known >> 31) return -1;
+    const int32_t considered =
+        std::min(root_.max_considered, static_cast<int32_t>(known) - 1);
+    const int32_t action = NarrowRootSelect(
+        e_ + at * num_actions_ * kEdgeFields, c, num_actions_,
+        AsFloat(st_[at * kStatFields + kSRaw]), mix_, gumbel, invalid,
+        root_.table + considered * root_.table_width, root_.table_width);
+    if (action >= 0 && NarrowChecked()) CheckNarrow(at, action, b);
     return action;
   }
 
@@ -2326,7 +2434,7 @@ class GumbelSelector {
     }();
     return on;
   }
-  void CheckNarrow(int64_t at, int32_t action) const {
+  void CheckNarrow(int64_t at, int32_t action, int64_t root_of = -1) const {
     // Counted, and the count printed when the process exits (so that a
     // test sees that the rows decided at all).
     static struct Count {
@@ -2338,8 +2446,9 @@ class GumbelSelector {
     } checked;
     checked.n.fetch_add(1, std::memory_order_relaxed);
     GumbelSelector full(num_actions_, e_, st_, root_, mix_, legal_, cache_);
-    Path q{{0, 0}, 0, 0, 0, -1, 1, true, true};
-    const int32_t expected = full.Full(q, 0, at);
+    // Below the root, or root `root_of`'s (depth 0).
+    Path q{{0, 0}, 0, 0, 0, -1, root_of < 0 ? 1 : 0, true, true};
+    const int32_t expected = full.Full(q, root_of < 0 ? 0 : root_of, at);
     if (expected != action) {
       std::fprintf(stderr,
                    "mctx_planner: narrow Gumbel selection %d, full row %d "
