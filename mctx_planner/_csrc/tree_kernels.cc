@@ -2271,8 +2271,21 @@ class GumbelSelector {
     StageNode(at);
     return true;
   }
+  // A node's row and statistics alone.
+  void PrefetchRow(int64_t at) const {
+    if (rows_ == nullptr) {
+      PrefetchRecord(e_, st_, num_actions_, at);
+      return;
+    }
+    __builtin_prefetch(rows_ + at * GumbelRow::kWords);
+    __builtin_prefetch(st_ + at * kStatFields);
+  }
   // Prefetches what the selection at `at` reads once its row is in.
   void StageNode(int64_t at) const {
+    if (rows_ == nullptr) {
+      PrefetchRecord(e_, st_, num_actions_, at);
+      return;
+    }
     const uint32_t* c = rows_ + at * GumbelRow::kWords;
     if (!GumbelRow::Usable(c, num_actions_)) {
       PrefetchRecord(e_, st_, num_actions_, at);
@@ -3508,8 +3521,17 @@ bool DescendLanes(Rows& rows, int64_t num_nodes,
   auto start = [&](int l) {
     int64_t b;
     while (rows.Next(&b)) {
-      const int64_t ahead = rows.Ahead(kRootAhead - 1);
-      if (ahead >= 0) select.Prefetch(ahead * num_nodes, true);
+      if constexpr (Vector::kStaged) {
+        // Roots in two stages too: rows and statistics first, then, once
+        // a row is in, what its selection reads (`StageNode`).
+        const int64_t far = rows.Ahead(2 * kRootAhead - 1);
+        if (far >= 0) select.PrefetchRow(far * num_nodes);
+        const int64_t near = rows.Ahead(kRootAhead - 1);
+        if (near >= 0) select.StageNode(near * num_nodes);
+      } else {
+        const int64_t ahead = rows.Ahead(kRootAhead - 1);
+        if (ahead >= 0) select.Prefetch(ahead * num_nodes, true);
+      }
       Path& q = g.path[l];
       q = k == nullptr ? Path{{0, 0}, 0, 0, 0, -1, 0, true, true}
                        : Path{{k[2 * b], k[2 * b + 1]}, 0, 0, 0, -1, 0, true,
