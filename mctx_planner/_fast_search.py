@@ -1059,9 +1059,10 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
             legal=(store.embeddings.legal_action_mask if mix[2] is not None
                    else None), cache=store.prior_cache,
             rows=store.gumbel_rows)
-        store = store._replace(prior_cache=cache,
-                               gumbel_rows=(rows if store.gumbel_rows
-                                            is not None else None))
+        # (Either may be absent: None, not the kernel's empty array.)
+        keep = lambda new, old: None if old is None else new
+        store = store._replace(prior_cache=keep(cache, store.prior_cache),
+                               gumbel_rows=keep(rows, store.gumbel_rows))
       else:
         parent, action, child = _descend(simulate_keys, store,
                                          invalid_actions, extra_data,
@@ -1097,12 +1098,15 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     zeros = lambda shape, dtype: _store_array(
         jnp.zeros(shape[:1] + shape[2:], dtype), shape[1], native=True)
     if gumbel_descent:
-      store = store._replace(prior_cache=zeros(store.edges.shape[:3],
-                                               jnp.float32))
+      # With rows, the few nodes scored in full compute their prior
+      # probabilities each time instead of keeping them.
       if (_GUMBEL_ROWS and mix[2] is None and
           16 <= root.prior_logits.shape[-1] <= 254):
         store = store._replace(gumbel_rows=zeros(
             _native.gumbel_rows_shape(store.edges.shape), jnp.uint32))
+      else:
+        store = store._replace(prior_cache=zeros(store.edges.shape[:3],
+                                                 jnp.float32))
     if (native_descent and
         root.prior_logits.shape[-1] >= _SELECT_CACHE_MIN_ACTIONS):
       store = store._replace(select_cache=zeros(

@@ -348,8 +348,9 @@ def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
   at the search's start, then what this returned (updated in place), or
   None: the rows that let the kernel decide most selections from a node's
   visited children and best unvisited one (`GumbelRow` in tree_kernels.cc;
-  without `legal`, from 16 to 254 actions, with `cache`).  Use it only
-  where `gumbel_exact`."""
+  without `legal`, from 16 to 254 actions; `cache` is then of little use:
+  the nodes scored in full compute their probabilities without it).  Use
+  it only where `gumbel_exact`."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
   value_scale, maxvisit_init, masked_score = mix

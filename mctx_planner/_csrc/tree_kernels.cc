@@ -1253,9 +1253,10 @@ inline void GumbelNodeScores(const Row& row, const GumbelNode* node,
 }
 
 // Gumbel MuZero's selection at narrow nodes.  Most interior selections of a
-// Gumbel search happen at nodes with few visited children (at 64 actions, S
-// = 256, more than 70% at nodes with one, more than 90% with up to eight:
-// Gumbel's paths go down the same child again and again).  There an
+// Gumbel search happen at nodes with few visited children (benchmark MLP,
+// 64 actions, B = 256, S = 256: at least 70% at nodes with one, 92% with up
+// to eight, 98% with up to sixteen; Gumbel's paths go down the same child
+// again and again).  There an
 // unvisited child's completed q-value is the node's mixed value, the same
 // for all of them, so they rank by prior logit, and the argmax of
 // `softmax(logits + q') - n / (1 + N)` is among the visited children and
@@ -1273,8 +1274,11 @@ inline void GumbelNodeScores(const Row& row, const GumbelNode* node,
 // (`NarrowGumbelSelect` returns -1).  A node's row (`GumbelRow`, 16 words,
 // one cache line) names its visited children (up to `kSlots`; a node with
 // more is wide and always scored in full) and its four unvisited ones of
-// highest logit.  The descent keeps it, as MuZero's keeps its selection
-// cache: a node's children are visited only on a descent through it.
+// highest logit.  The expansion builds a new node's row from its logits
+// (`BuildNew`), and the descent keeps it, as MuZero's keeps its selection
+// cache: a node's children are visited only on a descent through it.  A
+// root's row (Sequential Halving's roots) is built at its first selection,
+// and decides the root's selections too (`NarrowRootSelect`).
 struct GumbelRow {
   static constexpr int32_t kWords = 16;
   static constexpr int32_t kSlots = 16;  // visited children a row names
@@ -1288,11 +1292,12 @@ struct GumbelRow {
   enum : uint32_t { kEmpty = 0, kReady = 1, kWide = 2, kRescan = 3 };
   // Layout: [0] state | visited count << 8 | listed count << 16;
   // [1], [2], [14], [15] the visited children (increasing, a byte each, plus
-  // one); [3] the listed unvisited
-  // ones (best first; highest logit, first index on ties); [4] to [7] their
-  // logits; [8] the maximum logit as `GumbelPriorProbs` takes it; [9] its
-  // `1 / sum(exp(logit - maximum))`; [10] the largest |logit|; [12], [13]
-  // the sum of those exps (as XLA computes them) in double precision.
+  // one); [3] the listed unvisited ones (best first: highest logit; a byte
+  // each, plus one); [4] to [7] their logits; [8] the maximum logit as
+  // `GumbelPriorProbs` takes it; [9] its `1 / sum(exp(logit - maximum))`;
+  // [10] the largest |logit|; [11] a root's noise and valid actions
+  // (`GumbelSelector::NarrowRoot`); [12], [13] the sum of those exps (as
+  // XLA computes them) in double precision.
   enum { kHeader = 0, kVisitedAt = 1, kListedAt = 3, kListedLogits = 4,
          kTop = 8, kInverse = 9, kLargest = 10, kRootInputs = 11, kSum = 12,
          kMoreVisitedAt = 14 };
@@ -2838,7 +2843,10 @@ class PuctLanes {
 // gathered a word at a time (64 actions, B = 256, S = 128 on an AMD EPYC:
 // descent 22 to 23 ms against 27 to 31).  A lane whose node has no prior
 // probabilities yet (its first visit), or where a NaN shows up, is scored
-// by the scalar code.
+// by the scalar code.  With Gumbel's rows (`GumbelRow`), the lanes decide
+// narrow nodes first (`DecideNarrow`), and the whole rows are scored only
+// for the nodes left (in lanes where at least `kVectorMin` are, else by the
+// scalar code).
 class GumbelLanes {
  public:
   // Roots are the scalar code's (Sequential Halving's action is given).
@@ -2873,7 +2881,9 @@ class GumbelLanes {
       }
     }
     const uint32_t left = active & ~decided;
-    if (__builtin_popcount(left) < kVectorMin) return decided;
+    if (cache_ == nullptr || __builtin_popcount(left) < kVectorMin) {
+      return decided;
+    }
     return decided | DecideFull(g, left, chosen);
   }
 
@@ -3890,7 +3900,8 @@ ffi::Error GumbelDescendImpl(ffi::ThreadPool pool,
   };
   bool ok;
 #ifdef MCTX_PLANNER_LANES
-  if (LanesEnabled() && cache != nullptr && args.legal == nullptr &&
+  if (LanesEnabled() && (cache != nullptr || rows != nullptr) &&
+      args.legal == nullptr &&
       num_actions >= kShortRow && batch >= kLanesMin &&
       LanesFit(batch, args.num_nodes, num_actions)) {
     ok = DescendBatchLanes(
