@@ -55,7 +55,7 @@ against the backup that writes every edge (`_fast_search._LAZY_EDGES`, as
 
     python benchmarks/native_ab.py --lazy-edges --cells muzero,64,1024,256
 
-`--gumbel-rows` compares, per Gumbel cell (16 to 254 actions, no masks),
+`--gumbel-rows` compares, per Gumbel cell (48 to 254 actions, no masks),
 the descent that decides narrow nodes from their rows (`GumbelRow` in
 tree_kernels.cc) against the one that scores every row in full
 (`_fast_search._GUMBEL_ROWS`, as `MCTX_PLANNER_GUMBEL_ROWS=0` sets it):

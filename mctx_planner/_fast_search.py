@@ -980,9 +980,16 @@ _LAZY_EDGES = os.environ.get("MCTX_PLANNER_LAZY_EDGES", "1") != "0"
 
 # Whether the native Gumbel descent keeps rows of its narrow nodes and
 # decides most selections from them (`GumbelRow` in tree_kernels.cc; no
-# legal-move masks, 16 to 254 actions), `$MCTX_PLANNER_GUMBEL_ROWS` "0": no
-# (for A/B benchmarks).
+# legal-move masks, `_GUMBEL_ROWS_MIN_ACTIONS` to 254 actions),
+# `$MCTX_PLANNER_GUMBEL_ROWS` "0": no (for A/B benchmarks).  Measured
+# (`benchmarks/native_ab.py --gumbel-rows`, 2 cores, rows against the whole
+# rows in one process): 64 actions 1.00x to 1.23x at hidden 256 (1.09x to
+# 1.11x at B = 1024, S = 256 in reruns) and 1.03x to 1.37x at hidden 64;
+# 48 actions 1.14x to 1.39x; 40 actions 0.99x to 1.01x, 32 0.97x to 1.01x,
+# 20 1.04x, 16 0.94x (hidden 256): the kernel takes rows from 16 actions,
+# the search from 48.
 _GUMBEL_ROWS = os.environ.get("MCTX_PLANNER_GUMBEL_ROWS", "1") != "0"
+_GUMBEL_ROWS_MIN_ACTIONS = 48
 
 
 def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
@@ -1101,7 +1108,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       # With rows, the few nodes scored in full compute their prior
       # probabilities each time instead of keeping them.
       if (_GUMBEL_ROWS and mix[2] is None and
-          16 <= root.prior_logits.shape[-1] <= 254):
+          _GUMBEL_ROWS_MIN_ACTIONS <= root.prior_logits.shape[-1] <= 254):
         store = store._replace(gumbel_rows=zeros(
             _native.gumbel_rows_shape(store.edges.shape), jnp.uint32))
       else:

@@ -337,7 +337,7 @@ def test_native_ab_script_tiny(tmp_path):
              ("fused_ms", "two_calls_ms")),
             (("--lazy-edges", "--cells", "muzero,20,8,16") + tiny,
              ("lazy_edges_ms", "every_edge_ms")),
-            (("--gumbel-rows", "--cells", "gumbel,20,8,16") + tiny,
+            (("--gumbel-rows", "--cells", "gumbel,48,8,16") + tiny,
              ("rows_ms", "full_rows_ms")),
             (("--select-cache", "--planner-cells",
               "recommendation:num_candidates=20,muzero,4,8") + tiny[2:],

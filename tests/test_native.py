@@ -732,6 +732,7 @@ import test_native
 assert _native.available(), _native.status()
 library = ctypes.CDLL(_native.status()[len("in use ("):-1])
 assert library.MctxPlannerPuctLanes() == 1  # the portable PUCT rows
+_fast_search._GUMBEL_ROWS_MIN_ACTIONS = 16  # Gumbel's rows from 16 actions
 for policy, ref, a, name in [
     (_fast_search.muzero_policy, mctx.muzero_policy, 11, "muzero"),
     (_fast_search.muzero_policy, mctx.muzero_policy, 20, "muzero"),
@@ -762,6 +763,8 @@ sys.path.insert(0, sys.argv[1])
 from mctx_planner import _fast_search
 import test_fast_search as golden
 import test_native
+# Rows from 16 actions (the kernel's least; searches take them from more).
+_fast_search._GUMBEL_ROWS_MIN_ACTIONS = 16
 # (batch, simulations, actions, max_depth, discount): from 16 examples the
 # lanes decide (`DecideNarrow`), below the scalar code (`NarrowGumbelSelect`).
 for batch, sims, a, depth, discount in [(32, 64, 64, None, 0.95),
