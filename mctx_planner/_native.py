@@ -22,11 +22,17 @@ tree levels with one kernel each per simulation:
   (optionally masked), threaded alike, where ``gumbel_exact`` finds that it
   rounds as XLA (for the root and the interior separately); without masks,
   16 to 64 actions, from B = 16 and with AVX-512, the interior selections
-  of 16 examples run side by side in vector lanes (the same switch);
+  of 16 examples run side by side in vector lanes (the same switch); with
+  a row per node (no masks, from 48 actions in the search), most
+  selections, the root's included, are decided from the node's visited
+  children and best unvisited one (``MCTX_PLANNER_GUMBEL_ROWS=0`` scores
+  every node's whole row; docs/benchmarks.md, "Gumbel's narrow nodes
+  decided from their rows");
 * ``expand_backup``: the expansion's writes to the tree store (the new
   node's statistics, link and priors, its parent's edge) and the backward
   pass, of every policy, in place; with MuZero's unmasked selection cache,
-  also the new node's cache row and its parent's slots;
+  also the new node's cache row and its parent's slots
+  (``expand_backup_gumbel``: with Gumbel's rows, the new node's row);
 * ``expand_descend``: that expansion and backup with MuZero's unmasked
   selection cache, then the next simulation's descent, in one call that
   backs up each block of examples just before descending them again
@@ -92,8 +98,9 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["available", "status", "disabled", "why_not_here",
-           "muzero_descend", "select_cache_shape", "gumbel_descend", "gumbel_rows_shape", "expand_backup_gumbel",
-           "gumbel_exact", "expand_backup", "top_k_rows", "unpack_edges"]
+           "muzero_descend", "select_cache_shape", "gumbel_descend",
+           "gumbel_rows_shape", "gumbel_exact", "expand_backup",
+           "expand_backup_gumbel", "top_k_rows", "unpack_edges"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC",
@@ -107,8 +114,6 @@ _TARGETS = {"mctx_planner_muzero_descend": "MctxPlannerMuzeroDescend",
             "mctx_planner_muzero_descend_cached":
                 "MctxPlannerMuzeroDescendCached",
             "mctx_planner_gumbel_descend": "MctxPlannerGumbelDescend",
-            "mctx_planner_expand_backup_gumbel":
-                "MctxPlannerExpandBackupGumbel",
             "mctx_planner_gumbel_scores": "MctxPlannerGumbelScores",
             "mctx_planner_expand_backup": "MctxPlannerExpandBackup",
             "mctx_planner_expand_descend": "MctxPlannerExpandDescend",
@@ -495,12 +500,9 @@ def expand_backup(stats, edges, links, parent, action, child, value, reward,
         stats, edges, links, parent, action, child, value, reward, discount,
         record, rows, jnp.zeros([0], bool), jnp.zeros([0], jnp.uint32),
         jnp.zeros([0], jnp.float32), 0, False, lazy_edges=lazy_edges)[:4]
-  args, shapes = _expansion_operands(stats, edges, links, parent, action,
-                                     child, value, reward, discount, record)
-  return tuple(jax.ffi.ffi_call(
-      "mctx_planner_expand_backup", shapes,
-      input_output_aliases={0: 0, 1: 1, 2: 2},
-      vmap_method="sequential")(*args)) + (None,)
+  return expand_backup_gumbel(stats, edges, links, parent, action, child,
+                              value, reward, discount, record,
+                              jnp.zeros([0], jnp.uint32))[:3] + (None,)
 
 
 def expand_backup_gumbel(stats, edges, links, parent, action, child, value,
@@ -508,11 +510,12 @@ def expand_backup_gumbel(stats, edges, links, parent, action, child, value,
   """`expand_backup` that also builds node `child`'s row in `gumbel_descend`'s
   `rows` (uint32 `gumbel_rows_shape(edges.shape)`, 16 to 254 actions) from
   its logits `record`, so that the descent decides the node's first
-  selection from its row too: `(stats, edges, links, rows)`, in place."""
+  selection from its row too: `(stats, edges, links, rows)`, in place
+  (`rows` empty: `expand_backup`)."""
   args, shapes = _expansion_operands(stats, edges, links, parent, action,
                                      child, value, reward, discount, record)
   return tuple(jax.ffi.ffi_call(
-      "mctx_planner_expand_backup_gumbel",
+      "mctx_planner_expand_backup",
       shapes + (jax.ShapeDtypeStruct(rows.shape, jnp.uint32),),
       input_output_aliases={0: 0, 1: 1, 2: 2, 10: 3},
       vmap_method="sequential")(*args, rows))

@@ -756,6 +756,18 @@ print("portable kernels match mctx")
 """
 
 
+def _run_script(script, **env):
+  """Runs `script` (with this directory as its argument) in a new Python on
+  the CPU with `env` added, as a switch read once per process needs; the
+  finished process, which must have succeeded."""
+  done = subprocess.run(
+      [sys.executable, "-c", script, os.path.dirname(__file__)],
+      env=dict(os.environ, JAX_PLATFORMS="cpu", **env), capture_output=True,
+      text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
 _CHECK_ROWS_SCRIPT = """
 import sys
 import jax, mctx
@@ -794,12 +806,7 @@ def test_gumbel_rows_decide_as_the_whole_row():
   depth limits and two-player discounts; the searches are mctx's, and the
   rows decided many selections (their count, printed at exit)."""
   _require_kernels()
-  env = dict(os.environ, MCTX_PLANNER_CHECK_GUMBEL_ROWS="1",
-             JAX_PLATFORMS="cpu")
-  done = subprocess.run(
-      [sys.executable, "-c", _CHECK_ROWS_SCRIPT, os.path.dirname(__file__)],
-      env=env, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
+  done = _run_script(_CHECK_ROWS_SCRIPT, MCTX_PLANNER_CHECK_GUMBEL_ROWS="1")
   assert "rows checked" in done.stdout
   checked = re.search(r"(\d+) narrow Gumbel selections checked", done.stderr)
   assert checked and int(checked.group(1)) > 5000, done.stderr[-2000:]
@@ -816,13 +823,9 @@ def test_portable_code_paths_match_mctx(tmp_path):
   if platform.machine().lower() not in ("x86_64", "amd64"):
     pytest.skip("-mno-avx2 is an x86 flag; elsewhere the portable code is "
                 "the only code")
-  env = dict(os.environ, MCTX_PLANNER_NATIVE_FLAGS="-mno-avx2",
-             MCTX_PLANNER_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu",
-             MCTX_PLANNER_NATIVE_SPLIT_NS="0")
-  done = subprocess.run(
-      [sys.executable, "-c", _PORTABLE_SCRIPT, os.path.dirname(__file__)],
-      env=env, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
+  done = _run_script(_PORTABLE_SCRIPT, MCTX_PLANNER_NATIVE_FLAGS="-mno-avx2",
+                     MCTX_PLANNER_CACHE_DIR=str(tmp_path),
+                     MCTX_PLANNER_NATIVE_SPLIT_NS="0")
   assert "portable kernels match mctx" in done.stdout
 
 

@@ -4644,29 +4644,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerMuzeroDescendCached,
                                   .Attr<float>("masked_score"));
 
 namespace {
+// `rows_in`: Gumbel's rows (`GumbelRow`, `[B, N, 16]`, updated in place: each
+// new node's is built from its logits), or empty.
 ffi::Error ExpandBackupImpl(
-    ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
-    ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
-    ffi::Buffer<ffi::S32> parent, ffi::Buffer<ffi::S32> action,
-    ffi::Buffer<ffi::S32> child, ffi::Buffer<ffi::F32> value,
-    ffi::Buffer<ffi::F32> reward, ffi::Buffer<ffi::F32> discount,
-    ffi::Buffer<ffi::F32> record, ffi::ResultBuffer<ffi::S32> stats_out,
-    ffi::ResultBuffer<ffi::S32> edges_out,
-    ffi::ResultBuffer<ffi::S32> links_out) {
-  ExpandRows range;
-  if (auto error = PrepareExpand(stats_in, edges_in, links_in, parent, action,
-                                 child, value, reward, discount, record,
-                                 stats_out, edges_out, links_out, nullptr,
-                                 nullptr, &range);
-      error.failure()) {
-    return error;
-  }
-  return RunExpand(pool, range, parent.element_count());
-}
-
-// `ExpandBackupImpl` with Gumbel's rows (`GumbelRow`, `[B, N, 16]`, updated
-// in place): each new node's row is built from its logits.
-ffi::Error ExpandBackupGumbelImpl(
     ffi::ThreadPool pool, ffi::Buffer<ffi::S32> stats_in,
     ffi::Buffer<ffi::S32> edges_in, ffi::Buffer<ffi::S32> links_in,
     ffi::Buffer<ffi::S32> parent, ffi::Buffer<ffi::S32> action,
@@ -4685,14 +4665,16 @@ ffi::Error ExpandBackupGumbelImpl(
       error.failure()) {
     return error;
   }
-  const auto dims = edges_in.dimensions();
-  if (dims[2] < kShortRow || dims[2] > GumbelRow::kMaxActions ||
-      rows_in.element_count() !=
-          static_cast<size_t>(dims[0] * dims[1] * GumbelRow::kWords)) {
-    return ffi::Error::InvalidArgument(
-        "rows must be [B, N, 16] (16 to 254 actions)");
+  if (rows_in.element_count() != 0) {
+    const auto dims = edges_in.dimensions();
+    if (dims[2] < kShortRow || dims[2] > GumbelRow::kMaxActions ||
+        rows_in.element_count() !=
+            static_cast<size_t>(dims[0] * dims[1] * GumbelRow::kWords)) {
+      return ffi::Error::InvalidArgument(
+          "rows must be [B, N, 16] (16 to 254 actions) or empty");
+    }
+    range.gumbel_rows = InPlace(rows_in, rows_out);
   }
-  range.gumbel_rows = InPlace(rows_in, rows_out);
   return RunExpand(pool, range, parent.element_count());
 }
 
@@ -4757,13 +4739,6 @@ auto ExpandBackupBinding() {
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackup, ExpandBackupImpl,
-                              ExpandBackupBinding()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MctxPlannerExpandBackupGumbel,
-                              ExpandBackupGumbelImpl,
                               ExpandBackupBinding()
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
