@@ -3048,18 +3048,8 @@ class GumbelLanes {
     hi = _mm512_mask_mov_ps(
         hi, _mm512_cmp_ps_mask(hi, fzero, _CMP_EQ_OQ),
         _mm512_mask_blend_ps(plus_zero, minus, fzero));
-    const __m512 spread = _mm512_sub_ps(hi, lo);
-    nan |= _mm512_cmp_ps_mask(spread, spread, _CMP_UNORD_Q);
-    const __m512 rescale = _mm512_div_ps(
-        _mm512_set1_ps(1.0f),
-        _mm512_mask_mov_ps(
-            _mm512_set1_ps(kQEpsilon),
-            _mm512_cmp_ps_mask(spread, _mm512_set1_ps(kQEpsilon), _CMP_GT_OQ),
-            spread));
-    const __m512 visit_scale = _mm512_mul_ps(
-        _mm512_add_ps(_mm512_cvtepi32_ps(most),
-                      _mm512_set1_ps(mix_.maxvisit_init)),
-        _mm512_set1_ps(mix_.value_scale));
+    const __m512 rescale = Rescale(lo, hi, &nan);
+    const __m512 visit_scale = VisitScale(most);
     __m512 work[R::kSlots];
     for (int32_t i = 0; i < slots; ++i) {
       work[i] = _mm512_fmadd_ps(
@@ -3320,18 +3310,8 @@ class GumbelLanes {
     }
     const __m512 lo = Fold<false>(n, work, &nan);
     const __m512 hi = Fold<true>(n, work, &nan);
-    const __m512 spread = _mm512_sub_ps(hi, lo);
-    const __m512 rescale = _mm512_div_ps(
-        _mm512_set1_ps(1.0f),
-        _mm512_mask_mov_ps(
-            _mm512_set1_ps(kQEpsilon),
-            _mm512_cmp_ps_mask(spread, _mm512_set1_ps(kQEpsilon), _CMP_GT_OQ),
-            spread));
-    nan |= _mm512_cmp_ps_mask(spread, spread, _CMP_UNORD_Q);
-    const __m512 visit_scale = _mm512_mul_ps(
-        _mm512_add_ps(_mm512_cvtepi32_ps(max_visits),
-                      _mm512_set1_ps(mix_.maxvisit_init)),
-        _mm512_set1_ps(mix_.value_scale));
+    const __m512 rescale = Rescale(lo, hi, &nan);
+    const __m512 visit_scale = VisitScale(max_visits);
     // `GumbelScores`: softmax(logits + q') - n / (1 + N).
     for (int32_t a = 0; a < n; ++a) {
       work[a] = _mm512_fmadd_ps(
@@ -3369,6 +3349,26 @@ class GumbelLanes {
         m & ~nan & _mm512_cmpge_epi32_mask(action, zero);
     _mm512_mask_store_epi32(chosen, decided, action);
     return decided;
+  }
+
+  // `1 / NanMax(hi - lo, kQEpsilon)` in every lane (lanes whose spread is
+  // NaN added to `*nan`), as `GumbelScaledQ` rescales.
+  static __m512 Rescale(__m512 lo, __m512 hi, __mmask16* nan) {
+    const __m512 spread = _mm512_sub_ps(hi, lo);
+    *nan |= _mm512_cmp_ps_mask(spread, spread, _CMP_UNORD_Q);
+    return _mm512_div_ps(
+        _mm512_set1_ps(1.0f),
+        _mm512_mask_mov_ps(
+            _mm512_set1_ps(kQEpsilon),
+            _mm512_cmp_ps_mask(spread, _mm512_set1_ps(kQEpsilon), _CMP_GT_OQ),
+            spread));
+  }
+
+  // `(max visits + maxvisit_init) * value_scale` in every lane.
+  __m512 VisitScale(__m512i most) const {
+    return _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(most),
+                                       _mm512_set1_ps(mix_.maxvisit_init)),
+                         _mm512_set1_ps(mix_.value_scale));
   }
 
   // `XlaRowSum` of `get(0) ... get(n - 1)` in every lane.
