@@ -716,11 +716,9 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
           step.value, step.reward, step.discount, record,
           store.select_cache, *descend_next, lazy_edges=_LAZY_EDGES)
       stats, edges, links, rows = fields
-      return _Store(edges=edges, stats=stats, links=links,
-                    embeddings=embeddings, logits=logits,
-                    prior_cache=store.prior_cache,
-                    select_cache=rows,
-                    gumbel_rows=store.gumbel_rows), (parent, action, child)
+      return store._replace(edges=edges, stats=stats, links=links,
+                            embeddings=embeddings, logits=logits,
+                            select_cache=rows), (parent, action, child)
     if store.gumbel_rows is not None:
       stats, edges, links, gumbel_rows = _native.expand_backup_gumbel(
           store.stats, store.edges, store.links, parent, action, child,
@@ -733,11 +731,10 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
         step.value, step.reward, step.discount, record,
         rows=store.select_cache if select_rows else None,
         lazy_edges=_LAZY_EDGES)
-    return _Store(edges=edges, stats=stats, links=links,
-                  embeddings=embeddings, logits=logits,
-                  prior_cache=store.prior_cache,
-                  select_cache=rows if select_rows else store.select_cache,
-                  gumbel_rows=store.gumbel_rows)
+    return store._replace(
+        edges=edges, stats=stats, links=links, embeddings=embeddings,
+        logits=logits,
+        select_cache=rows if select_rows else store.select_cache)
 
   # With `max_depth`, an existing node can be evaluated again: it is then
   # overwritten and its visit count incremented, as in mctx.
@@ -755,11 +752,8 @@ def _expand(params, rng_key, store: _Store, recurrent_fn, parent: chex.Array,
                 slice(None), _E_LOGIT)
   edge = jnp.stack([_bits(step.reward), _bits(step.discount), child + 1], -1)
   edges = put(edges, edge, parent, action, slice(_E_REWARD, _E_CHILD + 1))
-  return _backup(_Store(edges=edges, stats=stats, links=links,
-                        embeddings=embeddings, logits=logits,
-                        prior_cache=store.prior_cache,
-                        select_cache=store.select_cache,
-                        gumbel_rows=store.gumbel_rows), child)
+  return _backup(store._replace(edges=edges, stats=stats, links=links,
+                                embeddings=embeddings, logits=logits), child)
 
 
 def _backup(store: _Store, leaf: chex.Array) -> _Store:
@@ -1066,10 +1060,7 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
             legal=(store.embeddings.legal_action_mask if mix[2] is not None
                    else None), cache=store.prior_cache,
             rows=store.gumbel_rows)
-        # (Either may be absent: None, not the kernel's empty array.)
-        keep = lambda new, old: None if old is None else new
-        store = store._replace(prior_cache=keep(cache, store.prior_cache),
-                               gumbel_rows=keep(rows, store.gumbel_rows))
+        store = store._replace(prior_cache=cache, gumbel_rows=rows)
       else:
         parent, action, child = _descend(simulate_keys, store,
                                          invalid_actions, extra_data,
@@ -1108,7 +1099,8 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       # With rows, the few nodes scored in full compute their prior
       # probabilities each time instead of keeping them.
       if (_GUMBEL_ROWS and mix[2] is None and
-          _GUMBEL_ROWS_MIN_ACTIONS <= root.prior_logits.shape[-1] <= 254):
+          _GUMBEL_ROWS_MIN_ACTIONS <= root.prior_logits.shape[-1] <=
+          _native.GUMBEL_ROWS_MAX_ACTIONS):
         store = store._replace(gumbel_rows=zeros(
             _native.gumbel_rows_shape(store.edges.shape), jnp.uint32))
       else:

@@ -99,7 +99,8 @@ import numpy as np
 
 __all__ = ["available", "status", "disabled", "why_not_here",
            "muzero_descend", "select_cache_shape", "gumbel_descend",
-           "gumbel_rows_shape", "gumbel_exact", "expand_backup",
+           "gumbel_rows_shape", "GUMBEL_ROWS_MAX_ACTIONS",
+           "GUMBEL_ROWS_MIN_ACTIONS", "gumbel_exact", "expand_backup",
            "expand_backup_gumbel", "top_k_rows", "unpack_edges"]
 
 _SOURCE = Path(__file__).parent / "_csrc" / "tree_kernels.cc"
@@ -288,6 +289,12 @@ def select_cache_shape(edges_shape, masked: bool = False) -> tuple:
   return (batch, num_nodes, -(-words // 4) * 4)
 
 
+# The most actions `gumbel_descend`'s rows take (an action plus one is a
+# byte; `GumbelRow::kMaxActions`), and the least (`kShortRow`).
+GUMBEL_ROWS_MAX_ACTIONS = 254
+GUMBEL_ROWS_MIN_ACTIONS = 16
+
+
 def gumbel_rows_shape(edges_shape) -> tuple:
   """The shape of `gumbel_descend`'s rows for a store of `edges_shape`
   (`[B, N, A, 6]`): `[B, N, 16]`, one cache line per node."""
@@ -336,7 +343,8 @@ def muzero_descend(edges, stats, invalid_actions, keys, scale,
 def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
                    root=None, legal=None, cache=None, rows=None):
   """`(node, action, child, cache, rows)`, the first three int32 `[B]`: as
-  `_fast_search._descend` with Gumbel MuZero's selections.
+  `_fast_search._descend` with Gumbel MuZero's selections (`cache` and
+  `rows` None where they were not given).
 
   `edges` int32 `[B, N, A, 6]`, `stats` int32 `[B, N, 3]` (the packed store,
   prior logits in the edges).  The root's action: `root_action` int32 `[B]`
@@ -358,6 +366,7 @@ def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
   it only where `gumbel_exact`."""
   batch = edges.shape[0]
   out = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  given = (cache is not None, rows is not None)
   value_scale, maxvisit_init, masked_score = mix
   legal = (jnp.zeros([0], bool) if masked_score is None
            else jnp.asarray(legal).astype(bool))
@@ -373,7 +382,7 @@ def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
     gumbel = jnp.asarray(gumbel, jnp.float32)
     invalid = jnp.asarray(invalid) != 0
     table = jnp.asarray(table, jnp.int32)
-  return jax.ffi.ffi_call(
+  node, action, child, cache, rows = jax.ffi.ffi_call(
       "mctx_planner_gumbel_descend",
       (out, out, out, jax.ShapeDtypeStruct(cache.shape, jnp.float32),
        jax.ShapeDtypeStruct(rows.shape, jnp.uint32)),
@@ -384,6 +393,8 @@ def gumbel_descend(edges, stats, max_depth: int, mix, *, root_action=None,
           maxvisit_init=np.float32(maxvisit_init),
           masked_score=np.float32(0. if masked_score is None
                                   else masked_score))
+  return (node, action, child, cache if given[0] else None,
+          rows if given[1] else None)
 
 
 def _gumbel_scores(logits, qvalues, visits, raw_value, legal, gumbel,

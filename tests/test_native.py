@@ -732,7 +732,8 @@ import test_native
 assert _native.available(), _native.status()
 library = ctypes.CDLL(_native.status()[len("in use ("):-1])
 assert library.MctxPlannerPuctLanes() == 1  # the portable PUCT rows
-_fast_search._GUMBEL_ROWS_MIN_ACTIONS = 16  # Gumbel's rows from 16 actions
+# Gumbel's rows from the kernel's least number of actions.
+_fast_search._GUMBEL_ROWS_MIN_ACTIONS = _native.GUMBEL_ROWS_MIN_ACTIONS
 for policy, ref, a, name in [
     (_fast_search.muzero_policy, mctx.muzero_policy, 11, "muzero"),
     (_fast_search.muzero_policy, mctx.muzero_policy, 20, "muzero"),
@@ -772,11 +773,11 @@ _CHECK_ROWS_SCRIPT = """
 import sys
 import jax, mctx
 sys.path.insert(0, sys.argv[1])
-from mctx_planner import _fast_search
+from mctx_planner import _fast_search, _native
 import test_fast_search as golden
 import test_native
 # Rows from 16 actions (the kernel's least; searches take them from more).
-_fast_search._GUMBEL_ROWS_MIN_ACTIONS = 16
+_fast_search._GUMBEL_ROWS_MIN_ACTIONS = _native.GUMBEL_ROWS_MIN_ACTIONS
 # (batch, simulations, actions, max_depth, discount): from 16 examples the
 # lanes decide (`DecideNarrow`), below the scalar code (`NarrowGumbelSelect`).
 for batch, sims, a, depth, discount in [(32, 64, 64, None, 0.95),

@@ -1523,6 +1523,23 @@ struct GumbelRow {
     RankLogits(logits, num_actions, exps, c);
   }
 
+  // After a selection that scored the whole row at node record `rec`
+  // chose `action`: builds the row if it was not, else counts the action
+  // (`Visit`) and, where the row asked for it, lists the unvisited
+  // children again (the record was just read; `scratch`: two rows).
+  static void Scored(const int32_t* rec, int32_t num_actions, int32_t action,
+                     float* scratch, uint32_t* c) {
+    const uint32_t state = State(c);
+    if (state == kEmpty) {
+      Build(rec, num_actions, action, scratch, c);
+      return;
+    }
+    Visit(num_actions, action, c);
+    if (state == kRescan && State(c) != kWide) {
+      Rank(rec, num_actions, scratch, c);
+    }
+  }
+
   // Counts `action` visited (the descent chose it).
   static void Visit(int32_t num_actions, int32_t action, uint32_t* c) {
     const uint32_t state = State(c);
@@ -2276,12 +2293,11 @@ class GumbelSelector {
     StageNode(at);
     return true;
   }
-  // A node's row and statistics alone.
+  // A node's row and statistics alone (with rows).
   void PrefetchRow(int64_t at) const {
-    if (rows_ == nullptr) {
-      PrefetchRecord(e_, st_, num_actions_, at);
-      return;
-    }
+    // Without rows, `StageNode` prefetches the whole record, as before the
+    // rows: nothing to fetch first.
+    if (rows_ == nullptr) return;
     __builtin_prefetch(rows_ + at * GumbelRow::kWords);
     __builtin_prefetch(st_ + at * kStatFields);
   }
@@ -2376,22 +2392,11 @@ class GumbelSelector {
     return action;
   }
 
-  // After a selection at `at` (below the root) scored in full chose
-  // `action`: builds the node's row, or counts the action in it (and lists
-  // its unvisited children again where it must: the record was just read).
+  // After a selection at `at` with a row (below the root, or at a
+  // Sequential Halving root) scored in full chose `action`.
   void Update(int64_t at, int32_t action) {
-    uint32_t* c = rows_ + at * GumbelRow::kWords;
-    const int32_t* rec = e_ + at * num_actions_ * kEdgeFields;
-    const uint32_t state = GumbelRow::State(c);
-    if (state == GumbelRow::kEmpty) {
-      GumbelRow::Build(rec, num_actions_, action, scratch_.data(), c);
-      return;
-    }
-    GumbelRow::Visit(num_actions_, action, c);
-    if (state == GumbelRow::kRescan &&
-        GumbelRow::State(c) != GumbelRow::kWide) {
-      GumbelRow::Rank(rec, num_actions_, scratch_.data(), c);
-    }
+    GumbelRow::Scored(e_ + at * num_actions_ * kEdgeFields, num_actions_,
+                      action, scratch_.data(), rows_ + at * GumbelRow::kWords);
   }
 
   // mctx's selection at `at` from the whole row (the root's given action
@@ -2887,19 +2892,13 @@ class GumbelLanes {
     return decided | DecideFull(g, left, chosen);
   }
 
-  // After a decided lane's selection: its row counts the action (and lists
-  // the unvisited children again if the full row was scored for it).
+  // After a decided lane's selection: its row counts the action
+  // (`GumbelRow::Scored`: a narrow decision's row is ready, so only counts).
   void Chosen(int64_t at, int32_t action) const {
     if (gumbel_rows_ == nullptr) return;
-    uint32_t* c = gumbel_rows_ + at * GumbelRow::kWords;
-    const uint32_t state = GumbelRow::State(c);
-    GumbelRow::Visit(num_actions_, action, c);
-    if (state == GumbelRow::kRescan &&
-        GumbelRow::State(c) != GumbelRow::kWide) {
-      float scratch[2 * GumbelRow::kMaxActions];
-      GumbelRow::Rank(e_ + at * num_actions_ * kEdgeFields, num_actions_,
-                      scratch, c);
-    }
+    float scratch[2 * GumbelRow::kMaxActions];
+    GumbelRow::Scored(e_ + at * num_actions_ * kEdgeFields, num_actions_,
+                      action, scratch, gumbel_rows_ + at * GumbelRow::kWords);
   }
   void Scalar(const Path&, int64_t) const {}
 
