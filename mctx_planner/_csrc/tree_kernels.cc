@@ -576,11 +576,99 @@ inline const int32_t* ChildStatsRecord(const int32_t* rec, const uint32_t* c,
   return out;
 }
 
+#if defined(__AVX512F__)
+// Lanes holding a finite value.
+inline __mmask16 FiniteMask(__m512 x) {
+  // x - x is 0 for finite x, NaN for infinities and NaN.
+  return _mm512_cmp_ps_mask(_mm512_sub_ps(x, x), _mm512_setzero_ps(),
+                            _CMP_EQ_OQ);
+}
+
+#endif
+
+// `CacheTopTwo` for an unmasked row of up to 64 actions (the lanes' rows,
+// with `SpareTags`), in registers: the four unvisited children of highest
+// prior (`priors`: the node's, a contiguous row) by four passes of a
+// maximum and the first index at it, which lists them in the order of the
+// sorted insertion below (value, then first index; +0 and -0 tie there as
+// here, and each keeps its own bits).  Returns false, writing nothing,
+// where an unvisited prior is not finite: the insertion then settles the
+// order (and marks the row unusable).  The insertion, branched on every
+// action, took about 1000 TSC cycles per new node at 64 actions (MuZero,
+// B = 256, S = 256 on an AMD EPYC: 0.4 of the expansion's 0.46 G cycles);
+// this takes about 100.
+inline bool RankCacheRow(const float* priors, int32_t num_actions,
+                         uint32_t* c) {
+#if defined(__AVX512F__)
+  using L = CacheLayout<false>;
+  if (num_actions > 64) return false;
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  const uint64_t gone =
+      c[L::kVisited] |
+      (num_actions > 32 ? uint64_t{c[L::kVisited + 1]} << 32 : uint64_t{0});
+  __m512 v[4];
+  __mmask16 bad = 0;
+  for (int j = 0; j < 4; ++j) {
+    const int32_t left = num_actions - 16 * j;
+    const __mmask16 in = static_cast<__mmask16>(
+        left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u);
+    const __mmask16 open =
+        in & static_cast<__mmask16>(~static_cast<uint32_t>(gone >> (16 * j)));
+    const __m512 x = _mm512_maskz_loadu_ps(open, priors + 16 * j);
+    bad |= open & static_cast<__mmask16>(~FiniteMask(x));
+    v[j] = _mm512_mask_mov_ps(_mm512_set1_ps(minus_inf), open, x);
+  }
+  if (bad != 0) return false;
+  int32_t a[4] = {-1, -1, -1, -1};
+  for (int i = 0; i < 4; ++i) {
+    const float top = _mm512_reduce_max_ps(
+        _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
+    if (!(top > minus_inf)) break;
+    const __m512 t = _mm512_set1_ps(top);
+    uint64_t at = 0;
+    for (int j = 0; j < 4; ++j) {
+      at |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v[j], t, _CMP_EQ_OQ))
+            << (16 * j);
+    }
+    a[i] = __builtin_ctzll(at);
+    const uint64_t one = uint64_t{1} << a[i];
+    for (int j = 0; j < 4; ++j) {
+      v[j] = _mm512_mask_mov_ps(v[j], static_cast<__mmask16>(one >> (16 * j)),
+                                _mm512_set1_ps(minus_inf));
+    }
+  }
+  c[0] = kCacheReady;
+  c[1] = static_cast<uint32_t>(a[0] + 1);
+  c[2] = static_cast<uint32_t>(a[1] + 1);
+  c[3] = a[0] < 0 ? 0u : BitCast<uint32_t>(priors[a[0]]);
+  c[4] = a[1] < 0 ? 0u : BitCast<uint32_t>(priors[a[1]]);
+  SpareTags::Set(c, static_cast<uint32_t>(a[2] + 1),
+                 static_cast<uint32_t>(a[3] + 1));
+  return true;
+#else
+  (void)priors;
+  (void)num_actions;
+  (void)c;
+  return false;
+#endif
+}
+
 // The two unvisited children of highest prior (first index on ties) of
 // each kind, or kCacheUnusable.
 template <bool kMasked>
 inline void CacheTopTwo(const int32_t* rec, int32_t num_actions, uint32_t* c) {
   using L = CacheLayout<kMasked>;
+#if defined(__AVX512F__)
+  if constexpr (!kMasked) {
+    if (num_actions <= 64) {
+      alignas(64) float priors[64];
+      for (int32_t a = 0; a < num_actions; ++a) {
+        priors[a] = AsFloat(rec[a * kEdgeFields + kLogit]);
+      }
+      if (RankCacheRow(priors, num_actions, c)) return;
+    }
+  }
+#endif
   // The `keep` best (first index on ties): an insertion into a sorted list,
   // the same order as keeping the best two alone.
   struct Top {
@@ -2520,12 +2608,6 @@ inline bool LanesFit(int64_t batch, int64_t num_nodes, int32_t num_actions) {
                                   std::numeric_limits<int32_t>::max();
 }
 
-inline __mmask16 FiniteMask(__m512 x) {
-  // x - x is 0 for finite x, NaN for infinities and NaN.
-  return _mm512_cmp_ps_mask(_mm512_sub_ps(x, x), _mm512_setzero_ps(),
-                            _CMP_EQ_OQ);
-}
-
 // Transposes 16 rows of 16 int32 words in place: afterwards `r[i]` holds
 // word `i` of every row, row `l` in lane `l` (four rounds of 16 shuffles:
 // 32-bit and 64-bit interleaves within 128-bit blocks, then a 4 x 4
@@ -4185,7 +4267,11 @@ struct ExpandRows {
         constexpr int64_t kRowWords = LaneSlots::kRowWords;
         uint32_t* c = rows + at * kRowWords;
         std::fill(c, c + kRowWords, 0u);
-        CacheTopTwo<false>(rec, static_cast<int32_t>(num_actions), c);
+        // Ranked from the priors just written (the same bits), where the
+        // vector code can.
+        if (!RankCacheRow(priors, static_cast<int32_t>(num_actions), c)) {
+          CacheTopTwo<false>(rec, static_cast<int32_t>(num_actions), c);
+        }
         const int64_t up = b * num_nodes + pa[b];
         LaneSlots::Fill(e + up * num_actions * kEdgeFields,
                         static_cast<int32_t>(num_actions),
