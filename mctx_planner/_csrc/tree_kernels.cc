@@ -586,6 +586,54 @@ inline __mmask16 FiniteMask(__m512 x) {
 
 #endif
 
+#if defined(__AVX512F__)
+// Up to 64 values of `x` (a row of `n`) in four vectors, `v[j]` holding
+// values 16 j to 16 j + 15; those past `n` or marked in `gone` are -inf.
+// Returns the mask of the values loaded.
+inline uint64_t LoadRow64(const float* x, int32_t n, uint64_t gone,
+                          __m512 v[4]) {
+  const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  uint64_t loaded = 0;
+  for (int j = 0; j < 4; ++j) {
+    const int32_t left = n - 16 * j;
+    const __mmask16 in = static_cast<__mmask16>(
+        left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u);
+    const __mmask16 open =
+        in & static_cast<__mmask16>(~static_cast<uint32_t>(gone >> (16 * j)));
+    v[j] = _mm512_mask_loadu_ps(minus_inf, open, x + 16 * j);
+    loaded |= static_cast<uint64_t>(open) << (16 * j);
+  }
+  return loaded;
+}
+
+// The indices of the `count` largest of the values `v` (`LoadRow64`; -inf
+// never counts) into `best`, best first, the first index on ties (four
+// passes of a maximum and the first index at it: a sorted insertion's
+// order); returns how many there were.  `v` is consumed.
+inline int32_t LargestOf64(__m512 v[4], int32_t count, int32_t* best) {
+  const float minus_inf = -std::numeric_limits<float>::infinity();
+  int32_t found = 0;
+  for (; found < count; ++found) {
+    const float top = _mm512_reduce_max_ps(
+        _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
+    if (!(top > minus_inf)) break;
+    const __m512 t = _mm512_set1_ps(top);
+    uint64_t at = 0;
+    for (int j = 0; j < 4; ++j) {
+      at |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v[j], t, _CMP_EQ_OQ))
+            << (16 * j);
+    }
+    best[found] = __builtin_ctzll(at);
+    const uint64_t one = uint64_t{1} << best[found];
+    for (int j = 0; j < 4; ++j) {
+      v[j] = _mm512_mask_mov_ps(v[j], static_cast<__mmask16>(one >> (16 * j)),
+                                _mm512_set1_ps(minus_inf));
+    }
+  }
+  return found;
+}
+#endif
+
 // `CacheTopTwo` for an unmasked row of up to 64 actions (the lanes' rows,
 // with `SpareTags`), in registers: the four unvisited children of highest
 // prior (`priors`: the node's, a contiguous row) by four passes of a
@@ -602,41 +650,18 @@ inline bool RankCacheRow(const float* priors, int32_t num_actions,
 #if defined(__AVX512F__)
   using L = CacheLayout<false>;
   if (num_actions > 64) return false;
-  const float minus_inf = -std::numeric_limits<float>::infinity();
   const uint64_t gone =
       c[L::kVisited] |
       (num_actions > 32 ? uint64_t{c[L::kVisited + 1]} << 32 : uint64_t{0});
   __m512 v[4];
-  __mmask16 bad = 0;
+  const uint64_t open = LoadRow64(priors, num_actions, gone, v);
   for (int j = 0; j < 4; ++j) {
-    const int32_t left = num_actions - 16 * j;
-    const __mmask16 in = static_cast<__mmask16>(
-        left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u);
-    const __mmask16 open =
-        in & static_cast<__mmask16>(~static_cast<uint32_t>(gone >> (16 * j)));
-    const __m512 x = _mm512_maskz_loadu_ps(open, priors + 16 * j);
-    bad |= open & static_cast<__mmask16>(~FiniteMask(x));
-    v[j] = _mm512_mask_mov_ps(_mm512_set1_ps(minus_inf), open, x);
+    if (static_cast<__mmask16>(open >> (16 * j)) & ~FiniteMask(v[j])) {
+      return false;
+    }
   }
-  if (bad != 0) return false;
   int32_t a[4] = {-1, -1, -1, -1};
-  for (int i = 0; i < 4; ++i) {
-    const float top = _mm512_reduce_max_ps(
-        _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
-    if (!(top > minus_inf)) break;
-    const __m512 t = _mm512_set1_ps(top);
-    uint64_t at = 0;
-    for (int j = 0; j < 4; ++j) {
-      at |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v[j], t, _CMP_EQ_OQ))
-            << (16 * j);
-    }
-    a[i] = __builtin_ctzll(at);
-    const uint64_t one = uint64_t{1} << a[i];
-    for (int j = 0; j < 4; ++j) {
-      v[j] = _mm512_mask_mov_ps(v[j], static_cast<__mmask16>(one >> (16 * j)),
-                                _mm512_set1_ps(minus_inf));
-    }
-  }
+  LargestOf64(v, 4, a);
   c[0] = kCacheReady;
   c[1] = static_cast<uint32_t>(a[0] + 1);
   c[2] = static_cast<uint32_t>(a[1] + 1);
@@ -1458,32 +1483,12 @@ struct GumbelRow {
         gone |= uint64_t{1} << VisitedAction(c, i);
       }
       __m512 v[4];
-      for (int j = 0; j < 4; ++j) {
-        const int32_t left = num_actions - 16 * j;
-        const __mmask16 in = static_cast<__mmask16>(
-            left >= 16 ? 0xFFFFu : left <= 0 ? 0u : (1u << left) - 1u);
-        v[j] = _mm512_mask_mov_ps(
-            _mm512_mask_loadu_ps(_mm512_set1_ps(minus_inf), in, logits + 16 * j),
-            static_cast<__mmask16>(gone >> (16 * j)), _mm512_set1_ps(minus_inf));
-      }
-      for (; listed < kListed; ++listed) {
-        const float top = _mm512_reduce_max_ps(
-            _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3])));
-        if (!(top > minus_inf)) break;
-        const __m512 t = _mm512_set1_ps(top);
-        uint64_t at = 0;
-        for (int j = 0; j < 4; ++j) {
-          at |= static_cast<uint64_t>(_mm512_cmp_ps_mask(v[j], t, _CMP_EQ_OQ))
-                << (16 * j);
-        }
-        const int32_t best = __builtin_ctzll(at);
-        SetByte(c, kListedAt, listed, best);
-        c[kListedLogits + listed] = BitCast<uint32_t>(logits[best]);
-        const uint64_t one = uint64_t{1} << best;
-        for (int j = 0; j < 4; ++j) {
-          v[j] = _mm512_mask_mov_ps(v[j], static_cast<__mmask16>(one >> (16 * j)),
-                                    _mm512_set1_ps(minus_inf));
-        }
+      LoadRow64(logits, num_actions, gone, v);
+      int32_t best[kListed];
+      listed = LargestOf64(v, kListed, best);
+      for (int32_t i = 0; i < listed; ++i) {
+        SetByte(c, kListedAt, i, best[i]);
+        c[kListedLogits + i] = BitCast<uint32_t>(logits[best[i]]);
       }
       SetHeader(c, kReady, visited, listed);
       return;
