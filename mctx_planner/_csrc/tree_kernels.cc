@@ -584,9 +584,40 @@ inline __mmask16 FiniteMask(__m512 x) {
                             _CMP_EQ_OQ);
 }
 
-#endif
+// `XlaExpNotNan` in every lane (`GumbelLanes`, `NarrowChildren`).
+inline __m512 XlaExpLanes(__m512 x) {
+  auto bits = [](uint32_t b) { return _mm512_set1_ps(FromBits(b)); };
+  __m512 r = _mm512_mask_mov_ps(
+      x, _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.8f), _CMP_LT_OQ),
+      _mm512_set1_ps(-87.8f));
+  r = _mm512_mask_mov_ps(
+      r, _mm512_cmp_ps_mask(r, _mm512_set1_ps(88.8f), _CMP_GT_OQ),
+      _mm512_set1_ps(88.8f));
+  const __m512 v = _mm512_fmadd_ps(r, bits(0x3FB8AA3Bu), _mm512_set1_ps(0.5f));
+  __m512i n = _mm512_cvttps_epi32(v);
+  n = _mm512_mask_sub_epi32(
+      n, _mm512_cmp_ps_mask(_mm512_cvtepi32_ps(n), v, _CMP_GT_OQ), n,
+      _mm512_set1_epi32(1));
+  n = _mm512_max_epi32(n, _mm512_set1_epi32(-127));
+  n = _mm512_min_epi32(n, _mm512_set1_epi32(127));
+  const __m512 fx = _mm512_cvtepi32_ps(n);
+  const __m512 minus_fx = _mm512_castsi512_ps(_mm512_xor_si512(
+      _mm512_castps_si512(fx),
+      _mm512_set1_epi32(static_cast<int32_t>(0x80000000u))));
+  __m512 t = _mm512_fmadd_ps(minus_fx, bits(0x3F318000u), r);
+  t = _mm512_fmadd_ps(minus_fx, bits(0xB95E8083u), t);
+  __m512 y = _mm512_fmadd_ps(bits(0x39506967u), t, bits(0x3AB743CEu));
+  y = _mm512_fmadd_ps(y, t, bits(0x3C088908u));
+  y = _mm512_fmadd_ps(y, t, bits(0x3D2AA9C1u));
+  y = _mm512_fmadd_ps(y, t, bits(0x3E2AAAAAu));
+  y = _mm512_fmadd_ps(y, t, _mm512_set1_ps(0.5f));
+  y = _mm512_add_ps(_mm512_fmadd_ps(y, _mm512_mul_ps(t, t), t),
+                    _mm512_set1_ps(1.0f));
+  return _mm512_mul_ps(
+      y, _mm512_castsi512_ps(_mm512_slli_epi32(
+             _mm512_add_epi32(n, _mm512_set1_epi32(127)), 23)));
+}
 
-#if defined(__AVX512F__)
 // Up to 64 values of `x` (a row of `n`) in four vectors, `v[j]` holding
 // values 16 j to 16 j + 15; those past `n` or marked in `gone` are -inf.
 // Returns the mask of the values loaded.
@@ -1719,6 +1750,11 @@ struct NarrowChildren {
     top0 = AsFloat(static_cast<int32_t>(c[R::kTop]));
     const float inverse0 = AsFloat(static_cast<int32_t>(c[R::kInverse]));
     float probs[R::kSlots], terms[R::kSlots];
+#if defined(__AVX512F__) && defined(__FMA__)
+    if (k >= kLanesFrom) {
+      return LoadLanes(rec, c, num_actions, raw, mix, inverse0, probs, terms);
+    }
+#endif
     for (int32_t i = 0; i < k; ++i) {
       const int32_t a = R::VisitedAction(c, i);
       const int32_t* e = rec + a * kEdgeFields;
@@ -1757,13 +1793,101 @@ struct NarrowChildren {
       hi = q[i] > hi ? q[i] : hi;
     }
     if (nan) return false;
-    if (lo == 0.0f) lo = minus_zero ? -0.0f : 0.0f;
-    if (hi == 0.0f) hi = plus_zero ? 0.0f : -0.0f;
+    return Finish(lo, hi, minus_zero, plus_zero, mix);
+  }
+
+ private:
+  // The scaling, from the completed q-values' min and max (`low`, `high`)
+  // and whether any of them is -0 or +0 (a zero extreme's sign).
+  bool Finish(float low, float high, bool minus_zero, bool plus_zero,
+              const MixValue& mix) {
+    lo = low == 0.0f ? (minus_zero ? -0.0f : 0.0f) : low;
+    const float hi = high == 0.0f ? (plus_zero ? 0.0f : -0.0f) : high;
     rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
     visit_scale =
         (static_cast<float>(most) + mix.maxvisit_init) * mix.value_scale;
     return true;
   }
+
+#if defined(__AVX512F__) && defined(__FMA__)
+  // From this many visited children, `Load` runs them in the lanes of one
+  // AVX-512 vector (`LoadLanes`).  Sequential Halving's roots have up to
+  // 16 (its considered actions), and every simulation selects at every
+  // root: the scalar loop took 750 TSC cycles per narrow root (Gumbel, 64
+  // actions, B = 256, S = 256 on an AMD EPYC; 475 with its lines already in
+  // cache), the lanes 515 (315).  Below it, as at most interior nodes (one
+  // or two visited children), the gathers cost more than the loop.
+  static constexpr int32_t kLanesFrom = 4;
+
+  // `Load`'s loop with the children in lanes: the same operations per
+  // child (fused multiply-adds, XLA's `exp`, the products and quotients)
+  // and the same sparse sums (scalar, in XLA's window order), so the same
+  // values.  A NaN anywhere makes the scalar code's mixed value NaN: false.
+  bool LoadLanes(const int32_t* rec, const uint32_t* c, int32_t num_actions,
+                 float raw, const MixValue& mix, float inverse0, float* probs,
+                 float* terms) {
+    using R = GumbelRow;
+    static_assert(R::kSlots == 16, "the visited children in one vector");
+    const __mmask16 m =
+        static_cast<__mmask16>(k >= 16 ? 0xFFFFu : (1u << k) - 1u);
+    const __m512i zero = _mm512_setzero_si512();
+    // The visited children's actions: the bytes of words 1, 2, 14 and 15.
+    const __m512i action = _mm512_sub_epi32(
+        _mm512_cvtepu8_epi32(_mm_setr_epi32(
+            static_cast<int32_t>(c[R::VisitedWord(0)]),
+            static_cast<int32_t>(c[R::VisitedWord(4)]),
+            static_cast<int32_t>(c[R::VisitedWord(8)]),
+            static_cast<int32_t>(c[R::VisitedWord(12)]))),
+        _mm512_set1_epi32(1));
+    const __m512i edge =
+        _mm512_mullo_epi32(action, _mm512_set1_epi32(kEdgeFields));
+    auto field = [&](int f) {
+      return _mm512_mask_i32gather_epi32(
+          zero, m, _mm512_add_epi32(edge, _mm512_set1_epi32(f)), rec, 4);
+    };
+    const __m512i n = field(kVisits);
+    if ((m & _mm512_cmple_epi32_mask(n, zero)) != 0) return false;
+    const __m512 x = _mm512_castsi512_ps(field(kLogit));
+    const __m512 qs = _mm512_fmadd_ps(_mm512_castsi512_ps(field(kDiscount)),
+                                      _mm512_castsi512_ps(field(kValue)),
+                                      _mm512_castsi512_ps(field(kReward)));
+    const __m512 centred = _mm512_sub_ps(x, _mm512_set1_ps(top0));
+    if ((m & (_mm512_cmp_ps_mask(centred, centred, _CMP_UNORD_Q) |
+              _mm512_cmp_ps_mask(qs, qs, _CMP_UNORD_Q))) != 0) {
+      return false;
+    }
+    const __m512 e = XlaExpLanes(centred);
+    const __m512 p = _mm512_max_ps(
+        _mm512_mul_ps(e, _mm512_set1_ps(inverse0)),
+        _mm512_set1_ps(std::numeric_limits<float>::min()));
+    _mm512_storeu_si512(actions, action);
+    _mm512_storeu_si512(visits, n);
+    _mm512_storeu_ps(logit, x);
+    _mm512_storeu_ps(q, qs);
+    _mm512_storeu_ps(prior_exp, e);
+    _mm512_storeu_ps(probs, p);
+    total = _mm512_mask_reduce_add_epi32(m, n);
+    most = _mm512_mask_reduce_max_epi32(m, n);
+    const float visited_probs = SparseXlaRowSum(actions, probs, k, num_actions);
+    _mm512_storeu_ps(terms, _mm512_div_ps(_mm512_mul_ps(p, qs),
+                                          _mm512_set1_ps(visited_probs)));
+    value = MulAdd(static_cast<float>(total),
+                   SparseXlaRowSum(actions, terms, k, num_actions), raw) /
+            static_cast<float>(total + 1);
+    if (value != value) return false;
+    auto any = [&](uint32_t bits) {
+      return AsBits(value) == static_cast<int32_t>(bits) ||
+             (m & _mm512_cmpeq_epi32_mask(
+                      _mm512_castps_si512(qs),
+                      _mm512_set1_epi32(static_cast<int32_t>(bits)))) != 0;
+    };
+    // The min and max as the loop's (which differ at most in a zero's
+    // sign, settled by `Finish`).
+    return Finish(std::min(value, _mm512_mask_reduce_min_ps(m, qs)),
+                  std::max(value, _mm512_mask_reduce_max_ps(m, qs)),
+                  any(0x80000000u), any(0u), mix);
+  }
+#endif
 };
 
 // `GumbelScores` then `ArgmaxRow` at a narrow node (no legal-move mask, at
@@ -1898,162 +2022,6 @@ inline int32_t NarrowGumbelSelect(const int32_t* rec, const uint32_t* c,
   }
   return candidate[w];
 }
-
-#if defined(__AVX512F__)
-// `XlaExpNotNan` in every lane (also `GumbelLanes`').
-inline __m512 XlaExpLanes(__m512 x) {
-  auto bits = [](uint32_t b) { return _mm512_set1_ps(FromBits(b)); };
-  __m512 r = _mm512_mask_mov_ps(
-      x, _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.8f), _CMP_LT_OQ),
-      _mm512_set1_ps(-87.8f));
-  r = _mm512_mask_mov_ps(
-      r, _mm512_cmp_ps_mask(r, _mm512_set1_ps(88.8f), _CMP_GT_OQ),
-      _mm512_set1_ps(88.8f));
-  const __m512 v = _mm512_fmadd_ps(r, bits(0x3FB8AA3Bu), _mm512_set1_ps(0.5f));
-  __m512i n = _mm512_cvttps_epi32(v);
-  n = _mm512_mask_sub_epi32(
-      n, _mm512_cmp_ps_mask(_mm512_cvtepi32_ps(n), v, _CMP_GT_OQ), n,
-      _mm512_set1_epi32(1));
-  n = _mm512_max_epi32(n, _mm512_set1_epi32(-127));
-  n = _mm512_min_epi32(n, _mm512_set1_epi32(127));
-  const __m512 fx = _mm512_cvtepi32_ps(n);
-  const __m512 minus_fx = _mm512_castsi512_ps(_mm512_xor_si512(
-      _mm512_castps_si512(fx),
-      _mm512_set1_epi32(static_cast<int32_t>(0x80000000u))));
-  __m512 t = _mm512_fmadd_ps(minus_fx, bits(0x3F318000u), r);
-  t = _mm512_fmadd_ps(minus_fx, bits(0xB95E8083u), t);
-  __m512 y = _mm512_fmadd_ps(bits(0x39506967u), t, bits(0x3AB743CEu));
-  y = _mm512_fmadd_ps(y, t, bits(0x3C088908u));
-  y = _mm512_fmadd_ps(y, t, bits(0x3D2AA9C1u));
-  y = _mm512_fmadd_ps(y, t, bits(0x3E2AAAAAu));
-  y = _mm512_fmadd_ps(y, t, _mm512_set1_ps(0.5f));
-  y = _mm512_add_ps(_mm512_fmadd_ps(y, _mm512_mul_ps(t, t), t),
-                    _mm512_set1_ps(1.0f));
-  return _mm512_mul_ps(
-      y, _mm512_castsi512_ps(_mm512_slli_epi32(
-             _mm512_add_epi32(n, _mm512_set1_epi32(127)), 23)));
-}
-#endif
-
-#if defined(__AVX512F__) && defined(__FMA__)
-// `NarrowRootSelect` with the root's visited children (at most
-// `GumbelRow::kSlots` = 16) in the lanes of one AVX-512 vector: the same
-// operations per child (fused multiply-adds, XLA's `exp`, the products and
-// quotients), the sparse sums in XLA's window order (`SparseXlaRowSum`,
-// scalar), and the first candidate of highest score, so the same action or
-// the same -1.  Every simulation selects at every root, and a root has up
-// to 16 visited children (Sequential Halving's considered actions): the
-// scalar loop over them took 750 TSC cycles per root (Gumbel, 64 actions,
-// B = 256, S = 256 on an AMD EPYC; 475 with its lines already in cache),
-// this 515 (315).
-inline int32_t NarrowRootSelectLanes(const int32_t* rec, const uint32_t* c,
-                                     int32_t num_actions, float raw,
-                                     const MixValue& mix, const float* gumbel,
-                                     const bool* invalid,
-                                     const int32_t* considered,
-                                     int32_t table_width) {
-  using R = GumbelRow;
-  static_assert(R::kSlots == 16, "a root's visited children in one vector");
-  const uint32_t state = R::State(c);
-  const int32_t k = R::Visited(c);
-  if ((state != R::kReady && state != R::kRescan) || k >= num_actions ||
-      k == 0) {
-    return -1;
-  }
-  const __mmask16 m = static_cast<__mmask16>(k >= 16 ? 0xFFFFu : (1u << k) - 1u);
-  const __m512i zero = _mm512_setzero_si512();
-  const __m512i one = _mm512_set1_epi32(1);
-  // The visited children's actions: the bytes of words 1, 2, 14 and 15.
-  const __m512i action = _mm512_sub_epi32(
-      _mm512_cvtepu8_epi32(_mm_setr_epi32(
-          static_cast<int32_t>(c[R::VisitedWord(0)]),
-          static_cast<int32_t>(c[R::VisitedWord(4)]),
-          static_cast<int32_t>(c[R::VisitedWord(8)]),
-          static_cast<int32_t>(c[R::VisitedWord(12)]))),
-      one);
-  const __m512i edge = _mm512_mullo_epi32(action, _mm512_set1_epi32(kEdgeFields));
-  auto field = [&](int f) {
-    return _mm512_mask_i32gather_epi32(
-        zero, m, _mm512_add_epi32(edge, _mm512_set1_epi32(f)), rec, 4);
-  };
-  const __m512i visits = field(kVisits);
-  if ((m & _mm512_cmple_epi32_mask(visits, zero)) != 0) return -1;
-  const int32_t total = _mm512_mask_reduce_add_epi32(m, visits);
-  if (total >= table_width) return -1;
-  const int32_t visit = considered[total];
-  if (visit <= 0) return -1;
-  const int32_t most = _mm512_mask_reduce_max_epi32(m, visits);
-  const __m512 logit = _mm512_castsi512_ps(field(kLogit));
-  const __m512 q = _mm512_fmadd_ps(_mm512_castsi512_ps(field(kDiscount)),
-                                   _mm512_castsi512_ps(field(kValue)),
-                                   _mm512_castsi512_ps(field(kReward)));
-  const float top0 = AsFloat(static_cast<int32_t>(c[R::kTop]));
-  const float inverse0 = AsFloat(static_cast<int32_t>(c[R::kInverse]));
-  const __m512 centred = _mm512_sub_ps(logit, _mm512_set1_ps(top0));
-  // A NaN makes the scalar code's mixed value NaN (it returns -1 then).
-  if ((m & (_mm512_cmp_ps_mask(centred, centred, _CMP_UNORD_Q) |
-            _mm512_cmp_ps_mask(q, q, _CMP_UNORD_Q))) != 0) {
-    return -1;
-  }
-  const __m512 probs = _mm512_max_ps(
-      _mm512_mul_ps(XlaExpLanes(centred), _mm512_set1_ps(inverse0)),
-      _mm512_set1_ps(std::numeric_limits<float>::min()));
-  alignas(64) int32_t actions[R::kSlots];
-  alignas(64) float row[R::kSlots];
-  _mm512_store_si512(actions, action);
-  _mm512_store_ps(row, probs);
-  const float visited_probs = SparseXlaRowSum(actions, row, k, num_actions);
-  _mm512_store_ps(row, _mm512_div_ps(_mm512_mul_ps(probs, q),
-                                     _mm512_set1_ps(visited_probs)));
-  const float value =
-      MulAdd(static_cast<float>(total),
-             SparseXlaRowSum(actions, row, k, num_actions), raw) /
-      static_cast<float>(total + 1);
-  if (value != value) return -1;
-  // The completed q-values' min and max (`NarrowChildren::Load`): a zero
-  // extreme is -0 for the min if any value is -0, +0 for the max if any is
-  // +0.
-  float lo = std::min(value, _mm512_mask_reduce_min_ps(m, q));
-  float hi = std::max(value, _mm512_mask_reduce_max_ps(m, q));
-  auto any_bits = [&](uint32_t bits) {
-    return AsBits(value) == static_cast<int32_t>(bits) ||
-           (m & _mm512_cmpeq_epi32_mask(_mm512_castps_si512(q),
-                                        _mm512_set1_epi32(static_cast<int32_t>(bits)))) != 0;
-  };
-  if (lo == 0.0f) lo = any_bits(0x80000000u) ? -0.0f : 0.0f;
-  if (hi == 0.0f) hi = any_bits(0u) ? 0.0f : -0.0f;
-  const float rescale = 1.0f / NanMax(hi - lo, kQEpsilon);
-  const float visit_scale =
-      (static_cast<float>(most) + mix.maxvisit_init) * mix.value_scale;
-  // `PlusCompletedQ` then `GumbelRootScore` of every child; only those with
-  // the considered visit count (and valid) are candidates.
-  const __m512 noise = _mm512_castsi512_ps(
-      _mm512_mask_i32gather_epi32(zero, m, action, gumbel, 4));
-  const __m512 with_q = _mm512_fmadd_ps(
-      _mm512_set1_ps(visit_scale),
-      _mm512_mul_ps(_mm512_sub_ps(q, _mm512_set1_ps(lo)),
-                    _mm512_set1_ps(rescale)),
-      _mm512_add_ps(noise, centred));
-  _mm512_store_ps(row, _mm512_add_ps(_mm512_max_ps(_mm512_set1_ps(-1e9f), with_q),
-                                     _mm512_setzero_ps()));
-  const uint32_t candidates =
-      m & _mm512_cmpeq_epi32_mask(visits, _mm512_set1_epi32(visit));
-  int32_t best = -1;
-  float best_score = 0.0f;
-  for (uint32_t left = candidates; left; left &= left - 1) {
-    const int i = __builtin_ctz(left);
-    const int32_t a = actions[i];
-    if (invalid[a]) continue;
-    const float score = row[i];
-    if (score != score) return -1;
-    if (best < 0 || score > best_score) {
-      best = a;
-      best_score = score;
-    }
-  }
-  return best;
-}
-#endif
 
 // Sequential Halving's root selection (`GumbelRootScores`, then
 // `ArgmaxRow`; no legal-move mask) from the root's row, where it names every
@@ -2634,12 +2602,7 @@ class GumbelSelector {
     if (known >> 31) return -1;
     const int32_t considered =
         std::min(root_.max_considered, static_cast<int32_t>(known) - 1);
-#if defined(__AVX512F__) && defined(__FMA__)
-    const auto narrow = NarrowRootSelectLanes;
-#else
-    const auto narrow = NarrowRootSelect;
-#endif
-    const int32_t action = narrow(
+    const int32_t action = NarrowRootSelect(
         e_ + at * num_actions_ * kEdgeFields, c, num_actions_,
         AsFloat(st_[at * kStatFields + kSRaw]), mix_, gumbel, invalid,
         root_.table + considered * root_.table_width, root_.table_width);
