@@ -3200,7 +3200,7 @@ class GumbelLanes {
                              _mm512_castsi512_ps(field(kValue)),
                              _mm512_castsi512_ps(field(kReward)));
       fail |= mi & _mm512_cmple_epi32_mask(visits[i], zero);
-      prior_exp[i] = ExpNotNan(_mm512_sub_ps(logit[i], top0));
+      prior_exp[i] = XlaExpLanes(_mm512_sub_ps(logit[i], top0));
       probs[i] = _mm512_max_ps(_mm512_mul_ps(prior_exp[i], inverse0),
                                _mm512_set1_ps(std::numeric_limits<float>::min()));
       total = _mm512_mask_add_epi32(total, mi, total, visits[i]);
@@ -3289,11 +3289,11 @@ class GumbelLanes {
     m &= ~fail;
     if (m == 0) return 0;
     __m512 exps[R::kSlots];
-    __m512 known = ExpNotNan(_mm512_sub_ps(best, top));
+    __m512 known = XlaExpLanes(_mm512_sub_ps(best, top));
     const __m512 best_exp = known;
-    __m512 taken = ExpNotNan(_mm512_sub_ps(best_logit, top0));
+    __m512 taken = XlaExpLanes(_mm512_sub_ps(best_logit, top0));
     for (int32_t i = 0; i < slots; ++i) {
-      exps[i] = ExpNotNan(_mm512_sub_ps(work[i], top));
+      exps[i] = XlaExpLanes(_mm512_sub_ps(work[i], top));
       known = _mm512_mask_add_ps(known, slot[i], known, exps[i]);
       taken = _mm512_mask_add_ps(taken, slot[i], taken, prior_exp[i]);
     }
@@ -3351,7 +3351,7 @@ class GumbelLanes {
     const __m512 g_err = _mm512_fmadd_ps(
         _mm512_add_ps(_mm512_add_ps(abs(shift), abs(top)), abs(top0)),
         set(3.03f * u), set(exp_err));
-    const __m512 scale = ExpNotNan(g_arg);
+    const __m512 scale = XlaExpLanes(g_arg);
     fail = _mm512_cmp_ps_mask(g_arg, set(80.0f), _CMP_GE_OQ) |
            _mm512_cmp_ps_mask(g_err, set(1e-3f), _CMP_GT_OQ) |
            _mm512_cmp_ps_mask(prior_err, set(1e-3f), _CMP_GT_OQ) |
@@ -3424,7 +3424,7 @@ class GumbelLanes {
     // The other unvisited children: exps at most `second`'s, within XLA's
     // exp error.
     const __m512 rest_exp = _mm512_mul_ps(
-        _mm512_fmadd_ps(ExpNotNan(_mm512_sub_ps(second, top)),
+        _mm512_fmadd_ps(XlaExpLanes(_mm512_sub_ps(second, top)),
                         set(1.0f + 2 * exp_err), set(tiny)),
         set(1.0f + 4 * u));
     ok &= ~others | _mm512_cmp_ps_mask(
@@ -3533,7 +3533,7 @@ class GumbelLanes {
     for (int32_t a = 0; a < n; ++a) {
       const __m512 d = _mm512_sub_ps(work[a], top);
       nan |= _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
-      work[a] = ExpNotNan(d);
+      work[a] = XlaExpLanes(d);
     }
     const __m512 improved = _mm512_div_ps(
         _mm512_set1_ps(1.0f), RowSum(n, [&](int32_t a) { return work[a]; }));
@@ -3643,8 +3643,6 @@ class GumbelLanes {
                                : _mm512_mask_blend_ps(seen, plus, minus);
     return _mm512_mask_mov_ps(result, at_zero, chosen);
   }
-
-  static __m512 ExpNotNan(__m512 x) { return XlaExpLanes(x); }
 
   const int32_t num_actions_;
   const int32_t* e_;
