@@ -61,6 +61,13 @@ tree_kernels.cc) against the one that scores every row in full
 (`_fast_search._GUMBEL_ROWS`, as `MCTX_PLANNER_GUMBEL_ROWS=0` sets it):
 
     python benchmarks/native_ab.py --gumbel-rows --cells gumbel,64,1024,256
+
+`--fast-dirichlet` compares, per MuZero cell with at least
+`_dirichlet.MIN_ELEMENTS` noise samples (B * A), the root noise drawn by
+`mctx_planner._dirichlet` (the same bits) against `jax.random.dirichlet`
+(`_fast_search._FAST_DIRICHLET`, as `MCTX_PLANNER_FAST_DIRICHLET=0` sets it):
+
+    python benchmarks/native_ab.py --fast-dirichlet --hidden 64 --cells muzero,64,64,64
 """
 
 import argparse
@@ -220,6 +227,11 @@ _SWITCHES = {
     "gumbel_rows": ("Gumbel cells: narrow nodes decided from their rows "
                     "against every row scored in full", "_GUMBEL_ROWS",
                     "rows", "rows_ms", "full rows", "full_rows_ms"),
+    "fast_dirichlet": ("MuZero cells: the root noise by _dirichlet (first "
+                       "rounds at once) against jax.random.dirichlet",
+                       "_FAST_DIRICHLET", "first rounds at once",
+                       "fast_dirichlet_ms", "jax.random.dirichlet",
+                       "jax_dirichlet_ms"),
 }
 
 

@@ -78,7 +78,7 @@ import jax.numpy as jnp
 import mctx
 from mctx._src import base as _mctx_base
 
-from mctx_planner import _native
+from mctx_planner import _dirichlet, _native
 from mctx_planner._compat import key_impl_name
 
 Tree = mctx.Tree
@@ -1367,13 +1367,25 @@ def _log_probs(probs):
   return jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
 
 
+# `MCTX_PLANNER_FAST_DIRICHLET=0`: the root noise by `jax.random.dirichlet`
+# everywhere (read at trace time; `benchmarks/native_ab.py --fast-dirichlet`).
+_FAST_DIRICHLET = os.environ.get("MCTX_PLANNER_FAST_DIRICHLET", "1") != "0"
+
+
 def _dirichlet_mix(key, probs, *, dirichlet_alpha, dirichlet_fraction):
   chex.assert_rank(probs, 2)
   chex.assert_type([dirichlet_alpha, dirichlet_fraction], float)
   batch_size, num_actions = probs.shape
-  noise = jax.random.dirichlet(
-      key, alpha=jnp.full([num_actions], fill_value=dirichlet_alpha),
-      shape=(batch_size,))
+  alpha = jnp.full([num_actions], fill_value=dirichlet_alpha)
+  jax_noise = lambda k: jax.random.dirichlet(k, alpha, shape=(batch_size,))
+  if not _FAST_DIRICHLET or batch_size * num_actions < _dirichlet.MIN_ELEMENTS:
+    noise = jax_noise(key)
+  else:
+    # On XLA:CPU the same bits sooner (`_dirichlet`; tested against JAX's
+    # on CPU only).
+    noise = jax.lax.platform_dependent(
+        key, cpu=lambda k: _dirichlet.dirichlet(k, alpha, batch_size),
+        default=jax_noise)
   return (1 - dirichlet_fraction) * probs + dirichlet_fraction * noise
 
 

@@ -323,8 +323,9 @@ def test_native_ab_script_tiny(tmp_path):
     # (arguments, the row's two timings): native against XLA's loops, the
     # selection cache, the one-pass unpack, huge pages for the store, the
     # backup fused with the next descent, the backup leaving narrow nodes'
-    # edges, Gumbel's rows of narrow nodes, and through the planner
-    # (legal-move masks, domain arguments).
+    # edges, Gumbel's rows of narrow nodes, the root noise's first rounds at
+    # once (B * A = 2048), and through the planner (legal-move masks, domain
+    # arguments).
     for args, timings in [
             (("--cells", "muzero,5,8,16") + tiny, ("native_ms", "xla_ms")),
             (("--select-cache", "--cells", "muzero,20,8,16") + tiny,
@@ -339,6 +340,8 @@ def test_native_ab_script_tiny(tmp_path):
              ("lazy_edges_ms", "every_edge_ms")),
             (("--gumbel-rows", "--cells", "gumbel,48,8,16") + tiny,
              ("rows_ms", "full_rows_ms")),
+            (("--fast-dirichlet", "--cells", "muzero,64,32,4") + tiny,
+             ("fast_dirichlet_ms", "jax_dirichlet_ms")),
             (("--select-cache", "--planner-cells",
               "recommendation:num_candidates=20,muzero,4,8") + tiny[2:],
              ("cache_ms", "no_cache_ms"))]:
