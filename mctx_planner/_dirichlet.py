@@ -17,12 +17,12 @@ and go on through one loop each. A step is either another draw of `x`
 while `v <= 0` (JAX's inner loop) or a new round (its outer loop).
 
 Each element sees the same operations on the same values as in JAX's
-sampler, so the samples are the same bits. XLA:CPU turns a product and a
-sum in one kernel into a fused multiply-add, so that also takes the same
-kernels where it matters: here, XLA is kept from folding the sampler's
-constants (an optimization barrier), all but `log(d)`, which it folds in
-JAX's program too; without the barrier some samples differed in the last
-bit. `tests/test_dirichlet.py` compares the samples with `jax.random.dirichlet`,
+sampler, so the samples are the same bits. That also needs XLA to fuse
+the same operations, since XLA:CPU turns a product and a sum in one kernel
+into a fused multiply-add. Here an optimization barrier keeps XLA from
+folding the sampler's constants, all but `log(d)`, which it folds in JAX's
+program too; without the barrier some samples differed in the last bit.
+`tests/test_dirichlet.py` compares the samples with `jax.random.dirichlet`,
 constant and traced `alpha`, with raw and typed keys. A JAX or XLA that
 changes the sampler or those fusions fails those tests. `dirichlet` falls
 back to `jax.random.dirichlet` where it does not apply: 64-bit floats, key
