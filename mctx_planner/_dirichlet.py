@@ -66,14 +66,6 @@ def _constants(alpha):
   return boost, d, c
 
 
-def _rejected(x_sq, v_cubed, u, d):
-  """The loop condition of JAX's sampler: whether `(X, V, U)` is rejected."""
-  one, half = jnp.float32(1), jnp.float32(0.5)
-  squeeze = jnp.float32(0.0331)
-  return (u >= one - squeeze * (x_sq * x_sq)) & (
-      jnp.log(u) >= x_sq * half + d * ((one - v_cubed) + jnp.log(v_cubed)))
-
-
 def _normal_step(key, c):
   """One draw of the sampler's inner loop: `(key, x, v)`."""
   key, subkey = jax.random.split(key)
@@ -99,9 +91,23 @@ def _step(state, c):
 
 def _rejected_state(state, d):
   """Whether an element's sampler goes on from `state`: its draw has
-  `v <= 0` (JAX's inner loop) or its round is rejected (the outer one)."""
+  `v <= 0` (JAX's inner loop) or its round `(X, V, U)` is rejected (the
+  outer loop's condition, as JAX writes it)."""
   *_, v, u, x_sq, v_cubed = state
-  return (v <= 0) | _rejected(x_sq, v_cubed, u, d)
+  one, half = jnp.float32(1), jnp.float32(0.5)
+  squeeze = jnp.float32(0.0331)
+  rejected = (u >= one - squeeze * (x_sq * x_sq)) & (
+      jnp.log(u) >= x_sq * half + d * ((one - v_cubed) + jnp.log(v_cubed)))
+  return (v <= 0) | rejected
+
+
+def _first_round(key, c):
+  """Every element's state after its first round, from its key after the
+  sampler's first split (`key[N]`, `c[N]`)."""
+  zeros = jnp.zeros(key.shape[:1], jnp.float32)
+  ones = jnp.ones(key.shape[:1], jnp.float32)
+  # A fresh element (`v` = 1) starts a new round.
+  return jax.vmap(_step)((key, key, zeros, ones, zeros, zeros, ones), c)
 
 
 def _finish_one(state, c, d):
@@ -123,9 +129,7 @@ def _log_gamma(keys, alpha):
   first = jax.vmap(jax.random.split)(keys)
   key, subkey = first[:, 0], first[:, 1]
   n = keys.shape[0]
-  zeros, ones = jnp.zeros([n], jnp.float32), jnp.ones([n], jnp.float32)
-  # The first round of every element (`v` = 1: a new round).
-  state = jax.vmap(_step)((key, key, zeros, ones, zeros, zeros, ones), c)
+  state = _first_round(key, c)
   left = _rejected_state(state, d)
   capacity = min(n, max(_MIN_LEFT, -(-n // _LEFT_SHARE)))
   finish = jax.vmap(_finish_one)

@@ -54,9 +54,7 @@ def test_the_first_round_leaves_some_to_the_loop():
   keys = jax.vmap(lambda k: jax.random.split(k)[0])(
       jax.random.split(jax.random.key(3), n))
   _, d, c = _dirichlet._constants(jnp.full([n], 0.3, jnp.float32))
-  zeros, ones = jnp.zeros([n]), jnp.ones([n])
-  state = jax.vmap(_dirichlet._step)((keys, keys, zeros, ones, zeros, zeros,
-                                      ones), c)
+  state = _dirichlet._first_round(keys, c)
   left = int(_dirichlet._rejected_state(state, d).sum())
   assert 0 < left < n // 16
 
