@@ -75,7 +75,11 @@ pages over it (``madvise(MADV_HUGEPAGE)``, before any page is touched): with
 machine (fewer page faults and TLB misses; docs/benchmarks.md, "Huge pages
 for the store").  ``MCTX_PLANNER_HUGE_PAGES=0`` turns the advice off (read
 when ``mctx_planner`` is imported, into ``_fast_search._HUGE_PAGES``); where
-the system's THP setting is ``never`` it has no effect.
+the system's THP setting is ``never`` it has no effect.  On a virtual
+machine that reports freed memory to its host (virtio-balloon free page
+reporting), huge pages faulted in after the process has been idle for a few
+seconds can cost more than 4 KB pages (docs/benchmarks.md, "Huge pages after
+a pause"); ``retain_freed_memory()`` keeps the memory in the process.
 """
 
 import contextlib
