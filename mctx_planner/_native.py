@@ -77,9 +77,10 @@ for the store").  ``MCTX_PLANNER_HUGE_PAGES=0`` turns the advice off (read
 when ``mctx_planner`` is imported, into ``_fast_search._HUGE_PAGES``); where
 the system's THP setting is ``never`` it has no effect.  On a virtual
 machine that reports freed memory to its host (virtio-balloon free page
-reporting), huge pages faulted in after the process has been idle for a few
-seconds can cost more than 4 KB pages (docs/benchmarks.md, "Huge pages after
-a pause"); ``retain_freed_memory()`` keeps the memory in the process.
+reporting), huge pages faulted in from memory that was freed a few seconds
+earlier (a search after a pause) can cost more than 4 KB pages
+(docs/benchmarks.md, "Huge pages after a pause");
+``retain_freed_memory()`` keeps freed memory in the process.
 """
 
 import contextlib
