@@ -59,13 +59,19 @@ def test_the_first_round_leaves_some_to_the_loop():
   assert 0 < left < n // 16
 
 
-def test_search_noise_uses_it_from_min_elements():
+def test_search_noise_uses_it_from_min_elements(monkeypatch):
   # The search's root noise is mctx's: with the whole weight on the noise
   # (`(1 - 1) * probs + 1 * noise` is the noise exactly).
   from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
   assert 64 * 64 >= _dirichlet.MIN_ELEMENTS
+  calls = []
+  sampler = _dirichlet.dirichlet
+  monkeypatch.setattr(_dirichlet, "dirichlet",
+                      lambda *a: calls.append(a) or sampler(*a))
   probs = jnp.zeros([64, 64])
   noise = jax.jit(lambda k, p: _fast_search._dirichlet_mix(
       k, p, dirichlet_alpha=0.3, dirichlet_fraction=1.0))(_KEYS[0], probs)
   ref = jax.random.dirichlet(_KEYS[0], jnp.full([64], 0.3), shape=(64,))
   _assert_same_bits(noise, ref)
+  # (Traced once, for the CPU branch of `platform_dependent`.)
+  assert len(calls) == 1
