@@ -305,6 +305,23 @@ def test_descent_floor_script_tiny(tmp_path):
         (row["net_s"] + row["rows_floor_s"] + row["output_floor_s"]) / row["net_s"])
 
 
+def test_path_floor_script_tiny(tmp_path):
+    _require_kernels()  # the native expand_descend it profiles, and a C++ compiler
+    result = tmp_path / "path_floor.json"
+    stdout = _run_script("benchmarks/path_floor.py", "--hidden", "16", "--actions", "24",
+                         "--batch", "4", "--sims", "8", "--reps", "2", "--budget", "0.05",
+                         "--out", str(result))
+    assert "| B | levels |" in stdout
+    (row,) = json.loads(result.read_text())["results"]
+    # The backup walks every new node and its ancestors: depth + 1 nodes per
+    # simulation, the tree's mean node depth taken over those new nodes.
+    assert row["levels"] == pytest.approx(4 * 8 * (row["mean_depth"] + 1))
+    for field in ("one_line_ms", "three_arrays_ms", "search_ms", "network_ms",
+                  "expand_descend_ms"):
+        assert row[field] > 0, field
+    assert row["one_line_ms"] <= row["one_line_median_ms"]
+
+
 @pytest.mark.skipif(not _cpu_tasks.can_take_effect(),
                     reason="one task per kernel differs from the default only with two CPUs")
 def test_single_task_ab_script_tiny(tmp_path):
