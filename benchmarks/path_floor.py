@@ -36,12 +36,8 @@ leaner store cannot bring it to the issue's ratio of 2.0.
 
 import argparse
 import collections
-import gzip
-import glob
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -52,12 +48,15 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import profile_search  # pylint: disable=wrong-import-position
 import search_overhead as so  # pylint: disable=wrong-import-position
+from mctx_planner import _native  # pylint: disable=wrong-import-position
 
 
 def build_floor(tmp):
-  """Compiles path_floor.cc into `tmp`; returns the binary's path."""
-  compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+  """Compiles path_floor.cc into `tmp` with the compiler the native kernels
+  use; returns the binary's path."""
+  compiler = _native._compiler()  # pylint: disable=protected-access
   if not compiler:
     raise SystemExit("no C++ compiler found (set $CXX)")
   binary = os.path.join(tmp, "path_floor")
@@ -87,19 +86,11 @@ def kernel_ms(search, args):
   """Profiled milliseconds of the native expand_descend calls in one search
   (None where the search has none)."""
   hlo = search.lower(*args).compile().as_text()
-  names = {n for n, target in re.findall(
-      r'%([\w.\-]+) = .*custom_call_target="mctx_planner_(\w+)"', hlo)
-           if target == "expand_descend"}
+  names = {name for name, kernel in profile_search.native_calls(hlo).items()
+           if kernel == "expand_descend"}
   if not names:
     return None
-  with tempfile.TemporaryDirectory() as tmp:
-    with jax.profiler.trace(tmp, create_perfetto_trace=True):
-      jax.block_until_ready(search(*args))
-    path = glob.glob(os.path.join(tmp, "**", "*perfetto_trace.json.gz"),
-                     recursive=True)[0]
-    with gzip.open(path) as f:
-      trace = json.load(f)
-  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  events = profile_search.trace_events(search, *args)
   return sum(e.get("dur", 0.0) for e in events
              if e.get("ph") == "X" and e.get("name") in names) / 1e3
 
@@ -113,8 +104,7 @@ def measure(hidden, actions, batch, sims, threads, group, reps, profile,
   search = jax.jit(lambda p, k, r: fast(p, k, r, so.recurrent_fn, sims))
   net = jax.jit(lambda p, r: so.network_only(p, r, sims))
   tree = search(params, key, root).search_tree
-  parents = np.asarray(tree.parents).astype(np.int32)
-  parents[:, 0] = -1
+  parents = np.asarray(tree.parents).astype(np.int32)  # the root's: -1
   search_s, net_s = so.time_interleaved(
       [(search, (params, key, root)), (net, (params, root))], budget_s)
   floors, levels = run_floor(binary, parents, threads, group, reps, tmp)

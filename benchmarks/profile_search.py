@@ -47,6 +47,26 @@ import search_overhead as so  # pylint: disable=g-import-not-at-top
 from mctx_planner import _fast_search, _native  # pylint: disable=g-import-not-at-top
 
 
+def native_calls(hlo: str) -> dict:
+  """`{instruction name: kernel}` of the native custom calls in compiled
+  HLO text (the kernel without its ``mctx_planner_`` prefix)."""
+  return dict(re.findall(r'%([\w.\-]+) = .*custom_call_target='
+                         r'"mctx_planner_(\w+)"', hlo))
+
+
+def trace_events(fn, *args) -> list:
+  """The Perfetto trace events of one call `fn(*args)` under
+  `jax.profiler`."""
+  with tempfile.TemporaryDirectory() as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      jax.block_until_ready(fn(*args))
+    path = glob.glob(os.path.join(tmp, "**", "*perfetto_trace.json.gz"),
+                     recursive=True)[0]
+    with gzip.open(path) as f:
+      trace = json.load(f)
+  return trace["traceEvents"] if isinstance(trace, dict) else trace
+
+
 def _computations(hlo: str):
   """(computation of each instruction, while loops' bodies and conditions)."""
   owner, current = {}, None
@@ -140,8 +160,7 @@ def main():
                            if _STORE.search(v[1]))), None)
   # The native kernels (custom calls) replace the descent and backup loops;
   # the simulation loop is then the store loop that calls them.
-  native = dict(re.findall(r'%([\w.\-]+) = .*custom_call_target='
-                           r'"mctx_planner_(\w+)"', hlo))
+  native = native_calls(hlo)
   if sim_loop is None:
     sim_loop = next((store_bodies[owner[n]] for n in native
                      if owner.get(n) in store_bodies), None)
@@ -149,14 +168,7 @@ def main():
   writers = {owner[i] for i in owner if "scatter" in i}
   phases = {}  # computation -> phase, worked out once each
 
-  with tempfile.TemporaryDirectory() as tmp:
-    with jax.profiler.trace(tmp, create_perfetto_trace=True):
-      jax.block_until_ready(search(params, key, root))
-    path = glob.glob(os.path.join(tmp, "**", "*perfetto_trace.json.gz"),
-                     recursive=True)[0]
-    with gzip.open(path) as f:
-      trace = json.load(f)
-  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  events = trace_events(search, params, key, root)
 
   kernels = collections.Counter()
   micros = collections.Counter()
