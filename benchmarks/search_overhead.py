@@ -14,6 +14,9 @@ reproduces raw mctx's outputs bit for bit.
 Ratios are "search time / network-only time", measured in the same process.
 `--retain-memory` first keeps freed memory mapped
 (`mctx_planner.retain_freed_memory`); the JSON records whether it was.
+`--policy-outputs` also times, in the same rounds, the fast search returning
+only what self-play keeps (the action, the weights and the root's value,
+`policy_outputs`): XLA then drops the unpack of the whole tree.
 """
 
 import argparse
@@ -231,9 +234,18 @@ def outputs_identical(a, b):
   return exact, close
 
 
+def policy_outputs(out):
+  """What self-play keeps of a search's output (as `selfplay.rollout` keeps
+  the planner's): the action, the weights and the root's value."""
+  return (out.action, out.action_weights,
+          out.search_tree.node_values[:, out.search_tree.ROOT_INDEX])
+
+
 def run_config(policy, hidden, num_actions, batch, sims, budget_s,
-               skip_raw=False):
-  """Measures one configuration; returns a dict of results."""
+               skip_raw=False, with_policy_outputs=False):
+  """Measures one configuration; returns a dict of results.
+  `with_policy_outputs`: the fast search returning `policy_outputs` only
+  is timed too (`fast_policy_s`)."""
   raw_policy, fast_policy = POLICIES[policy]
   params, root, key = make_inputs(hidden, num_actions, batch)
 
@@ -249,6 +261,11 @@ def run_config(policy, hidden, num_actions, batch, sims, budget_s,
       functools.partial(search, fast_policy), params, key, root,
       single_task=fast_single_task(batch, sims, num_actions))
   fns = [(net, (params, root)), (fast, (params, key, root))]
+  if with_policy_outputs:
+    fast_policy_only, res["compile_fast_policy_s"], _ = compile_fn(
+        lambda *args: policy_outputs(search(fast_policy, *args)), params, key,
+        root, single_task=fast_single_task(batch, sims, num_actions))
+    fns.append((fast_policy_only, (params, key, root)))
   if not skip_raw:
     raw, res["compile_raw_s"], res["mem_bytes_raw"] = compile_fn(
         functools.partial(search, raw_policy), params, key, root)
@@ -258,8 +275,13 @@ def run_config(policy, hidden, num_actions, batch, sims, budget_s,
   res["ratio_fast"] = res["fast_s"] / res["net_s"]
   fast_out = fast(params, key, root)
   res["mean_depth"], res["max_depth"] = tree_depths(fast_out.search_tree)
+  if with_policy_outputs:
+    res["fast_policy_s"] = timings[2]
+    res["ratio_fast_policy"] = res["fast_policy_s"] / res["net_s"]
+    res["policy_outputs_identical"], _ = outputs_identical(
+        policy_outputs(fast_out), fast_policy_only(params, key, root))
   if not skip_raw:
-    res["raw_s"] = timings[2]
+    res["raw_s"] = timings[-1]
     res["ratio_raw"] = res["raw_s"] / res["net_s"]
     res["speedup"] = res["raw_s"] / res["fast_s"]
     exact, close = outputs_identical(fast_out, raw(params, key, root))
@@ -272,13 +294,14 @@ def run_config(policy, hidden, num_actions, batch, sims, budget_s,
 def markdown(results):
   head = ("| policy | H | A | B | S | depth mean/max | net ms | fast ms |"
           " raw ms | fast/net | raw/net | speedup | compile fast s |"
-          " compile raw s | mem MB fast | mem MB raw | identical |")
-  lines = [head, "|" + "---|" * 17]
+          " compile raw s | mem MB fast | mem MB raw | identical |"
+          " fast/net, policy outputs only |")
+  lines = [head, "|" + "---|" * 18]
   for r in results:
     g = lambda k, fmt: (fmt % r[k]) if k in r else "-"
     lines.append(
         "| %s | %d | %d | %d | %d | %.1f/%d | %.1f | %.1f | %s | %.2f | %s |"
-        " %s | %.2f | %s | %.1f | %s | %s |" % (
+        " %s | %.2f | %s | %.1f | %s | %s | %s |" % (
             r["policy"], r["hidden"], r["actions"], r["batch"], r["sims"],
             r["mean_depth"], r["max_depth"],
             r["net_s"] * 1e3, r["fast_s"] * 1e3,
@@ -290,7 +313,8 @@ def markdown(results):
              if "mem_bytes_raw" in r else "-"),
             ("exact" if r.get("identical") else
              "allclose" if r.get("allclose") else
-             "-" if "identical" not in r else "NO")))
+             "-" if "identical" not in r else "NO"),
+            g("ratio_fast_policy", "%.2f")))
   return "\n".join(lines)
 
 
@@ -315,6 +339,9 @@ def main():
   p.add_argument("--backend", default="fast",
                  help="name used in the default output file")
   p.add_argument("--out", default=None)
+  p.add_argument("--policy-outputs", action="store_true",
+                 help="also time the fast search returning only the action, "
+                 "the weights and the root value (what self-play keeps)")
   p.add_argument("--retain-memory", action="store_true",
                  help="first keep freed memory mapped "
                  "(mctx_planner.retain_freed_memory): big searches skip page "
@@ -337,7 +364,8 @@ def main():
             skip = (args.skip_raw or
                     batch * sims * sims * num_actions > args.raw_max_work)
             r = run_config(policy, hidden, num_actions, batch, sims,
-                           args.budget, skip_raw=skip)
+                           args.budget, skip_raw=skip,
+                           with_policy_outputs=args.policy_outputs)
             results.append(r)
             print(json.dumps(r), flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

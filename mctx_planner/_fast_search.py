@@ -244,18 +244,32 @@ _NATIVE_UNPACK = True
 
 def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
              extra_data, native: bool = False,
-             child_stats: bool = False) -> Tree:
+             child_stats: bool = False, root_only: bool = False) -> Tree:
   """The store as mctx's `Tree`.  With `native` (XLA:CPU, kernels loaded)
   the `[B, N, A]` arrays come from one pass over the edge store
   (`_native.unpack_edges`) instead of one XLA pass per array.
   `child_stats`: the edges' visit counts and values may be stale (the native
   backup with MuZero's selection-cache rows leaves some: `LazyEdges` in
   tree_kernels.cc), so an expanded child's come from its statistics, as
-  the native unpack always takes them."""
+  the native unpack always takes them.
+
+  `root_only`: a one-node tree of the root (`[B, 1, ...]` arrays, the
+  children's numbers from their statistics), sliced from the store by XLA.
+  The policies compute their outputs from it, not from the whole tree, so
+  that a caller who drops the whole tree (self-play keeps the action, the
+  weights and the root value) lets XLA drop its unpack too: 438 MB of
+  output at B = 1024, S = 256 with 64 actions (`_native.unpack_edges` is
+  free of side effects)."""
   e, st, ln = store.edges, store.stats, store.links
+  node_st, embeddings, logits = st, store.embeddings, store.logits
+  if root_only:
+    e, ln, node_st = e[:, :1], ln[:, :1], st[:, :1]
+    embeddings = jax.tree.map(lambda x: x[:, :1], embeddings)
+    logits = None if logits is None else logits[:, :1]
+    native, child_stats = False, True
   if native:
-    index, visits, rewards, discounts, values, logits = _native.unpack_edges(
-        e, st, with_logits=store.logits is None)
+    index, visits, rewards, discounts, values, edge_logits = (
+        _native.unpack_edges(e, st, with_logits=logits is None))
   else:
     index, visits = e[..., _E_CHILD] - 1, e[..., _E_VISITS]
     values = e[..., _E_VALUE]
@@ -265,22 +279,21 @@ def _to_tree(store: _Store, value_dtype, logits_dtype, invalid_actions,
       values = jnp.where(index >= 0, child[..., _S_VALUE], values)
     rewards, discounts, values = (_f32(x) for x in (
         e[..., _E_REWARD], e[..., _E_DISCOUNT], values))
-    logits = _f32(e[..., _E_LOGIT]) if store.logits is None else None
+    edge_logits = _f32(e[..., _E_LOGIT]) if logits is None else None
   return Tree(
-      node_visits=st[..., _S_VISITS],
-      raw_values=_f32(st[..., _S_RAW]).astype(value_dtype),
-      node_values=_f32(st[..., _S_VALUE]).astype(value_dtype),
+      node_visits=node_st[..., _S_VISITS],
+      raw_values=_f32(node_st[..., _S_RAW]).astype(value_dtype),
+      node_values=_f32(node_st[..., _S_VALUE]).astype(value_dtype),
       parents=ln[..., _L_PARENT] - 1,
       action_from_parent=ln[..., _L_ACTION] - 1,
       children_index=index,
       children_prior_logits=(
-          logits if store.logits is None else store.logits).astype(
-              logits_dtype),
+          edge_logits if logits is None else logits).astype(logits_dtype),
       children_visits=visits,
       children_rewards=rewards.astype(value_dtype),
       children_discounts=discounts.astype(value_dtype),
       children_values=values.astype(value_dtype),
-      embeddings=store.embeddings,
+      embeddings=embeddings,
       root_invalid_actions=invalid_actions,
       extra_data=extra_data)
 
@@ -863,8 +876,11 @@ def search(params: chex.ArrayTree,
            prior_probs: Optional[Callable] = None,
            native_puct: Optional[Tuple[Any, Any, Optional[float]]] = None,
            gumbel_qtransform: Optional[Callable] = None,
-           gumbel_table: Optional[chex.Array] = None) -> Tree:
+           gumbel_table: Optional[chex.Array] = None) -> Tuple[Tree, Tree]:
   """Batch-first counterpart of `mctx.search` (same tree, same key usage).
+
+  Returns the tree and its root alone (`[B, 1, ...]`, see `_to_tree`'s
+  `root_only`), from which the policies compute their outputs.
 
   `root_select` / `interior_select` are batched selection functions (see
   `BatchedSelectFn`).  `prior_probs` (`[B, A]` logits -> `[B, A]`
@@ -990,9 +1006,10 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
                   recurrent_fn, root_select, interior_select, num_simulations,
                   max_depth, loop_fn, full_batch, offset,
                   prior_probs, native_puct, gumbel_qtransform,
-                  gumbel_table) -> Tree:
+                  gumbel_table) -> Tuple[Tree, Tree]:
   """The search of examples `offset ... offset + len(root.value)` of a batch
-  of `full_batch` (all of it without a mesh)."""
+  of `full_batch` (all of it without a mesh): the tree and its root alone
+  (`_to_tree`'s `root_only`)."""
   batch_size = root.value.shape[0]
 
   def run():
@@ -1125,12 +1142,14 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
     else:
       _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     # The caches are internal (and CPU-only: every platform's branch returns
-    # the same structure, a `Tree`).
-    return _to_tree(store._replace(prior_cache=None, select_cache=None,
-                                   gumbel_rows=None),
-                    root.value.dtype, root.prior_logits.dtype,
-                    invalid_actions, extra_data,
-                    native=native and _NATIVE_UNPACK, child_stats=select_rows)
+    # the same structure, two `Tree`s).
+    tree = functools.partial(
+        _to_tree, store._replace(prior_cache=None, select_cache=None,
+                                 gumbel_rows=None),
+        root.value.dtype, root.prior_logits.dtype, invalid_actions,
+        extra_data)
+    return (tree(native=native and _NATIVE_UNPACK, child_stats=select_rows),
+            tree(root_only=True))
 
   # A custom `loop_fn` (e.g. Haiku's `hk.fori_loop`, which manages module
   # state) is not wrapped in `platform_dependent`'s `lax.switch`: it gets the
@@ -1455,7 +1474,21 @@ def _native_gumbel(qtransform) -> Optional[Tuple[float, float,
   return None if constants is None else (*constants, masked_score)
 
 
-def muzero_policy(
+def _policy_only(with_root: Callable, name: str) -> Callable:
+  """`with_root`'s policy output alone: the drop-in replacement for `name`
+  (mctx's policy of the same name, same signature, same outputs)."""
+  @functools.wraps(with_root)
+  def policy(*args, **kwargs) -> mctx.PolicyOutput:
+    return with_root(*args, **kwargs)[0]
+  policy.__name__ = policy.__qualname__ = name
+  policy.__doc__ = (
+      f"Drop-in replacement for `mctx.{name}` (same outputs).\n\n"
+      f"`mesh` / `batch_axis`: split the tree search over devices (see "
+      f"`search`).  `{with_root.__name__}` returns the root alone as well.")
+  return policy
+
+
+def muzero_policy_with_root(
     params: chex.ArrayTree,
     rng_key: chex.PRNGKey,
     root: mctx.RootFnOutput,
@@ -1472,35 +1505,46 @@ def muzero_policy(
     pb_c_base: chex.Numeric = 19652,
     temperature: chex.Numeric = 1.0,
     mesh: Optional[jax.sharding.Mesh] = None,
-    batch_axis: str = "batch") -> mctx.PolicyOutput[None]:
-  """Drop-in replacement for `mctx.muzero_policy` (same outputs).
+    batch_axis: str = "batch") -> Tuple[mctx.PolicyOutput[None], Tree]:
+  """`mctx.muzero_policy`'s outputs, and the root of the tree alone (a
+  one-node `Tree`, `[B, 1, ...]`; the whole tree where this falls back to
+  mctx).  The outputs are computed from the root alone, so that a caller
+  who drops the whole tree lets XLA drop its unpack (`_to_tree`).
 
   `mesh` / `batch_axis`: split the tree search over devices (see `search`).
   """
   if not _packable(root):
-    return mctx.muzero_policy(
+    return _with_whole_tree(mctx.muzero_policy(
         params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
         max_depth, loop_fn, qtransform=qtransform,
         dirichlet_fraction=dirichlet_fraction, dirichlet_alpha=dirichlet_alpha,
-        pb_c_init=pb_c_init, pb_c_base=pb_c_base, temperature=temperature)
+        pb_c_init=pb_c_init, pb_c_base=pb_c_base, temperature=temperature))
   rng_key, dirichlet_key, search_key = jax.random.split(rng_key, 3)
   root = _noisy_root(root, dirichlet_key, invalid_actions, dirichlet_alpha,
                      dirichlet_fraction)
   select = _batched_puct(pb_c_init=pb_c_init, pb_c_base=pb_c_base,
                          qtransform=qtransform)
-  tree = search(
+  tree, root_tree = search(
       params, search_key, root=root, recurrent_fn=recurrent_fn,
       root_select=select, interior_select=select,
       num_simulations=num_simulations, max_depth=max_depth,
       invalid_actions=invalid_actions, loop_fn=loop_fn, mesh=mesh,
       batch_axis=batch_axis, prior_probs=jax.nn.softmax,
       native_puct=_native_puct(qtransform, pb_c_init, pb_c_base))
-  action, weights = _act_by_visits(rng_key, tree, temperature)
+  action, weights = _act_by_visits(rng_key, root_tree, temperature)
   return mctx.PolicyOutput(action=action, action_weights=weights,
-                           search_tree=tree)
+                           search_tree=tree), root_tree
 
 
-def gumbel_muzero_policy(
+muzero_policy = _policy_only(muzero_policy_with_root, "muzero_policy")
+
+
+def _with_whole_tree(out: mctx.PolicyOutput) -> Tuple[mctx.PolicyOutput, Tree]:
+  """mctx's output, and its whole tree in place of the root alone."""
+  return out, out.search_tree
+
+
+def gumbel_muzero_policy_with_root(
     params: chex.ArrayTree,
     rng_key: chex.PRNGKey,
     root: mctx.RootFnOutput,
@@ -1515,17 +1559,18 @@ def gumbel_muzero_policy(
     gumbel_scale: chex.Numeric = 1.,
     mesh: Optional[jax.sharding.Mesh] = None,
     batch_axis: str = "batch",
-) -> mctx.PolicyOutput[mctx.GumbelMuZeroExtraData]:
-  """Drop-in replacement for `mctx.gumbel_muzero_policy` (same outputs).
+) -> Tuple[mctx.PolicyOutput[mctx.GumbelMuZeroExtraData], Tree]:
+  """`mctx.gumbel_muzero_policy`'s outputs, and the root alone (as
+  `muzero_policy_with_root`).
 
   `mesh` / `batch_axis`: split the tree search over devices (see `search`).
   """
   if not _packable(root):
-    return mctx.gumbel_muzero_policy(
+    return _with_whole_tree(mctx.gumbel_muzero_policy(
         params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
         max_depth, loop_fn, qtransform=qtransform,
         max_num_considered_actions=max_num_considered_actions,
-        gumbel_scale=gumbel_scale)
+        gumbel_scale=gumbel_scale))
   root = root.replace(
       prior_logits=_mask_invalid_actions(root.prior_logits, invalid_actions))
   rng_key, gumbel_key = jax.random.split(rng_key)
@@ -1539,7 +1584,7 @@ def gumbel_muzero_policy(
       max_considered=max_num_considered_actions, qtransform=qtransform))
   interior_select = _per_node(functools.partial(
       _gumbel_interior_action, qtransform=qtransform))
-  tree = search(
+  tree, root_tree = search(
       params, rng_key, root=root, recurrent_fn=recurrent_fn,
       root_select=root_select, interior_select=interior_select,
       num_simulations=num_simulations, max_depth=max_depth,
@@ -1549,9 +1594,9 @@ def gumbel_muzero_policy(
       gumbel_qtransform=qtransform, gumbel_table=table)
 
   # Act with the best of the most visited actions (by gumbel + logits + q).
-  visit_counts = tree.summary().visit_counts
+  visit_counts = root_tree.summary().visit_counts
   considered_visit = jnp.max(visit_counts, axis=-1, keepdims=True)
-  qvalues = jax.vmap(qtransform, in_axes=[0, None])(tree, Tree.ROOT_INDEX)
+  qvalues = jax.vmap(qtransform, in_axes=[0, None])(root_tree, Tree.ROOT_INDEX)
   scores = _gumbel_score(considered_visit, gumbel, root.prior_logits, qvalues,
                          visit_counts)
   # One argmax per search, outside `_per_platform`: XLA's, as mctx's.
@@ -1561,7 +1606,11 @@ def gumbel_muzero_policy(
   weights = jax.nn.softmax(
       _mask_invalid_actions(root.prior_logits + qvalues, invalid_actions))
   return mctx.PolicyOutput(action=action, action_weights=weights,
-                           search_tree=tree)
+                           search_tree=tree), root_tree
+
+
+gumbel_muzero_policy = _policy_only(gumbel_muzero_policy_with_root,
+                                    "gumbel_muzero_policy")
 
 
 # --------------------------------------------------------------------------
@@ -1657,7 +1706,7 @@ def _stochastic_recurrent_fn(decision_fn, chance_fn, num_actions,
   return recurrent_fn
 
 
-def stochastic_muzero_policy(
+def stochastic_muzero_policy_with_root(
     params: chex.ArrayTree,
     rng_key: chex.PRNGKey,
     root: mctx.RootFnOutput,
@@ -1675,18 +1724,19 @@ def stochastic_muzero_policy(
     pb_c_base: chex.Numeric = 19652,
     temperature: chex.Numeric = 1.0,
     mesh: Optional[jax.sharding.Mesh] = None,
-    batch_axis: str = "batch") -> mctx.PolicyOutput[None]:
-  """Drop-in replacement for `mctx.stochastic_muzero_policy` (same output).
+    batch_axis: str = "batch") -> Tuple[mctx.PolicyOutput[None], Tree]:
+  """`mctx.stochastic_muzero_policy`'s outputs, and the root alone (as
+  `muzero_policy_with_root`).
 
   `mesh` / `batch_axis`: split the tree search over devices (see `search`).
   """
   if not _packable(root):
-    return mctx.stochastic_muzero_policy(
+    return _with_whole_tree(mctx.stochastic_muzero_policy(
         params, rng_key, root, decision_recurrent_fn, chance_recurrent_fn,
         num_simulations, invalid_actions, max_depth, loop_fn,
         qtransform=qtransform, dirichlet_fraction=dirichlet_fraction,
         dirichlet_alpha=dirichlet_alpha, pb_c_init=pb_c_init,
-        pb_c_base=pb_c_base, temperature=temperature)
+        pb_c_base=pb_c_base, temperature=temperature))
   num_actions = root.prior_logits.shape[-1]
   rng_key, dirichlet_key, search_key = jax.random.split(rng_key, 3)
   root = _noisy_root(root, dirichlet_key, invalid_actions, dirichlet_alpha,
@@ -1711,7 +1761,7 @@ def stochastic_muzero_policy(
 
   select = _batched_stochastic(num_actions, pb_c_init=pb_c_init,
                                pb_c_base=pb_c_base, qtransform=qtransform)
-  tree = search(
+  tree, root_tree = search(
       params, search_key, root=root, recurrent_fn=recurrent_fn,
       root_select=select, interior_select=select,
       num_simulations=num_simulations, max_depth=max_depth,
@@ -1721,6 +1771,11 @@ def stochastic_muzero_policy(
                                     num_actions=num_actions))
 
   tree = _split_actions(tree, num_actions, "decision")
-  action, weights = _act_by_visits(rng_key, tree, temperature)
+  root_tree = _split_actions(root_tree, num_actions, "decision")
+  action, weights = _act_by_visits(rng_key, root_tree, temperature)
   return mctx.PolicyOutput(action=action, action_weights=weights,
-                           search_tree=tree)
+                           search_tree=tree), root_tree
+
+
+stochastic_muzero_policy = _policy_only(stochastic_muzero_policy_with_root,
+                                        "stochastic_muzero_policy")

@@ -426,11 +426,23 @@ def _resolve_backend(backend: str, mesh: Any = None) -> str:
 
 
 def _policy_functions(backend: str):
+    """The three policies of ``backend``, each returning ``(PolicyOutput,
+    root)``: ``root`` a tree whose root holds the search's root (the fast
+    backend's one-node tree, so that a caller who keeps only the action, the
+    weights and the root value lets XLA drop the unpack of the whole tree;
+    mctx's whole tree)."""
     if backend == "fast":
-        from mctx_planner import _fast_search as impl  # pylint: disable=g-import-not-at-top
-    else:
-        impl = mctx
-    return impl.muzero_policy, impl.gumbel_muzero_policy, impl.stochastic_muzero_policy
+        from mctx_planner import _fast_search as fast  # pylint: disable=g-import-not-at-top
+        return (fast.muzero_policy_with_root, fast.gumbel_muzero_policy_with_root,
+                fast.stochastic_muzero_policy_with_root)
+
+    def with_tree(policy):
+        def run(*args, **kwargs):
+            out = policy(*args, **kwargs)
+            return out, out.search_tree
+        return run
+    return (with_tree(mctx.muzero_policy), with_tree(mctx.gumbel_muzero_policy),
+            with_tree(mctx.stochastic_muzero_policy))
 
 
 def _qtransform(config: SearchConfig, knows_legal_moves: bool, stochastic: bool):
@@ -542,20 +554,23 @@ def search(params: chex.ArrayTree, rng_key: chex.PRNGKey, root_input: Any, *,
                 pb_c_init=config.pb_c_init, pb_c_base=config.pb_c_base,
                 temperature=config.temperature)
     if config.algorithm == "muzero":
-        out = muzero(recurrent_fn=model.recurrent_fn, **common, **puct)
+        out, root_tree = muzero(recurrent_fn=model.recurrent_fn, **common, **puct)
     elif config.algorithm == "gumbel_muzero":
-        out = gumbel(recurrent_fn=model.recurrent_fn, **common,
-                     max_num_considered_actions=config.max_num_considered_actions,
-                     gumbel_scale=config.gumbel_scale)
+        out, root_tree = gumbel(
+            recurrent_fn=model.recurrent_fn, **common,
+            max_num_considered_actions=config.max_num_considered_actions,
+            gumbel_scale=config.gumbel_scale)
     else:
-        out = stochastic(decision_recurrent_fn=model.decision_recurrent_fn,
-                         chance_recurrent_fn=model.chance_recurrent_fn,
-                         **common, **puct)
-    tree = out.search_tree
+        out, root_tree = stochastic(
+            decision_recurrent_fn=model.decision_recurrent_fn,
+            chance_recurrent_fn=model.chance_recurrent_fn, **common, **puct)
+    # From the root alone: self-play, which drops the tree, then does not
+    # pay for the whole tree's unpack (see `_policy_functions`).
     if config.algorithm == "gumbel_muzero":
-        root_value = improved_policy_value(tree, out.action_weights)
+        root_value = improved_policy_value(root_tree, out.action_weights)
     else:
-        root_value = tree.node_values[:, tree.ROOT_INDEX]
+        root_value = root_tree.node_values[:, root_tree.ROOT_INDEX]
+    tree = out.search_tree
     return PlanOutput(
         action=out.action.astype(jnp.int32),
         action_weights=out.action_weights,

@@ -615,6 +615,60 @@ def test_xla_unpack_reads_the_children_statistics(monkeypatch):
                         jax.jit(functools.partial(run, mctx))(*args))
 
 
+@pytest.mark.parametrize("algorithm", ["muzero", "gumbel_muzero"])
+def test_outputs_without_the_tree_drop_its_unpack(algorithm):
+  """The policies compute the action and the weights from the root alone
+  (`_to_tree`'s `root_only`), so a program that drops the whole tree, as
+  self-play does, has no unpack of it left after XLA's optimizations, and
+  gives the same action and weights to the bit.  (That these are mctx's:
+  the tests above, which run the same code.)  20 actions: MuZero's
+  selection-cache rows, whose narrow nodes' edges are stale, so the root's
+  children's numbers must come from their statistics."""
+  _require_kernels()
+  batch, sims, num_actions = 16, 12, 20
+  _, whole = _policy_pair(algorithm, sims, None)
+  _, params, key, root, invalid = next(_muzero_inputs(batch, num_actions,
+                                                      0.95))
+  args = (params, key, root, _clean_even_roots(invalid))
+  kept = jax.jit(lambda *a: (lambda out: (out.action, out.action_weights))(
+      whole(*a)))
+  assert "mctx_planner_unpack_edges" in whole.lower(*args).compile().as_text()
+  lean = kept.lower(*args).compile()
+  assert "mctx_planner_unpack_edges" not in lean.as_text()
+  assert "mctx_planner_expand" in lean.as_text()  # the search itself stays
+  out = whole(*args)
+  action, weights = lean(*args)
+  np.testing.assert_array_equal(action, out.action)
+  np.testing.assert_array_equal(np.asarray(weights).view(np.uint32),
+                                np.asarray(out.action_weights).view(np.uint32))
+
+
+def test_self_play_does_not_unpack_the_tree():
+  """`selfplay.rollout` keeps the planner's action, weights and root value,
+  which come from the root alone: its compiled program searches with the
+  kernels but has no unpack of the whole tree, while `plan` (which returns
+  the tree) has one."""
+  _require_kernels()
+  from mctx_planner import selfplay  # pylint: disable=g-import-not-at-top
+  from mctx_planner.domains import TicTacToe  # pylint: disable=g-import-not-at-top
+  from mctx_planner.search import (SearchConfig, make_planner, true_model,  # pylint: disable=g-import-not-at-top
+                                   uniform_predict_fn)
+  domain = TicTacToe()
+  states = jax.vmap(domain.init)(jax.random.split(jax.random.PRNGKey(0), 4))
+  for algorithm in ("muzero", "gumbel_muzero"):
+    planner = make_planner(
+        true_model(domain, uniform_predict_fn(domain.num_actions)),
+        SearchConfig(algorithm=algorithm, num_simulations=4,
+                     max_num_considered_actions=4))
+    play = jax.jit(lambda p, s, k, search=planner.search: selfplay.rollout(
+        domain, search, p, s, k, 2))
+    text = play.lower({}, states, jax.random.PRNGKey(1)).compile().as_text()
+    assert "mctx_planner_expand" in text, algorithm
+    assert "mctx_planner_unpack_edges" not in text, algorithm
+    plan = jax.jit(planner.search).lower({}, jax.random.PRNGKey(0), states)
+    assert "mctx_planner_unpack_edges" in plan.compile().as_text(), algorithm
+
+
 def test_native_kernels_replace_the_tree_loops():
   """With the kernels, MuZero's and Gumbel MuZero's searches have no descent
   or backup loop left; with a qtransform other than mctx's default, they

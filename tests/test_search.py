@@ -13,8 +13,9 @@ from mctx_planner.config import TrainConfig
 from mctx_planner.domains import ConnectFour, TicTacToe
 from mctx_planner.domains.base import Domain, select_state
 from mctx_planner.networks import AlphaZeroNet, MuZeroNet, NetworkConfig, init_params
-from mctx_planner.search import (RootInput, SearchConfig, learned_model, make_planner,
-                                 network_predict_fn, true_model, uniform_predict_fn)
+from mctx_planner.search import (RootInput, SearchConfig, improved_policy_value, learned_model,
+                                 make_planner, network_predict_fn, true_model,
+                                 uniform_predict_fn)
 
 
 # ---------------------------------------------------------------- toy domains
@@ -117,6 +118,12 @@ def test_bandit_picks_best_legal_arm(algorithm):
         if visits[0, arm] > 0:
             assert q[0, arm] == pytest.approx(r, abs=1e-6)
     average = float(out.tree.node_values[0, 0])
+    # The planner computes the root value from the root alone (so that
+    # self-play, which drops the tree, does not unpack it); the whole
+    # tree gives the same.
+    whole = (improved_policy_value(out.tree, out.action_weights)
+             if algorithm == "gumbel_muzero" else out.tree.node_values[:, 0])
+    np.testing.assert_allclose(out.root_value, whole, rtol=1e-6, atol=1e-7)
     if algorithm == "gumbel_muzero":
         # Every legal arm is visited; the root value is the improved policy's.
         assert np.all(visits[0, :3] > 0)
