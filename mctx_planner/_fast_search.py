@@ -1481,6 +1481,8 @@ def _policy_only(with_root: Callable, name: str) -> Callable:
   def policy(*args, **kwargs) -> mctx.PolicyOutput:
     return with_root(*args, **kwargs)[0]
   policy.__name__ = policy.__qualname__ = name
+  policy.__signature__ = inspect.signature(with_root).replace(
+      return_annotation=mctx.PolicyOutput)
   policy.__doc__ = (
       f"Drop-in replacement for `mctx.{name}` (same outputs).\n\n"
       f"`mesh` / `batch_axis`: split the tree search over devices (see "

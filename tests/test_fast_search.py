@@ -1,6 +1,7 @@
 """Golden equivalence of `mctx_planner._fast_search` against raw mctx."""
 
 import functools
+import inspect
 
 import chex
 import jax
@@ -140,6 +141,24 @@ def _jitted(name, num_simulations, max_depth, native=True):
 
   return (jax.jit(functools.partial(run, ref_fn)),
           jax.jit(functools.partial(run, fast_fn)))
+
+
+@pytest.mark.parametrize("name", ["muzero_policy", "gumbel_muzero_policy",
+                                  "stochastic_muzero_policy"])
+def test_drop_in_policies_take_mctx_parameters(name):
+  """Each drop-in policy takes mctx's parameters, in mctx's order and with
+  mctx's defaults, plus `mesh` and `batch_axis`, and says it returns a
+  `PolicyOutput` (its `*_with_root` variant returns the root too)."""
+  ours = inspect.signature(getattr(_fast_search, name))
+  theirs = inspect.signature(getattr(mctx, name))
+  params = list(ours.parameters.values())
+  assert [p.name for p in params] == list(theirs.parameters) + ["mesh",
+                                                                "batch_axis"]
+  for p in params[:-2]:
+    assert p.default == theirs.parameters[p.name].default, p.name
+    assert p.kind == theirs.parameters[p.name].kind, p.name
+  assert ours.return_annotation is mctx.PolicyOutput
+  assert getattr(_fast_search, name).__name__ == name
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
