@@ -1143,13 +1143,13 @@ def _search_shard(params, rng_key, root, invalid_actions, extra_data, *,
       _, store = loop_fn(0, num_simulations, one_simulation, (rng_key, store))
     # The caches are internal (and CPU-only: every platform's branch returns
     # the same structure, two `Tree`s).
-    tree = functools.partial(
+    to_tree = functools.partial(
         _to_tree, store._replace(prior_cache=None, select_cache=None,
                                  gumbel_rows=None),
         root.value.dtype, root.prior_logits.dtype, invalid_actions,
         extra_data)
-    return (tree(native=native and _NATIVE_UNPACK, child_stats=select_rows),
-            tree(root_only=True))
+    return (to_tree(native=native and _NATIVE_UNPACK, child_stats=select_rows),
+            to_tree(root_only=True))
 
   # A custom `loop_fn` (e.g. Haiku's `hk.fori_loop`, which manages module
   # state) is not wrapped in `platform_dependent`'s `lax.switch`: it gets the
