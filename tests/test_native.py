@@ -590,6 +590,45 @@ def test_store_init_writes_the_first_node_and_zeros():
                                   np.asarray(b.astype(jnp.int32)))
 
 
+@pytest.mark.parametrize("with_logits", [False, True])
+def test_unpack_streamed_or_not_matches_numpy(monkeypatch, with_logits):
+  """The native unpack of a random store, its outputs written with
+  non-temporal stores (`MCTX_PLANNER_STREAM_UNPACK=1`, as for trees of more
+  than 16 MB) and without (`0`), against NumPy: the same bits.  66,690
+  edges: more than one of the kernel's 65,536-edge chunks, and not whole
+  16-edge lines (the tail is written the ordinary way)."""
+  _require_kernels()
+  batch, nodes, num_actions = 3, 130, 171
+  rng = np.random.default_rng(0)
+  edges = rng.integers(-2**31, 2**31 - 1, (batch, nodes, num_actions, 6),
+                       dtype=np.int64).astype(np.int32)
+  # Children: none (0), a node (1 to N) or out of range; stats random bits.
+  edges[..., 5] = rng.integers(-1, nodes + 3, edges.shape[:-1])
+  stats = rng.integers(-2**31, 2**31 - 1, (batch, nodes, 3),
+                       dtype=np.int64).astype(np.int32)
+  unpack = jax.jit(functools.partial(_native.unpack_edges,
+                                     with_logits=with_logits))
+  child = edges[..., 5]
+  inside = (child > 0) & (child <= nodes)
+  of_child = stats[np.arange(batch)[:, None, None],
+                   np.clip(child - 1, 0, nodes - 1)]
+  expected = [child - 1,
+              np.where(inside, of_child[..., 0], edges[..., 2]),
+              edges[..., 3], edges[..., 4],
+              np.where(inside, of_child[..., 1], edges[..., 1]),
+              edges[..., 0]]
+  for stream in ("0", "1"):
+    monkeypatch.setenv("MCTX_PLANNER_STREAM_UNPACK", stream)
+    out = [x for x in unpack(jnp.asarray(edges), jnp.asarray(stats))
+           if x is not None]
+    # The kernel streams only 64-byte-aligned outputs, as XLA:CPU's are.
+    assert all(x.unsafe_buffer_pointer() % 64 == 0 for x in out)
+    assert len(out) == (6 if with_logits else 5)
+    for got, want in zip(out, expected):
+      np.testing.assert_array_equal(np.asarray(got).view(np.int32), want,
+                                    err_msg=f"stream={stream}")
+
+
 def test_xla_unpack_reads_the_children_statistics(monkeypatch):
   """With MuZero's selection-cache rows the native backup leaves narrow
   nodes' edges (`LazyEdges` in tree_kernels.cc); the XLA unpack (the

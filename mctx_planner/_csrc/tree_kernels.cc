@@ -48,6 +48,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -4604,6 +4607,38 @@ inline void AdviseHugePages(void* data, int64_t bytes) {
 #endif
 }
 
+// Whether `UnpackEdgesImpl` writes its outputs (`fields` arrays of `count`
+// int32) with non-temporal stores, around the caches: where the outputs are
+// 64-byte aligned and together larger than `kStreamFrom`, half a typical
+// last-level cache (the store they are read from is as large; `sysconf`'s
+// L3 size is unreliable: 320 MB on the 2-core virtual machine of
+// docs/benchmarks.md, whose cores share 32 MB).  Ordinary stores then read
+// every line before writing it, and fill the caches with lines the search
+// does not read again.  There, whole-tree searches with 64 actions were
+// 1.9% to 3.1% faster from 25 MB of outputs (B = 64, S = 256) to 400 MB
+// (B = 1024, S = 256), and 0.8% slower at 1.6 and 6 MB, hence the
+// threshold (docs/benchmarks.md, "Streaming the unpacked tree").
+// `$MCTX_PLANNER_STREAM_UNPACK` = 0 or 1 turns it off or on whatever the
+// size (for A/B runs and the tests), alignment permitting.
+constexpr int64_t kStreamFrom = int64_t{16} << 20;
+inline bool StreamOutputs(int32_t* const* outputs, int fields, int64_t count) {
+#if defined(__SSE2__)
+  for (int f = 0; f < fields; ++f) {
+    if (reinterpret_cast<uintptr_t>(outputs[f]) % 64 != 0) return false;
+  }
+  const char* env = std::getenv("MCTX_PLANNER_STREAM_UNPACK");
+  if (env != nullptr && (env[0] == '0' || env[0] == '1') && env[1] == 0) {
+    return env[0] == '1';
+  }
+  return count * fields * 4 > kStreamFrom;
+#else
+  (void)outputs;
+  (void)fields;
+  (void)count;
+  return false;
+#endif
+}
+
 // The packed edge store `[B, N, A, 6]` as mctx's tree arrays `[B, N, A]`,
 // in one pass (XLA reads the whole store once per array): children's index
 // (the stored child minus one), visit counts, rewards, discounts and
@@ -4648,28 +4683,69 @@ ffi::Error UnpackEdgesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> edges,
                     : reinterpret_cast<int32_t*>(logits->typed_data());
   // Bits are copied as they are (floats stay bit for bit).
   constexpr int64_t kChunkEdges = 1 << 16;
+  const int64_t num_nodes = dims[1];
+  // Edge `i`'s five (with `lo`, six) outputs: `out[f]` of field `f`.
+  const auto unpack = [=](int64_t i, int32_t* out) {
+    const int32_t* r = e + i * kEdgeFields;
+    const int32_t child = r[kChild];
+    // The child must be a node of the example (as the kernels write it).
+    const int32_t* cs =
+        child > 0 && child <= num_nodes
+            ? st + ((i / per_example) * num_nodes + child - 1) * kStatFields
+            : nullptr;
+    out[0] = child - 1;
+    out[1] = cs == nullptr ? r[kVisits] : cs[kSVisits];
+    out[2] = r[kReward];
+    out[3] = r[kDiscount];
+    out[4] = cs == nullptr ? r[kValue] : cs[kSValue];
+    out[5] = r[kLogit];
+  };
+  int32_t* const outputs[6] = {io, vo, ro, dso, qo, lo};
+  const int fields = lo == nullptr ? 5 : 6;
+  const bool stream = StreamOutputs(outputs, fields, count);
   const auto range = [=](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t first = c * kChunkEdges;
       const int64_t last = std::min(count, first + kChunkEdges);
-      for (int64_t i = first; i < last; ++i) {
-        const int32_t* r = e + i * kEdgeFields;
-        const int32_t child = r[kChild];
-        io[i] = child - 1;
-        // The child must be a node of the example (as the kernels write it).
-        const int32_t* cs =
-            child > 0 && child <= dims[1]
-                ? st + ((i / per_example) * dims[1] + child - 1) * kStatFields
-                : nullptr;
-        vo[i] = cs == nullptr ? r[kVisits] : cs[kSVisits];
-        ro[i] = r[kReward];
-        dso[i] = r[kDiscount];
-        qo[i] = cs == nullptr ? r[kValue] : cs[kSValue];
+      int64_t i = first;
+#if defined(__SSE2__)
+      if (stream) {
+        // Whole cache lines of every output (16 edges, from `first`, a
+        // multiple of 16: aligned), written around the caches
+        // (`StreamOutputs`); then the rest as below.
+        alignas(64) int32_t line[6][16];
+        for (; i + 16 <= last; i += 16) {
+          for (int j = 0; j < 16; ++j) {
+            int32_t out[6];
+            unpack(i + j, out);
+            for (int f = 0; f < 6; ++f) line[f][j] = out[f];
+          }
+          for (int f = 0; f < fields; ++f) {
+            __m128i* to = reinterpret_cast<__m128i*>(outputs[f] + i);
+            const __m128i* from = reinterpret_cast<const __m128i*>(line[f]);
+            for (int q = 0; q < 4; ++q) {
+              _mm_stream_si128(to + q, _mm_load_si128(from + q));
+            }
+          }
+        }
       }
-      if (lo != nullptr) {
-        for (int64_t i = first; i < last; ++i) lo[i] = e[i * kEdgeFields + kLogit];
+#endif
+      for (; i < last; ++i) {
+        int32_t out[6];
+        unpack(i, out);
+        io[i] = out[0];
+        vo[i] = out[1];
+        ro[i] = out[2];
+        dso[i] = out[3];
+        qo[i] = out[4];
+        if (lo != nullptr) lo[i] = out[5];
       }
     }
+#if defined(__SSE2__)
+    // The streamed lines are visible to the threads that read the outputs
+    // next once the fence has drained them.
+    if (stream) _mm_sfence();
+#endif
     return true;
   };
   const int64_t chunks = (count + kChunkEdges - 1) / kChunkEdges;
