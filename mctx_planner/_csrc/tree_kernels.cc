@@ -2498,7 +2498,9 @@ class GumbelSelector {
         visits_(static_cast<size_t>(num_actions)) {}
 
   // With rows, below the root: a node's row and statistics first, then
-  // (`Stage`) the edges of its visited children, or its whole record.
+  // (`Stage`) the edges of its visited children, or its whole record
+  // (`DescendRange`'s turns; `DescendLanes` stages only roots, see
+  // `GumbelLanes::kStagedRoots`).
   static constexpr bool kStaged = true;
   void Prefetch(int64_t at, bool root) {
     if (rows_ == nullptr || root) {
@@ -2835,8 +2837,8 @@ class PuctLanes {
   // Roots go through `Decide` too (those with invalid actions are left to
   // the scalar code).
   static constexpr bool kRoots = true;
-  // The lanes decide at once where their paths move (no `Stage` turn).
-  static constexpr bool kStaged = false;
+  // Roots are prefetched whole, a few examples ahead (no `StageNode`).
+  static constexpr bool kStagedRoots = false;
 
   // The lanes of `active` that the vectors decide; their actions go to
   // `chosen`, and the chosen child to `chosen_child` where a slot names it
@@ -3071,9 +3073,19 @@ class GumbelLanes {
  public:
   // Roots are the scalar code's (Sequential Halving's action is given).
   static constexpr bool kRoots = false;
-  // With rows, a lane whose path moved waits a turn (`Stage`): its node's
-  // row is in by then, and the turn prefetches what the selection reads.
-  static constexpr bool kStaged = true;
+  // Roots in two stages, examples ahead: their rows and statistics, then
+  // what their selection reads (`GumbelSelector::StageNode`).  Below the
+  // root, a lane decides on the turn after it moved, as PUCT's lanes do:
+  // its row and statistics were prefetched as it moved, its visited
+  // children's edges are read as they come.  (Until the twenty-second
+  // session a lane that moved waited a turn or two while `Stage`
+  // prefetched those edges, even and odd lanes deciding on alternate
+  // turns.  Deciding at once was 0.89x to 0.99x the time of whole
+  // searches with 64 actions, B = 16 to 1024, S = 64 to 256, 2 cores,
+  // identical outputs: the waits halved the lanes of each `DecideNarrow`,
+  // whose cost is mostly per call, and added turns; docs/benchmarks.md,
+  // "Gumbel's lanes decide at once".)
+  static constexpr bool kStagedRoots = true;
 
   // `select`: the range's selector; with its rows (`GumbelRow`), narrow
   // nodes are decided first, one lane at a time (`NarrowGumbelSelect`),
@@ -3091,8 +3103,8 @@ class GumbelLanes {
                   int32_t* chosen_child) const {
     _mm512_store_si512(chosen_child, _mm512_set1_epi32(-1));
     if (gumbel_rows_ == nullptr) return DecideFull(g, active, chosen);
-    // The narrow decisions (their lines were prefetched a turn before:
-    // `GumbelSelector::Stage`), then the vector code for enough others.
+    // The narrow decisions (their rows and statistics were prefetched as
+    // the lanes moved), then the vector code for enough others.
     const uint32_t decided = DecideNarrow(g, active, chosen);
     if (GumbelSelector::NarrowChecked()) {
       for (uint32_t m = decided; m; m &= m - 1) {
@@ -3711,9 +3723,9 @@ bool DescendLanes(Rows& rows, int64_t num_nodes,
   auto start = [&](int l) {
     int64_t b;
     while (rows.Next(&b)) {
-      if constexpr (Vector::kStaged) {
-        // Roots in two stages too: rows and statistics first, then, once
-        // a row is in, what its selection reads (`StageNode`).
+      if constexpr (Vector::kStagedRoots) {
+        // Roots in two stages: rows and statistics first, then, once a
+        // row is in, what its selection reads (`StageNode`).
         const int64_t far = rows.Ahead(2 * kRootAhead - 1);
         if (far >= 0) select.PrefetchRow(far * num_nodes);
         const int64_t near = rows.Ahead(kRootAhead - 1);
@@ -3750,34 +3762,8 @@ bool DescendLanes(Rows& rows, int64_t num_nodes,
     if (!start(l)) return false;
   }
   alignas(64) int32_t chosen[kLanes], chosen_child[kLanes];
-  uint32_t staged = 0, turn = 0;  // (with `Vector::kStaged`)
   while (g.active != 0) {
-    uint32_t active = g.active;
-    if constexpr (Vector::kStaged) {
-      // A lane that just moved stages its node (`select.Stage`: true) and
-      // waits.  Staged lanes then decide on alternate turns, even lanes on
-      // one and odd lanes on the next, so that each turn's decisions run
-      // while the other half's lines come in (else the lanes move in step
-      // and every turn waits for its lines).
-      const uint32_t turn_lanes = (++turn & 1u) ? 0xAAAAu : 0x5555u;
-      for (uint32_t m = active; m; m &= m - 1) {
-        const int l = __builtin_ctz(m);
-        const uint32_t bit = 1u << l;
-        Path& q = g.path[l];
-        if (!q.staged) {
-          q.staged = true;
-          if (select.Stage(q, g.at[l])) {
-            staged |= bit;
-            active &= ~bit;
-          } else {
-            staged &= ~bit;
-          }
-        } else if (staged & ~turn_lanes & bit) {
-          active &= ~bit;
-        }
-      }
-      if (active == 0) continue;
-    }
+    const uint32_t active = g.active;
     const uint32_t decided =
         rows.More() || __builtin_popcount(active) > kScalarBelow
             ? vec.Decide(g, active, chosen, chosen_child)
