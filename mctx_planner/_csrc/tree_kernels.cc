@@ -4600,10 +4600,12 @@ inline void AdviseHugePages(void* data, int64_t bytes) {
 // L3 size is unreliable: 320 MB on the 2-core virtual machine of
 // docs/benchmarks.md, whose cores share 32 MB).  Ordinary stores then read
 // every line before writing it, and fill the caches with lines the search
-// does not read again.  There, whole-tree searches with 64 actions were
-// 1.9% to 3.1% faster from 25 MB of outputs (B = 64, S = 256) to 400 MB
-// (B = 1024, S = 256), and 0.8% slower at 1.6 and 6 MB, hence the
-// threshold (docs/benchmarks.md, "Streaming the unpacked tree").
+// does not read again.  There, whole-tree searches with 64 actions and
+// S = 256 took 0.977x to 0.988x the time (Gumbel MuZero) and 0.992x to
+// 0.995x (MuZero) from 21 MB of outputs (B = 64) to 404 MB (B = 1024),
+// and streaming was 0.8% to 1.5% slower at 1.6 and 6 MB, hence the
+// threshold (docs/benchmarks.md, "Gumbel's lanes decide at once; the
+// unpacked tree streamed").
 // `$MCTX_PLANNER_STREAM_UNPACK` = 0 or 1 turns it off or on whatever the
 // size (for A/B runs and the tests), alignment permitting.
 constexpr int64_t kStreamFrom = int64_t{16} << 20;
