@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from mctx_planner import _cpu_tasks  # pylint: disable=g-import-not-at-top
 from mctx_planner import _fast_search  # pylint: disable=g-import-not-at-top
+from mctx_planner import native_cpu_kernels  # pylint: disable=g-import-not-at-top
 from mctx_planner import retain_freed_memory  # pylint: disable=g-import-not-at-top
 from mctx_planner import single_task_compile  # pylint: disable=g-import-not-at-top
 
@@ -349,6 +350,10 @@ def main():
   args = p.parse_args()
   malloc = retain_freed_memory() if args.retain_memory else "not called"
   print("retain_freed_memory:", malloc, flush=True)
+  # Without the kernels (no compiler, a failed build) the fast search runs
+  # its pure-XLA loops, several times slower: said first, and in the JSON.
+  native = native_cpu_kernels()
+  print("native CPU kernels:", native, flush=True)
   if args.quick:
     args.hidden, args.actions, args.batch, args.sims = [64, 256], [9], [
         64, 256], [64]
@@ -372,7 +377,7 @@ def main():
   with open(out, "w") as f:
     json.dump(dict(device=str(jax.devices()[0]), jax=jax.__version__,
                    mctx=mctx.__version__, retain_freed_memory=malloc,
-                   results=results), f, indent=1)
+                   native_cpu_kernels=native, results=results), f, indent=1)
   print()
   print(markdown(results))
   print("\nwritten to", out)
