@@ -2164,7 +2164,7 @@ struct Path {
   uint32_t key[2];
   int32_t key_depth, node, action, child, depth;
   bool active;
-  bool staged;  // `select.Stage` has run at this node
+  bool staged;  // `select.Stage` has run at this node (`DescendRange` only)
 };
 
 // The descent of examples `[begin, end)`: from the root, `select(path, b,
@@ -3710,7 +3710,6 @@ bool DescendLanes(Rows& rows, int64_t num_nodes,
     }
     q.node = q.child;
     ++q.depth;
-    q.staged = false;
     g.at[l] = static_cast<int32_t>(b * num_nodes + q.node);
     select.Prefetch(g.at[l], false);
     return true;
