@@ -398,9 +398,12 @@ GUMBEL_CASES = [
 
 @pytest.mark.parametrize("case", GUMBEL_CASES,
                          ids=lambda c: "-".join(map(str, c)))
-def test_native_gumbel_matches_mctx(case):
+def test_native_gumbel_matches_mctx(monkeypatch, case):
   """Gumbel MuZero's native descent: the same search as mctx, to the bit
-  (invalid root actions, depth limits, two-player discounts)."""
+  (invalid root actions, depth limits, two-player discounts), with the
+  lanes' prefetch of visited edges off and on
+  (`MCTX_PLANNER_PREFETCH_EDGES`: searches with a store over 32 MB turn it
+  on; these stores are smaller)."""
   _require_kernels()
   batch, sims, num_actions, max_depth, discount = case
   assert _native.gumbel_exact(num_actions,
@@ -417,8 +420,10 @@ def test_native_gumbel_matches_mctx(case):
     if seed == 0:
       text = fast.lower(params, key, root, invalid).as_text()
       assert "mctx_planner_gumbel_descend" in text
-    _assert_bit_identical(fast(params, key, root, invalid),
-                          ref(params, key, root, invalid))
+    want = ref(params, key, root, invalid)
+    for prefetch in ("0", "1"):
+      monkeypatch.setenv("MCTX_PLANNER_PREFETCH_EDGES", prefetch)
+      _assert_bit_identical(fast(params, key, root, invalid), want)
 
 
 def test_native_gumbel_with_values_not_finite():
