@@ -114,6 +114,16 @@ inline int32_t Argmax(const float* x, int32_t n) {
   return best;
 }
 
+// A switch for A/B runs and the tests: `$name` = 0 or 1 turns it off or
+// on, anything else leaves `otherwise`.
+inline bool ForcedOr(const char* name, bool otherwise) {
+  const char* env = std::getenv(name);
+  if (env != nullptr && (env[0] == '0' || env[0] == '1') && env[1] == 0) {
+    return env[0] == '1';
+  }
+  return otherwise;
+}
+
 inline uint32_t Rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
 
 // Threefry-2x32, 20 rounds (as jax.random and `_fast_search._threefry2x32`).
@@ -3137,31 +3147,22 @@ class GumbelLanes {
   static constexpr int kVectorMin = 4;
 
   // Prefetches the edge records of the visited children of the lanes
-  // `lanes` (node `at`, `k` visited children named by the row words
-  // `word`), all of them before `DecideNarrow` gathers the first.  Its
-  // gathers go slot by slot, and each waited on its misses before the next
-  // was issued: with a store larger than the caches, 42% of its samples fell
-  // just after the first gather (docs/benchmarks.md, "Gumbel's visited
-  // edges prefetched").  A record is 24 bytes and may span two lines.
-  void PrefetchVisitedEdges(__mmask16 lanes, __m512i at, __m512i k,
-                            const __m512i* word) const {
+  // `lanes` (their nodes `at`, rows ready), all of them before
+  // `DecideNarrow` gathers the first.  Its gathers go slot by slot, and each
+  // waited on its misses before the next was issued: with a store larger
+  // than the caches, 43% of its samples fell just after the first gather
+  // (docs/benchmarks.md, "Gumbel's visited edges prefetched").  A record is
+  // 24 bytes and may span two lines.
+  void PrefetchVisitedEdges(uint32_t lanes, const int32_t* at) const {
     using R = GumbelRow;
-    alignas(64) int32_t count[LaneState::kLanes], node[LaneState::kLanes];
-    alignas(64) uint32_t visited[R::kSlots / 4][LaneState::kLanes];
-    _mm512_store_si512(count, k);
-    _mm512_store_si512(node, at);
-    for (int32_t w = 0; w < R::kSlots / 4; ++w) {
-      _mm512_store_si512(visited[w], word[R::VisitedWord(4 * w)]);
-    }
     for (uint32_t m = lanes; m; m &= m - 1) {
       const int l = __builtin_ctz(m);
+      const uint32_t* row = gumbel_rows_ + static_cast<int64_t>(at[l]) * R::kWords;
       const int32_t* record =
-          e_ + static_cast<int64_t>(node[l]) * num_actions_ * kEdgeFields;
-      const int32_t slots = std::min(count[l], R::kSlots);
+          e_ + static_cast<int64_t>(at[l]) * num_actions_ * kEdgeFields;
+      const int32_t slots = std::min(R::Visited(row), R::kSlots);
       for (int32_t i = 0; i < slots; ++i) {
-        const int32_t action =
-            static_cast<int32_t>((visited[i / 4][l] >> (8 * (i % 4))) & 0xFFu) - 1;
-        const int32_t* edge = record + action * kEdgeFields;
+        const int32_t* edge = record + R::VisitedAction(row, i) * kEdgeFields;
         _mm_prefetch(reinterpret_cast<const char*>(edge), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(edge + kEdgeFields - 1),
                      _MM_HINT_T0);
@@ -3229,7 +3230,7 @@ class GumbelLanes {
         n <= 32 ? std::numeric_limits<int32_t>::max()
                 : 32 - (32 - n % 32) % 32 / 2;
     const __m512i record_at = _mm512_mullo_epi32(at, _mm512_set1_epi32(n));
-    if (prefetch_edges_) PrefetchVisitedEdges(m, at, k, word);
+    if (prefetch_edges_) PrefetchVisitedEdges(m, g.at);
     int32_t slots = 0;
     for (; slots < R::kSlots; ++slots) {
       const int32_t i = slots;
@@ -3720,11 +3721,9 @@ class GumbelLanes {
 constexpr int64_t kPrefetchEdgesFrom = int64_t{32} << 20;
 inline bool PrefetchEdges(int64_t batch, int64_t num_nodes,
                           int32_t num_actions) {
-  const char* env = std::getenv("MCTX_PLANNER_PREFETCH_EDGES");
-  if (env != nullptr && (env[0] == '0' || env[0] == '1') && env[1] == 0) {
-    return env[0] == '1';
-  }
-  return batch * num_nodes * num_actions * kEdgeFields * 4 > kPrefetchEdgesFrom;
+  return ForcedOr("MCTX_PLANNER_PREFETCH_EDGES",
+                  batch * num_nodes * num_actions * kEdgeFields * 4 >
+                      kPrefetchEdgesFrom);
 }
 
 // The descent of examples `[begin, end)` in 16 vector lanes: `vec.Decide`
@@ -3741,7 +3740,8 @@ inline bool PrefetchEdges(int64_t batch, int64_t num_nodes,
 // S = 256: the longer tail of the last paths cost more than the prefetches
 // saved.  Two groups whose second joined the first once no example was
 // left, so that the tail did not grow, were no faster for MuZero or Gumbel
-// either: 0.98x to 1.03x paired, twenty-third session.)  Writes the same `(node, action, child)` as `DescendRange`.
+// either: 0.98x to 1.03x paired, twenty-third session.)  Writes the same
+// `(node, action, child)` as `DescendRange`.
 //
 // The examples come from `rows` (`RangeRows`: a range in order).
 template <typename Select, typename Vector, typename Rows>
@@ -4674,11 +4674,8 @@ inline bool StreamOutputs(int32_t* const* outputs, int fields, int64_t count) {
   for (int f = 0; f < fields; ++f) {
     if (reinterpret_cast<uintptr_t>(outputs[f]) % 64 != 0) return false;
   }
-  const char* env = std::getenv("MCTX_PLANNER_STREAM_UNPACK");
-  if (env != nullptr && (env[0] == '0' || env[0] == '1') && env[1] == 0) {
-    return env[0] == '1';
-  }
-  return count * fields * 4 > kStreamFrom;
+  return ForcedOr("MCTX_PLANNER_STREAM_UNPACK",
+                  count * fields * 4 > kStreamFrom);
 #else
   (void)outputs;
   (void)fields;
